@@ -1,0 +1,37 @@
+# chaosproxy: `make demo` and `make test` are the whole quickstart on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench soak schema sysdeps clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	@touch $(STAMP)
+
+## demo: create the virtualenv if needed and run the workshop demo
+demo: $(STAMP)
+	$(VENV)/bin/chaosproxy demo $(DEMO_ARGS)
+
+## sysdeps: the Debian tools the suite drives (docker-compose for compose validation,
+## chromium for the browser test, wrk and nginx for the benchmark)
+sysdeps:
+	@scripts/install-sysdeps
+
+## test: create the virtualenv if needed, install, run the whole suite
+test: $(STAMP) sysdeps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check proxy_addons demo_app tests bench
+	$(VENV)/bin/mypy
+
+## schema: regenerate scenarios/schema.json from the model
+schema: $(STAMP)
+	$(VENV)/bin/chaosproxy schema > scenarios/schema.json
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

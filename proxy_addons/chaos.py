@@ -1,0 +1,264 @@
+"""ChaosAddon: the mitmproxy addon that injects a scenario's faults.
+
+Used by ``chaosproxy run`` and the Python API, and on its own inside plain mitmproxy::
+
+    mitmdump -s proxy_addons/chaos.py --set chaos_scenario=flaky
+
+mitmproxy loads this file by path, so it imports the installed package absolutely.
+The addon only adapts flows to the engine (which decides) and to the faults (which act).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, Optional
+
+from mitmproxy import http
+
+from proxy_addons.engine import Engine, Event
+from proxy_addons.faults import Stage
+from proxy_addons.scenario import PASSTHROUGH, Scenario, ScenarioError, resolve
+from proxy_addons.wire import FlowRequest, FlowWire, resolve_future, wait_future
+
+logger = logging.getLogger("chaosproxy")
+
+METADATA_KEY = "chaos"
+ANNOTATION_HEADER = "X-Chaos-Rule"
+
+
+class ChaosAddon:
+    """Decides per request with the engine and applies the chosen faults to the flow."""
+
+    def __init__(
+        self,
+        scenario: Scenario | None = None,
+        *,
+        source: str | None = None,
+        seed: int | None = None,
+        upstream_names: Mapping[str, str] | None = None,
+    ) -> None:
+        self.engine = Engine(scenario or PASSTHROUGH, seed=seed, source=source, on_event=self._event)
+        #: listener spec (mitmproxy mode full_spec) -> upstream NAME, with several upstreams
+        self.upstream_names = dict(upstream_names or {})
+        self.ready = threading.Event()
+        self._ready_callbacks: list[Callable[[], object]] = []
+        self._master: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wires: dict[str, FlowWire] = {}
+        self._waiters: dict[str, set[asyncio.Future[bool | None]]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------------------ mitmproxy hooks
+
+    def load(self, loader: Any) -> None:
+        self._master = loader.master
+        loader.add_option(
+            "chaos_scenario", Optional[str], None,
+            "Scenario file, or the name of a shipped scenario (e.g. flaky).",
+        )
+        loader.add_option(
+            "chaos_seed", Optional[int], None,
+            "Seed for the scenario's random decisions; overrides the file's seed.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if not updated & {"chaos_scenario", "chaos_seed"} or self._master is None:
+            return
+        opts = self._master.options
+        if "chaos_seed" in updated:
+            self.engine.seed_override = opts.chaos_seed
+        spec = opts.chaos_scenario
+        if spec:
+            try:
+                scenario, path = resolve(spec)
+            except ScenarioError as exc:
+                # Logged, not raised: mitmproxy prints a script's exceptions with their
+                # traceback. mitmdump refuses to start on an error logged during startup;
+                # a running proxy keeps its current scenario.
+                logger.error(
+                    "cannot load chaos_scenario %s (keeping scenario %s):\n%s",
+                    spec, self.engine.scenario.label, exc,
+                )
+                return
+            self.apply(scenario, source=str(path))
+        elif "chaos_seed" in updated:
+            self.apply(self.engine.scenario, source=self.engine.source)
+
+    def running(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.engine.start()
+        if self.engine.phase is not None:
+            logger.info("phase %s begins", self.engine.phase)
+        self._schedule()
+        self.ready.set()
+        for callback in self._ready_callbacks:
+            callback()
+
+    def request(self, flow: http.HTTPFlow) -> Any:
+        if flow.response or flow.error or not flow.live:
+            return None
+        upstream = self.upstream_names.get(flow.client_conn.proxy_mode.full_spec) if self.upstream_names else None
+        decision = self.engine.decide(FlowRequest(flow, upstream))
+        if decision is None:
+            return None
+        wire = FlowWire(self, flow, decision)
+        self._wires[flow.id] = wire
+        fault = decision.rule.describe()
+        flow.metadata[METADATA_KEY] = {
+            "rule": decision.name,
+            "fault": fault,
+            "phase": decision.phase,
+            "match": decision.match_number,
+            "seed": decision.seed,
+        }
+        flow.marked = ":zap:"
+        flow.comment = f"chaosproxy: rule {decision.name} injected {fault}"
+        logger.info(
+            "injected %s [%s] into %s %s", decision.name, fault, flow.request.method, flow.request.pretty_url
+        )
+        if wire.has(Stage.REQUEST):
+            return wire.run(Stage.REQUEST)
+        return None
+
+    def response(self, flow: http.HTTPFlow) -> Any:
+        wire = self._wires.get(flow.id)
+        if wire is None:
+            return None
+        if self.engine.scenario.annotate and flow.response is not None:
+            flow.response.headers[ANNOTATION_HEADER] = wire.rule
+        if wire.has(Stage.RESPONSE):
+            return self._finish(flow, wire.run(Stage.RESPONSE))
+        self._wires.pop(flow.id, None)
+        return None
+
+    async def _finish(self, flow: http.HTTPFlow, work: Any) -> None:
+        try:
+            await work
+        finally:
+            self._wires.pop(flow.id, None)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._wires.pop(flow.id, None)
+
+    def client_disconnected(self, client: Any) -> None:
+        for fut in self._waiters.pop(client.id, ()):
+            resolve_future(fut, False)
+
+    def done(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self.release_all()
+        for line in summary_lines(self.engine):
+            logger.info("%s", line)
+
+    # ------------------------------------------------------------------ for faults and callers
+
+    def when_ready(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` (on the proxy's loop) once the listeners are bound."""
+        self._ready_callbacks.append(callback)
+
+    async def wait_for_client(self, client_id: str, timeout: float | None) -> bool | None:
+        """Wait ``timeout`` seconds (None: forever). True when the time passed, False when the
+        client disconnected first, None when the proxy is stopping."""
+        assert self._loop is not None
+        fut = wait_future(self._loop, timeout)
+        waiters = self._waiters.setdefault(client_id, set())
+        waiters.add(fut)
+        try:
+            return await fut
+        finally:
+            waiters.discard(fut)
+            if not waiters and self._waiters.get(client_id) is waiters:
+                del self._waiters[client_id]
+
+    def connection_handler(self, client_id: str) -> Any:
+        """mitmproxy's handler of a client connection (internal API), or None."""
+        proxyserver = self._master.addons.get("proxyserver") if self._master else None
+        return proxyserver.connections.get(client_id) if proxyserver else None
+
+    @property
+    def held(self) -> int:
+        """Flows currently waiting in a fault (delayed or held)."""
+        return sum(len(w) for w in self._waiters.values())
+
+    @property
+    def in_flight(self) -> int:
+        """Flows a rule fired for that are not finished yet."""
+        return len(self._wires)
+
+    def release_all(self) -> None:
+        """End every wait: the proxy is stopping, so held flows are let go (and closed)."""
+        waiters, self._waiters = self._waiters, {}
+        for futures in waiters.values():
+            for fut in futures:
+                resolve_future(fut, None)
+
+    def apply(self, scenario: Scenario, source: str | None = None) -> None:
+        """Make ``scenario`` the active one (thread-safe)."""
+        self.engine.apply(scenario, source)
+        logger.info(
+            "scenario %s applied (seed %d, %d rules)",
+            scenario.label, self.engine.seed, sum(1 for _ in scenario.all_rules()),
+        )
+        self._reschedule()
+
+    # ------------------------------------------------------------------ timeline
+
+    def _event(self, event: Event) -> None:
+        logger.info("%s", event.message)
+        self._reschedule()
+
+    def _reschedule(self) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._schedule()
+        else:
+            loop.call_soon_threadsafe(self._schedule)
+
+    def _schedule(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        delay = self.engine.next_change_in()
+        if delay is not None and self._loop is not None:
+            self._timer = self._loop.call_later(delay + 0.001, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self.engine.tick()
+        if self._timer is None:
+            self._schedule()
+
+
+def summary_lines(engine: Engine) -> list[str]:
+    """What was injected, per rule, and which rules never matched (likely typos)."""
+    stats = engine.stats()
+    lines = [
+        f"summary: {stats['injected']} faults injected into {stats['requests']} requests "
+        f"(scenario {stats['scenario']}, seed {stats['seed']})"
+    ]
+    never: list[str] = []
+    for rule in stats["rules"]:
+        where = f" in phase {rule['phase']}" if rule["phase"] else ""
+        if rule["seen"] == 0:
+            never.append(f"  {rule['name']}{where}: {rule['fault']}")
+            continue
+        lines.append(
+            f"  {rule['name']}{where}: {rule['fault']}: matched {rule['seen']}, injected {rule['injected']}"
+        )
+    if never:
+        lines.append("rules that never matched (check their match blocks):")
+        lines.extend(never)
+    return lines
+
+
+addons = [ChaosAddon()]

@@ -1,0 +1,337 @@
+"""The ``chaosproxy`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import signal
+import sys
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from proxy_addons import logs, scenario as scenario_mod
+from proxy_addons.scenario import ScenarioError
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def version_text() -> str:
+    from mitmproxy.version import VERSION as MITM
+
+    try:
+        ours = metadata.version("chaosproxy")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        ours = "unknown"
+    return f"chaosproxy {ours} (mitmproxy {MITM}, Python {platform.python_version()})"
+
+
+def _fail(message: str, code: int = EXIT_FAIL) -> NoReturn:
+    print(f"chaosproxy: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _print_scenario_error(exc: ScenarioError, out: TextIO = sys.stderr) -> None:
+    for line in exc.lines:
+        print(line, file=out)
+
+
+def _host_port(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = default_host, text
+    host = host.strip("[]") or default_host
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:8080)")
+    return host, int(port)
+
+
+def _load(spec: str, directories: Sequence[Path] = ()) -> tuple[scenario_mod.Scenario, Path]:
+    try:
+        return scenario_mod.resolve(spec, directories)
+    except ScenarioError as exc:
+        _print_scenario_error(exc)
+        raise SystemExit(EXIT_FAIL) from None
+
+
+# --------------------------------------------------------------------------- run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from proxy_addons.chaos import ChaosAddon
+    from proxy_addons.runner import ProxySettings, StartupError, Upstream, serve, stop
+
+    try:
+        upstreams = [Upstream.parse(u) for u in args.upstream]
+    except ValueError as exc:
+        _fail(f"--upstream: {exc}", EXIT_USAGE)
+    unnamed = [u for u in upstreams if u.name is None]
+    if len(unnamed) > 1 or (unnamed and args.forward):
+        _fail("--upstream URL listens on --listen; give others as NAME=URL@PORT", EXIT_USAGE)
+    if not upstreams and not args.forward:
+        _fail("give --upstream URL (reverse proxy) or --forward (for HTTP_PROXY clients)", EXIT_USAGE)
+    listen_host, listen_port = args.listen
+    if args.scenario:
+        scenario, path = _load(args.scenario)
+        source: str | None = str(path)
+    else:
+        scenario, source = scenario_mod.PASSTHROUGH, None
+    settings = ProxySettings(
+        upstreams=upstreams,
+        forward=args.forward,
+        listen_host=listen_host,
+        listen_port=listen_port,
+        insecure=args.insecure,
+        confdir=args.confdir,
+    )
+    logs.configure(args.log_format, quiet=args.quiet)
+    addon = ChaosAddon(scenario, source=source, seed=args.seed)
+    seed_from = (
+        "--seed" if args.seed is not None
+        else "the scenario" if scenario.seed is not None
+        else "chosen at random; replay with --seed"
+    )
+
+    import logging
+
+    log = logging.getLogger("chaosproxy")
+
+    def ready(m: Any) -> None:
+        where = source or "no scenario: passing everything through"
+        log.info(
+            "%s | %s | scenario %s (%s) | seed %d (%s)",
+            version_text(), settings.describe(), scenario.label, where, addon.engine.seed, seed_from,
+        )
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        masters: list[Any] = []
+        stopping: list[asyncio.Task[None]] = []
+
+        def on_signal() -> None:
+            if stopping:  # a second Ctrl-C: leave now
+                os._exit(130)
+            if masters:
+                stopping.append(asyncio.ensure_future(stop(masters[0])))
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        await serve(addon, settings, on_ready=ready, on_master=masters.append)
+
+    try:
+        asyncio.run(main())
+    except StartupError as exc:
+        _fail(f"cannot start the proxy: {exc}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- validate / list / schema
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    status = EXIT_OK
+    for spec in args.paths:
+        try:
+            scenario, path = scenario_mod.resolve(spec)
+        except ScenarioError as exc:
+            _print_scenario_error(exc, sys.stdout)
+            status = EXIT_FAIL
+            continue
+        rules = sum(1 for _ in scenario.all_rules())
+        shape = _count(rules, "rule")
+        if scenario.phases:
+            shape = f"{_count(len(scenario.phases), 'phase')}, {shape}"
+        print(f"{path}: ok ({scenario.label}: {shape})")
+    return status
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    directory = Path(args.dir) if args.dir else None
+    if directory is not None and not directory.is_dir():
+        _fail(f"{args.dir}: not a directory")
+    entries = scenario_mod.shipped(directory)
+    if not entries:
+        print(f"no scenarios in {directory}")
+        return EXIT_OK
+    width = max(len(e.name) for e in entries)
+    status = EXIT_OK
+    for entry in entries:
+        try:
+            sc = entry.load()
+        except ScenarioError as exc:
+            print(f"{entry.name:<{width}}  (invalid: {exc.lines[0]})")
+            status = EXIT_FAIL
+            continue
+        summary = " ".join(sc.description.split()) or "(no description)"
+        if sc.phases:
+            summary += f" [phases: {', '.join(p.name for p in sc.phases)}]"
+        print(f"{entry.name:<{width}}  {summary}")
+    return status
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    sys.stdout.write(scenario_mod.schema_text())
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- explain
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'Name: value'")
+    return name.strip(), value.strip()
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from proxy_addons.engine import Engine, SimpleRequest
+
+    if not args.scenario:
+        _fail("give --scenario PATH or NAME to explain against", EXIT_USAGE)
+    scenario, path = _load(args.scenario)
+    url = urlsplit(args.url if "://" in args.url else f"http://{args.url}")
+    if not url.hostname:
+        _fail(f"{args.url!r} is not a URL", EXIT_USAGE)
+    body = args.data.encode() if args.data is not None else b""
+    request = SimpleRequest(
+        method=args.method.upper(),
+        host=url.hostname,
+        path=unquote(url.path or "/"),
+        headers=list(args.header),
+        query_pairs=parse_qsl(url.query, keep_blank_values=True),
+        content=body,
+        upstream=args.upstream_name,
+    )
+    engine = Engine(scenario, seed=args.seed, source=str(path))
+    if args.phase:
+        try:
+            engine.jump_to(args.phase)
+        except KeyError as exc:
+            _fail(str(exc.args[0]), EXIT_USAGE)
+    verdicts = engine.explain(request)
+    phase = f", phase {engine.phase}" if engine.phase else ""
+    print(f"{request.method} {args.url} against {scenario.label} ({path}{phase}, seed {engine.seed}):")
+    if not verdicts:
+        print("  no rules: the request passes through untouched")
+    for v in verdicts:
+        mark = "FIRES" if v.fires else "  -  "
+        print(f"  {mark} {v.rule} [{v.fault}]: {v.reason}")
+    if not any(v.fires for v in verdicts):
+        print("  => untouched: no rule fires")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        _fail(message, EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="chaosproxy",
+        description="A fault-injection proxy for resilience testing.",
+    )
+    parser.add_argument("--version", action="version", version=version_text())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser(
+        "run",
+        help="run the proxy",
+        description="Run the chaos proxy: reverse (--upstream) or forward (--forward).",
+    )
+    run.add_argument(
+        "--upstream", action="append", default=[], metavar="URL|NAME=URL@PORT",
+        help="reverse-proxy to URL on --listen; repeat as NAME=URL@PORT for more upstreams",
+    )
+    run.add_argument(
+        "--forward", action="store_true",
+        help="forward proxy for clients that honour HTTP_PROXY/HTTPS_PROXY",
+    )
+    run.add_argument("--scenario", metavar="PATH|NAME", help="scenario file or shipped name")
+    run.add_argument(
+        "--listen", type=_host_port, default=("127.0.0.1", 8080), metavar="HOST:PORT",
+        help="where the proxy listens (default 127.0.0.1:8080)",
+    )
+    run.add_argument("--seed", type=int, help="seed for random decisions (overrides the file's)")
+    run.add_argument(
+        "--insecure", action="store_true", help="do not verify upstream TLS certificates"
+    )
+    run.add_argument(
+        "--confdir", metavar="DIR",
+        help="mitmproxy's directory for its CA (default ~/.mitmproxy)",
+    )
+    run.add_argument(
+        "--log-format", choices=["text", "json"], default="text",
+        help="log lines as text (default) or JSON",
+    )
+    run.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    run.set_defaults(func=cmd_run)
+
+    validate = sub.add_parser("validate", help="check scenario files")
+    validate.add_argument("paths", nargs="+", metavar="PATH", help="scenario files or names")
+    validate.set_defaults(func=cmd_validate)
+
+    explain = sub.add_parser(
+        "explain", help="which rule would fire for a request, and why the others do not"
+    )
+    explain.add_argument("method", metavar="METHOD")
+    explain.add_argument("url", metavar="URL")
+    explain.add_argument("--scenario", metavar="PATH|NAME")
+    explain.add_argument(
+        "-H", "--header", action="append", type=_header, default=[], metavar="'Name: value'"
+    )
+    explain.add_argument("-d", "--data", metavar="BODY", help="request body (for body matching)")
+    explain.add_argument("--seed", type=int, help="seed (default: the scenario's)")
+    explain.add_argument("--phase", help="explain against this phase (default: the first)")
+    explain.add_argument(
+        "--upstream-name", metavar="NAME", help="the upstream NAME (multi-upstream mode)"
+    )
+    explain.set_defaults(func=cmd_explain)
+
+    lister = sub.add_parser("list", help="list shipped scenarios (or those in DIR)")
+    lister.add_argument("dir", nargs="?", metavar="DIR")
+    lister.set_defaults(func=cmd_list)
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of scenario files")
+    schema.set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except SystemExit:
+        raise
+    except Exception as exc:  # never a traceback for the user; keep it for a bug report
+        if os.environ.get("CHAOSPROXY_DEBUG"):
+            raise
+        _fail(
+            f"unexpected error: {type(exc).__name__}: {exc}\n"
+            "  (this is a bug: rerun with CHAOSPROXY_DEBUG=1 for the traceback and report it)"
+        )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

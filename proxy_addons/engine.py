@@ -1,0 +1,634 @@
+"""Which rule fires for a request: matching, counters, probability, phases. Pure Python.
+
+No mitmproxy import: the addon hands the engine a :class:`RequestView` and gets back a
+:class:`Decision` (or None). Selection follows DESIGN.md to the letter::
+
+    for rule in rules:                      # the active phase's rules when there are phases
+        if not rule.match(request): continue
+        rule.seen += 1
+        if rule.seen <= rule.skip: continue
+        if rule.every and (rule.seen - rule.skip) % rule.every != 0: continue
+        if rule.times is not None and rule.injected >= rule.times: continue
+        if draw(rule, rule.seen) >= rule.probability: continue
+        rule.injected += 1
+        return rule
+
+Every random number comes from a stream derived from (seed, phase, rule name, the rule's
+match number), so a seeded run decides the same for the Nth request matching a rule
+whatever the concurrency or completion order.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import random
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from proxy_addons.faults.rate_limit import RateLimit, Window
+from proxy_addons.scenario import PASSTHROUGH, Match, Phase, Rule, Scenario
+
+Clock = Callable[[], float]
+
+
+class RequestView(Protocol):
+    """What the engine needs to know about a request. The addon adapts flows to it."""
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def host(self) -> str:
+        """The upstream host, lower case."""
+
+    @property
+    def upstream(self) -> str | None:
+        """The upstream's NAME when several upstreams are configured."""
+
+    @property
+    def path(self) -> str:
+        """The decoded path, without the query."""
+
+    def header(self, name: str) -> Sequence[str]:
+        """All values of a header (name in any case)."""
+
+    def query(self, name: str) -> Sequence[str]:
+        """All values of a query parameter."""
+
+    def body(self) -> bytes:
+        """The request body; only read when a rule matches on it."""
+
+
+@dataclass(slots=True)
+class SimpleRequest:
+    """A RequestView from plain values: for ``explain``, tests and the Python API."""
+
+    method: str
+    host: str
+    path: str
+    headers: Sequence[tuple[str, str]] = ()
+    query_pairs: Sequence[tuple[str, str]] = ()
+    content: bytes = b""
+    upstream: str | None = None
+
+    def header(self, name: str) -> list[str]:
+        lname = name.lower()
+        return [v for k, v in self.headers if k.lower() == lname]
+
+    def query(self, name: str) -> list[str]:
+        return [v for k, v in self.query_pairs if k == name]
+
+    def body(self) -> bytes:
+        return self.content
+
+
+# --------------------------------------------------------------------------- matching
+
+TextTest = Callable[[str], bool]
+_WILDCARDS = re.compile(r"[*?\[]")
+
+
+def compile_pattern(pattern: str, *, ignore_case: bool = False) -> TextTest:
+    """A test for a glob (``*`` crosses ``/``) or an ``re:`` regex (``re.search``)."""
+    flags = re.IGNORECASE if ignore_case else 0
+    if pattern.startswith("re:"):
+        rx = re.compile(pattern[3:], flags)
+        return lambda text: rx.search(text) is not None
+    if not _WILDCARDS.search(pattern):
+        if ignore_case:
+            lowered = pattern.lower()
+            return lambda text: text.lower() == lowered
+        return pattern.__eq__
+    rx = re.compile(fnmatch.translate(pattern), flags)
+    return lambda text: rx.match(text) is not None
+
+
+def _json_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _json_lookup(doc: Any, dotted: str) -> tuple[bool, Any]:
+    node = doc
+    for part in dotted.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False, None
+    return True, node
+
+
+_NO_JSON = object()
+
+
+class _BodyCache:
+    """Reads the body (and its JSON) at most once per request, and only if asked."""
+
+    __slots__ = ("_doc", "_req", "_text")
+
+    def __init__(self, req: RequestView) -> None:
+        self._req = req
+        self._text: str | None = None
+        self._doc: Any = None
+
+    def text(self) -> str:
+        if self._text is None:
+            self._text = self._req.body().decode("utf-8", "replace")
+        return self._text
+
+    def json(self) -> Any:
+        if self._doc is None:
+            try:
+                self._doc = json.loads(self.text())
+            except ValueError:
+                self._doc = _NO_JSON
+        return self._doc
+
+
+Check = Callable[[RequestView, _BodyCache], str | None]
+"""Returns None when the condition holds, else why not (for ``explain``)."""
+
+
+def _compile_match(match: Match) -> tuple[Check, ...]:
+    checks: list[Check] = []
+    if match.method:
+        methods = frozenset(match.method)
+
+        def method(req: RequestView, _: _BodyCache) -> str | None:
+            m = req.method.upper()
+            return None if m in methods else f"method {m} is not {'/'.join(match.method)}"
+
+        checks.append(method)
+    if match.path is not None:
+        path_test, path_pattern = compile_pattern(match.path), match.path
+
+        def path(req: RequestView, _: _BodyCache) -> str | None:
+            p = req.path
+            return None if path_test(p) else f"path {p} does not match {path_pattern!r}"
+
+        checks.append(path)
+    if match.host is not None:
+        host_test, host_pattern = compile_pattern(match.host, ignore_case=True), match.host
+
+        def host(req: RequestView, _: _BodyCache) -> str | None:
+            if host_test(req.host) or (req.upstream is not None and host_test(req.upstream)):
+                return None
+            return f"host {req.host} does not match {host_pattern!r}"
+
+        checks.append(host)
+    for name, pattern in match.headers.items():
+        checks.append(_values_check("header", name, pattern, lambda r, n: r.header(n)))
+    for name, pattern in match.query.items():
+        checks.append(_values_check("query parameter", name, pattern, lambda r, n: r.query(n)))
+    if match.body is not None:
+        body_test, body_pattern = compile_pattern(match.body), match.body
+
+        def body(_: RequestView, cache: _BodyCache) -> str | None:
+            return None if body_test(cache.text()) else f"body does not match {body_pattern!r}"
+
+        checks.append(body)
+    for dotted, pattern in match.json_.items():
+        checks.append(_json_check(dotted, pattern))
+    return tuple(checks)
+
+
+def _values_check(
+    what: str, name: str, pattern: str, get: Callable[[RequestView, str], Sequence[str]]
+) -> Check:
+    test = compile_pattern(pattern)
+
+    def check(req: RequestView, _: _BodyCache) -> str | None:
+        values = get(req, name)
+        if any(test(v) for v in values):
+            return None
+        if not values:
+            return f"no {what} {name}"
+        return f"{what} {name}: {values[0]!r} does not match {pattern!r}"
+
+    return check
+
+
+def _json_check(dotted: str, pattern: str) -> Check:
+    test = compile_pattern(pattern)
+
+    def check(_: RequestView, cache: _BodyCache) -> str | None:
+        doc = cache.json()
+        if doc is _NO_JSON:
+            return "the body is not JSON"
+        found, value = _json_lookup(doc, dotted)
+        if not found:
+            return f"the JSON body has no {dotted}"
+        text = _json_text(value)
+        return None if test(text) else f"JSON {dotted} = {text!r} does not match {pattern!r}"
+
+    return check
+
+
+def _first_failure(checks: tuple[Check, ...], req: RequestView, cache: _BodyCache) -> str | None:
+    for check in checks:
+        why = check(req, cache)
+        if why is not None:
+            return why
+    return None
+
+
+# --------------------------------------------------------------------------- randomness
+
+
+def _digest(seed: int, phase: str | None, rule: str, n: int, stream: str) -> int:
+    key = f"{seed}\x1f{phase or ''}\x1f{rule}\x1f{n}\x1f{stream}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big")
+
+
+def draw(seed: int, phase: str | None, rule: str, n: int) -> float:
+    """The decision draw in [0, 1) for the rule's Nth match."""
+    return _digest(seed, phase, rule, n, "decide") / 2**64
+
+
+def new_seed() -> int:
+    """A seed for runs that were not given one (printed, so they can be replayed)."""
+    return secrets.randbelow(2**31)
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass(eq=False)
+class RuleState:
+    """A rule compiled for matching, with its counters."""
+
+    rule: Rule
+    phase: str | None
+    checks: tuple[Check, ...]
+    gate: RateLimit | None
+    seen: int = 0
+    """Matching requests in the current phase (selection counts these)."""
+    injected: int = 0
+    total_seen: int = 0
+    """Matching requests since the scenario was applied or reset (reported)."""
+    total_injected: int = 0
+    windows: dict[str, Window] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.rule.label
+
+    def clear(self) -> None:
+        self.seen = self.injected = 0
+        self.windows.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The rule that fired for one request, and how to derive its fault randomness."""
+
+    rule: Rule
+    phase: str | None
+    match_number: int
+    seed: int
+    retry_after: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.rule.label
+
+    @property
+    def faults(self) -> tuple[Any, ...]:
+        return self.rule.fault
+
+    def rng(self) -> random.Random:
+        """The fault's own stream (jitter, garbage bytes, where JSON breaks)."""
+        return random.Random(_digest(self.seed, self.phase, self.name, self.match_number, "fault"))
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """``explain``: what one rule would do with a request, and why."""
+
+    rule: str
+    phase: str | None
+    fires: bool
+    reason: str
+    fault: str
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something the log should say: a phase began, a ttl ran out."""
+
+    kind: str
+    message: str
+    phase: str | None = None
+
+
+def _compile_rules(rules: Sequence[Rule], phase: str | None) -> list[RuleState]:
+    out = []
+    for rule in rules:
+        gate = next((f for f in rule.fault if isinstance(f, RateLimit)), None)
+        out.append(RuleState(rule, phase, _compile_match(rule.match), gate))
+    return out
+
+
+class Engine:
+    """Decides, for each request, which rule of the active scenario fires. Thread-safe."""
+
+    def __init__(
+        self,
+        scenario: Scenario = PASSTHROUGH,
+        *,
+        seed: int | None = None,
+        source: str | None = None,
+        clock: Clock = time.monotonic,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> None:
+        self._clock = clock
+        self._lock = threading.RLock()
+        self.seed_override = seed
+        self.on_event = on_event
+        self.paused = False
+        self.requests = 0
+        self.injected = 0
+        self._apply(scenario, source)
+
+    # ------------------------------------------------------------------ scenario
+
+    def _apply(self, scenario: Scenario, source: str | None) -> None:
+        self.scenario = scenario
+        self.source = source
+        if self.seed_override is not None:
+            self.seed = self.seed_override
+        elif scenario.seed is not None:
+            self.seed = scenario.seed
+        else:
+            self.seed = new_seed()
+        if scenario.phases:
+            self._phases: list[tuple[Phase, list[RuleState]]] = [
+                (p, _compile_rules(p.rules, p.name)) for p in scenario.phases
+            ]
+        else:
+            self._phases = [(Phase(name="-", rules=scenario.rules), _compile_rules(scenario.rules, None))]
+        self._timeline = bool(scenario.phases)
+        self._all = [state for _, states in self._phases for state in states]
+        self.requests = self.injected = 0
+        now = self._clock()
+        self.applied_at = now
+        self._phase_index = 0
+        self._phase_started = now
+        self._expires = now + scenario.ttl if scenario.ttl else None
+
+    def apply(self, scenario: Scenario, source: str | None = None) -> None:
+        """Replace the active scenario: counters, windows and the phase clock start afresh."""
+        with self._lock:
+            self._apply(scenario, source)
+        if self._timeline:
+            self._emit(Event("phase", f"phase {self.phase} begins", self.phase))
+
+    def start(self) -> None:
+        """The proxy is ready: the phase clock (and ttl) count from now."""
+        with self._lock:
+            now = self._clock()
+            self.applied_at = self._phase_started = now
+            self._expires = now + self.scenario.ttl if self.scenario.ttl else None
+
+    def reset(self) -> None:
+        """Counters, rate windows and the phase clock back to zero."""
+        with self._lock:
+            for state in self._all:
+                state.clear()
+                state.total_seen = state.total_injected = 0
+            self.requests = self.injected = 0
+            self._phase_index = 0
+            self._phase_started = self._clock()
+
+    def pause(self) -> None:
+        """Stop injecting: every request passes through until :meth:`resume`."""
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
+    # ------------------------------------------------------------------ phases
+
+    @property
+    def phase(self) -> str | None:
+        """The active phase's name (None without phases)."""
+        return self._phases[self._phase_index][0].name if self._timeline else None
+
+    @property
+    def phase_names(self) -> list[str]:
+        return [p.name for p, _ in self._phases] if self._timeline else []
+
+    def jump_to(self, name: str) -> None:
+        """Make phase ``name`` active now; its clock and counters start afresh."""
+        with self._lock:
+            names = self.phase_names
+            if name not in names:
+                valid = ", ".join(names) if names else "none: this scenario has no phases"
+                raise KeyError(f"no phase {name!r}; phases: {valid}")
+            self._enter(names.index(name), self._clock())
+        self._emit(Event("phase", f"phase {name} begins (jump)", name))
+
+    def _enter(self, index: int, started: float) -> None:
+        self._phase_index = index
+        self._phase_started = started
+        for state in self._phases[index][1]:
+            state.clear()
+
+    def _advance(self, now: float) -> list[Event]:
+        """Move the timeline and ttl on to ``now``; return what changed."""
+        events: list[Event] = []
+        if self._expires is not None and now >= self._expires:
+            name = self.scenario.label
+            self._apply(PASSTHROUGH, None)
+            events.append(Event("ttl", f"scenario {name} reached its ttl: now passing through"))
+            return events
+        if not self._timeline:
+            return events
+        phases = self._phases
+        last = len(phases) - 1
+        index, started = self._phase_index, self._phase_started
+        changed = False
+        while True:
+            duration = phases[index][0].duration
+            if duration is None or (index == last and not self.scenario.loop):
+                break
+            if now - started < duration:
+                break
+            started += duration
+            index = 0 if index == last else index + 1
+            changed = True
+            cycle = sum(p.duration or 0.0 for p, _ in phases)
+            if index == 0 and cycle > 0 and now - started >= cycle:
+                started += (now - started) // cycle * cycle  # skip whole idle cycles
+        if changed:
+            self._enter(index, started)
+            events.append(Event("phase", f"phase {phases[index][0].name} begins", phases[index][0].name))
+        return events
+
+    def tick(self) -> None:
+        """Advance phases and ttl without a request (the addon calls this on a timer)."""
+        with self._lock:
+            events = self._advance(self._clock())
+        for event in events:
+            self._emit(event)
+
+    def next_change_in(self) -> float | None:
+        """Seconds until the next phase boundary or ttl expiry (None: nothing scheduled)."""
+        with self._lock:
+            now = self._clock()
+            candidates = []
+            if self._expires is not None:
+                candidates.append(self._expires - now)
+            if self._timeline:
+                phase = self._phases[self._phase_index][0]
+                last = self._phase_index == len(self._phases) - 1
+                if phase.duration is not None and not (last and not self.scenario.loop):
+                    candidates.append(self._phase_started + phase.duration - now)
+            return max(0.0, min(candidates)) if candidates else None
+
+    def _emit(self, event: Event) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+    # ------------------------------------------------------------------ deciding
+
+    def decide(self, req: RequestView) -> Decision | None:
+        """Select the rule that fires for ``req`` (counting it), or None: untouched."""
+        with self._lock:
+            self.requests += 1
+            events = self._advance(self._clock()) if self._expires or self._timeline else ()
+            decision = None if self.paused else self._select(req)
+            if decision is not None:
+                self.injected += 1
+        for event in events:
+            self._emit(event)
+        return decision
+
+    def _select(self, req: RequestView) -> Decision | None:
+        states = self._phases[self._phase_index][1]
+        if not states:
+            return None
+        cache = _BodyCache(req)
+        for state in states:
+            if _first_failure(state.checks, req, cache) is not None:
+                continue
+            rule = state.rule
+            state.seen += 1
+            state.total_seen += 1
+            n = state.seen
+            if n <= rule.skip:
+                continue
+            if rule.every and (n - rule.skip) % rule.every != 0:
+                continue
+            if rule.times is not None and state.injected >= rule.times:
+                continue
+            if rule.probability < 1 and draw(self.seed, state.phase, state.name, n) >= rule.probability:
+                continue
+            retry_after = None
+            if state.gate is not None:
+                retry_after = state.gate.admit(state.windows, _first_header(req), self._clock())
+                if retry_after is None:
+                    continue  # under the limit: the rule does not fire
+            state.injected += 1
+            state.total_injected += 1
+            return Decision(rule, state.phase, n, self.seed, retry_after)
+        return None
+
+    def explain(self, req: RequestView) -> list[Verdict]:
+        """What each rule of the active phase would do with ``req`` next; changes nothing."""
+        with self._lock:
+            states = self._phases[self._phase_index][1]
+            cache = _BodyCache(req)
+            verdicts: list[Verdict] = []
+            winner: str | None = None
+            for state in states:
+                verdicts.append(self._verdict(state, req, cache, winner))
+                if verdicts[-1].fires:
+                    winner = state.name
+            return verdicts
+
+    def _verdict(
+        self, state: RuleState, req: RequestView, cache: _BodyCache, winner: str | None
+    ) -> Verdict:
+        rule = state.rule
+
+        def out(fires: bool, reason: str) -> Verdict:
+            return Verdict(state.name, state.phase, fires, reason, rule.describe())
+
+        why = _first_failure(state.checks, req, cache)
+        if why is not None:
+            return out(False, f"does not match: {why}")
+        if winner is not None:
+            return out(False, f"matches, but rule {winner!r} fires first")
+        if self.paused:
+            return out(False, "matches, but injection is paused")
+        n = state.seen + 1
+        if n <= rule.skip:
+            return out(False, f"matches, but skip: {rule.skip} lets it through (match #{n})")
+        if rule.every and (n - rule.skip) % rule.every != 0:
+            return out(False, f"matches, but every: {rule.every} (match #{n} is not its turn)")
+        if rule.times is not None and state.injected >= rule.times:
+            return out(False, f"matches, but times: {rule.times} already injected")
+        if rule.probability < 1:
+            value = draw(self.seed, state.phase, state.name, n)
+            if value >= rule.probability:
+                return out(
+                    False,
+                    f"matches, but the draw for match #{n} is {value:.3f} >= probability "
+                    f"{rule.probability:g} (seed {self.seed})",
+                )
+        if state.gate is not None:
+            probe = {k: _copy_window(w) for k, w in state.windows.items()}
+            if state.gate.admit(probe, _first_header(req), self._clock()) is None:
+                return out(False, "matches, but is under its rate limit")
+        chance = f", draw below probability {rule.probability:g}" if rule.probability < 1 else ""
+        return out(True, f"matches (match #{n}{chance}): fires")
+
+    # ------------------------------------------------------------------ reporting
+
+    def rule_states(self) -> Iterator[RuleState]:
+        return iter(self._all)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since the scenario was applied (or reset), as the control API shows them."""
+        with self._lock:
+            return {
+                "scenario": self.scenario.label,
+                "seed": self.seed,
+                "phase": self.phase,
+                "paused": self.paused,
+                "requests": self.requests,
+                "injected": self.injected,
+                "rules": [
+                    {
+                        "name": s.name,
+                        "phase": s.phase,
+                        "seen": s.total_seen,
+                        "injected": s.total_injected,
+                        "fault": s.rule.describe(),
+                    }
+                    for s in self._all
+                ],
+            }
+
+
+def _copy_window(window: Window) -> Window:
+    copy = Window(window.start)
+    copy.count = window.count
+    return copy
+
+
+def _first_header(req: RequestView) -> Callable[[str], str | None]:
+    def get(name: str) -> str | None:
+        values = req.header(name)
+        return values[0] if values else None
+
+    return get

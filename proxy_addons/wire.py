@@ -1,0 +1,193 @@
+"""The mitmproxy side of a fault: one flow seen through the :class:`~faults.Wire` protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+import time
+from collections.abc import Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from mitmproxy import http
+
+from proxy_addons.engine import Decision
+from proxy_addons.faults import Stage
+
+if TYPE_CHECKING:
+    import random
+
+    from proxy_addons.chaos import ChaosAddon
+
+logger = logging.getLogger("chaosproxy")
+
+
+class FlowRequest:
+    """A mitmproxy request as the engine's RequestView; everything computed on demand."""
+
+    __slots__ = ("_flow", "_upstream")
+
+    def __init__(self, flow: http.HTTPFlow, upstream: str | None) -> None:
+        self._flow = flow
+        self._upstream = upstream
+
+    @property
+    def method(self) -> str:
+        return self._flow.request.method
+
+    @property
+    def host(self) -> str:
+        return self._flow.request.host
+
+    @property
+    def upstream(self) -> str | None:
+        return self._upstream
+
+    @property
+    def path(self) -> str:
+        return unquote(self._flow.request.path.partition("?")[0])
+
+    def header(self, name: str) -> list[str]:
+        return self._flow.request.headers.get_all(name)
+
+    def query(self, name: str) -> list[str]:
+        return self._flow.request.query.get_all(name)
+
+    def body(self) -> bytes:
+        return self._flow.request.get_content(strict=False) or b""
+
+
+class FlowResponse:
+    """The answer of a flow as a fault's ResponseView."""
+
+    __slots__ = ("_response",)
+
+    def __init__(self, response: http.Response) -> None:
+        self._response = response
+
+    @property
+    def status(self) -> int:
+        return self._response.status_code
+
+    @status.setter
+    def status(self, value: int) -> None:
+        self._response.status_code = value
+
+    @property
+    def headers(self) -> MutableMapping[str, str]:
+        return self._response.headers
+
+    @property
+    def arrival(self) -> float:
+        r = self._response
+        return r.timestamp_end or r.timestamp_start or time.time()
+
+    @property
+    def content(self) -> bytes:
+        return self._response.get_content(strict=False) or b""
+
+    def set_content(self, body: bytes) -> None:
+        self._response.content = body
+
+
+def reset_client(handler: Any) -> bool:
+    """Abort the client's TCP connection with an RST (SO_LINGER 0). Internal mitmproxy API:
+    ``proxyserver.connections[client.id]`` is the connection handler, whose transports hold
+    the client's stream writer. Returns False when the socket is not reachable."""
+    try:
+        writer = handler.transports[handler.client].writer
+        sock = writer.get_extra_info("socket")
+        if sock is None:
+            return False
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+    except (AttributeError, KeyError, OSError) as exc:
+        logger.debug("cannot reset the client connection: %s", exc)
+        return False
+    return True
+
+
+class FlowWire:
+    """One flow a rule fired for: the faults act on it through these methods."""
+
+    def __init__(self, addon: ChaosAddon, flow: http.HTTPFlow, decision: Decision) -> None:
+        self._addon = addon
+        self._flow = flow
+        self.decision = decision
+        self.rule = decision.name
+        self.arrival = flow.request.timestamp_start
+        self.retry_after = decision.retry_after
+        self.ended = False
+        self._rng: random.Random | None = None
+
+    @property
+    def rng(self) -> random.Random:
+        if self._rng is None:
+            self._rng = self.decision.rng()
+        return self._rng
+
+    @property
+    def response(self) -> FlowResponse | None:
+        r = self._flow.response
+        return FlowResponse(r) if r is not None else None
+
+    def has(self, stage: Stage) -> bool:
+        return any(f.stage is stage for f in self.decision.faults)
+
+    async def run(self, stage: Stage) -> None:
+        """Apply this decision's faults of ``stage``, in order, until the flow ends."""
+        for fault in self.decision.faults:
+            if fault.stage is not stage:
+                continue
+            if self.ended or not self._flow.live:
+                break
+            await fault.apply(self)
+
+    async def sleep_until(self, when: float) -> bool:
+        delay = when - time.time()
+        if delay <= 0:
+            return not self.ended
+        ok = await self._addon.wait_for_client(self._flow.client_conn.id, delay)
+        if ok is False:
+            self.ended = True
+            return False
+        return True
+
+    async def hold(self) -> None:
+        if await self._addon.wait_for_client(self._flow.client_conn.id, None) is False:
+            self.ended = True
+
+    def respond(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        self._flow.response = http.Response.make(status, body, dict(headers))
+
+    def close(self) -> None:
+        self.ended = True
+        if self._flow.killable:
+            self._flow.kill()
+
+    def reset(self) -> None:
+        self.ended = True
+        flow = self._flow
+        if not flow.request.http_version.startswith("HTTP/2"):
+            handler = self._addon.connection_handler(flow.client_conn.id)
+            if handler is None or not reset_client(handler):
+                logger.warning("rule %s: could not reset the connection; closing it", self.rule)
+        if flow.killable:
+            flow.kill()
+
+
+def wait_future(loop: asyncio.AbstractEventLoop, timeout: float | None) -> asyncio.Future[bool | None]:
+    """A future that resolves True after ``timeout`` (never, if None) unless resolved first."""
+    fut: asyncio.Future[bool | None] = loop.create_future()
+    if timeout is not None:
+        handle = loop.call_later(timeout, resolve_future, fut, True)
+        fut.add_done_callback(lambda _: handle.cancel())
+    return fut
+
+
+def resolve_future(fut: asyncio.Future[bool | None], value: bool | None) -> None:
+    """Resolve ``fut`` unless it already is (timer and disconnect race harmlessly)."""
+    if not fut.done():
+        fut.set_result(value)
