@@ -40,7 +40,9 @@ class ChaosAddon:
         seed: int | None = None,
         upstream_names: Mapping[str, str] | None = None,
     ) -> None:
-        self.engine = Engine(scenario or PASSTHROUGH, seed=seed, source=source, on_event=self._event)
+        self.engine = Engine(
+            scenario or PASSTHROUGH, seed=seed, source=source, on_event=self._event
+        )
         #: listener spec (mitmproxy mode full_spec) -> upstream NAME, with several upstreams
         self.upstream_names = dict(upstream_names or {})
         self.ready = threading.Event()
@@ -56,11 +58,15 @@ class ChaosAddon:
     def load(self, loader: Any) -> None:
         self._master = loader.master
         loader.add_option(
-            "chaos_scenario", Optional[str], None,
+            "chaos_scenario",
+            Optional[str],  # noqa: UP045 - mitmproxy compares option types to typing.Optional
+            None,
             "Scenario file, or the name of a shipped scenario (e.g. flaky).",
         )
         loader.add_option(
-            "chaos_seed", Optional[int], None,
+            "chaos_seed",
+            Optional[int],  # noqa: UP045
+            None,
             "Seed for the scenario's random decisions; overrides the file's seed.",
         )
 
@@ -80,7 +86,9 @@ class ChaosAddon:
                 # a running proxy keeps its current scenario.
                 logger.error(
                     "cannot load chaos_scenario %s (keeping scenario %s):\n%s",
-                    spec, self.engine.scenario.label, exc,
+                    spec,
+                    self.engine.scenario.label,
+                    exc,
                 )
                 return
             self.apply(scenario, source=str(path))
@@ -100,7 +108,11 @@ class ChaosAddon:
     def request(self, flow: http.HTTPFlow) -> Any:
         if flow.response or flow.error or not flow.live:
             return None
-        upstream = self.upstream_names.get(flow.client_conn.proxy_mode.full_spec) if self.upstream_names else None
+        upstream = (
+            self.upstream_names.get(flow.client_conn.proxy_mode.full_spec)
+            if self.upstream_names
+            else None
+        )
         decision = self.engine.decide(FlowRequest(flow, upstream))
         if decision is None:
             return None
@@ -117,7 +129,11 @@ class ChaosAddon:
         flow.marked = ":zap:"
         flow.comment = f"chaosproxy: rule {decision.name} injected {fault}"
         logger.info(
-            "injected %s [%s] into %s %s", decision.name, fault, flow.request.method, flow.request.pretty_url
+            "injected %s [%s] into %s %s",
+            decision.name,
+            fault,
+            flow.request.method,
+            flow.request.pretty_url,
         )
         if wire.has(Stage.REQUEST):
             return wire.run(Stage.REQUEST)
@@ -201,17 +217,20 @@ class ChaosAddon:
         self.engine.apply(scenario, source)
         logger.info(
             "scenario %s applied (seed %d, %d rules)",
-            scenario.label, self.engine.seed, sum(1 for _ in scenario.all_rules()),
+            scenario.label,
+            self.engine.seed,
+            sum(1 for _ in scenario.all_rules()),
         )
-        self._reschedule()
+        self.reschedule()
 
     # ------------------------------------------------------------------ timeline
 
     def _event(self, event: Event) -> None:
         logger.info("%s", event.message)
-        self._reschedule()
+        self.reschedule()
 
-    def _reschedule(self) -> None:
+    def reschedule(self) -> None:
+        """Re-arm the timer for the next phase boundary or ttl expiry (thread-safe)."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
@@ -252,9 +271,8 @@ def summary_lines(engine: Engine) -> list[str]:
         if rule["seen"] == 0:
             never.append(f"  {rule['name']}{where}: {rule['fault']}")
             continue
-        lines.append(
-            f"  {rule['name']}{where}: {rule['fault']}: matched {rule['seen']}, injected {rule['injected']}"
-        )
+        counts = f"matched {rule['seen']}, injected {rule['injected']}"
+        lines.append(f"  {rule['name']}{where}: {rule['fault']}: {counts}")
     if never:
         lines.append("rules that never matched (check their match blocks):")
         lines.extend(never)

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from proxy_addons import logs, scenario as scenario_mod
+from proxy_addons import logs
+from proxy_addons import scenario as scenario_mod
 from proxy_addons.scenario import ScenarioError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -73,7 +74,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if len(unnamed) > 1 or (unnamed and args.forward):
         _fail("--upstream URL listens on --listen; give others as NAME=URL@PORT", EXIT_USAGE)
     if not upstreams and not args.forward:
-        _fail("give --upstream URL (reverse proxy) or --forward (for HTTP_PROXY clients)", EXIT_USAGE)
+        _fail(
+            "give --upstream URL (reverse proxy) or --forward (for HTTP_PROXY clients)", EXIT_USAGE
+        )
     listen_host, listen_port = args.listen
     if args.scenario:
         scenario, path = _load(args.scenario)
@@ -91,8 +94,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     logs.configure(args.log_format, quiet=args.quiet)
     addon = ChaosAddon(scenario, source=source, seed=args.seed)
     seed_from = (
-        "--seed" if args.seed is not None
-        else "the scenario" if scenario.seed is not None
+        "--seed"
+        if args.seed is not None
+        else "the scenario"
+        if scenario.seed is not None
         else "chosen at random; replay with --seed"
     )
 
@@ -104,7 +109,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         where = source or "no scenario: passing everything through"
         log.info(
             "%s | %s | scenario %s (%s) | seed %d (%s)",
-            version_text(), settings.describe(), scenario.label, where, addon.engine.seed, seed_from,
+            version_text(),
+            settings.describe(),
+            scenario.label,
+            where,
+            addon.engine.seed,
+            seed_from,
         )
 
     async def main() -> None:
@@ -129,7 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# --------------------------------------------------------------------------- validate / list / schema
+# ------------------------------------------------------------------ validate / list / schema
 
 
 def _count(n: int, noun: str) -> str:
@@ -219,7 +229,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
             _fail(str(exc.args[0]), EXIT_USAGE)
     verdicts = engine.explain(request)
     phase = f", phase {engine.phase}" if engine.phase else ""
-    print(f"{request.method} {args.url} against {scenario.label} ({path}{phase}, seed {engine.seed}):")
+    print(
+        f"{request.method} {args.url} against {scenario.label} ({path}{phase}, seed {engine.seed}):"
+    )
     if not verdicts:
         print("  no rules: the request passes through untouched")
     for v in verdicts:
@@ -253,16 +265,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the chaos proxy: reverse (--upstream) or forward (--forward).",
     )
     run.add_argument(
-        "--upstream", action="append", default=[], metavar="URL|NAME=URL@PORT",
+        "--upstream",
+        action="append",
+        default=[],
+        metavar="URL|NAME=URL@PORT",
         help="reverse-proxy to URL on --listen; repeat as NAME=URL@PORT for more upstreams",
     )
     run.add_argument(
-        "--forward", action="store_true",
+        "--forward",
+        action="store_true",
         help="forward proxy for clients that honour HTTP_PROXY/HTTPS_PROXY",
     )
     run.add_argument("--scenario", metavar="PATH|NAME", help="scenario file or shipped name")
     run.add_argument(
-        "--listen", type=_host_port, default=("127.0.0.1", 8080), metavar="HOST:PORT",
+        "--listen",
+        type=_host_port,
+        default=("127.0.0.1", 8080),
+        metavar="HOST:PORT",
         help="where the proxy listens (default 127.0.0.1:8080)",
     )
     run.add_argument("--seed", type=int, help="seed for random decisions (overrides the file's)")
@@ -270,11 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--insecure", action="store_true", help="do not verify upstream TLS certificates"
     )
     run.add_argument(
-        "--confdir", metavar="DIR",
+        "--confdir",
+        metavar="DIR",
         help="mitmproxy's directory for its CA (default ~/.mitmproxy)",
     )
     run.add_argument(
-        "--log-format", choices=["text", "json"], default="text",
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
         help="log lines as text (default) or JSON",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")

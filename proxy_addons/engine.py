@@ -119,7 +119,11 @@ def _json_lookup(doc: Any, dotted: str) -> tuple[bool, Any]:
     for part in dotted.split("."):
         if isinstance(node, dict) and part in node:
             node = node[part]
-        elif isinstance(node, list) and part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node):
+        elif (
+            isinstance(node, list)
+            and part.lstrip("-").isdigit()
+            and -len(node) <= int(part) < len(node)
+        ):
             node = node[int(part)]
         else:
             return False, None
@@ -374,7 +378,9 @@ class Engine:
                 (p, _compile_rules(p.rules, p.name)) for p in scenario.phases
             ]
         else:
-            self._phases = [(Phase(name="-", rules=scenario.rules), _compile_rules(scenario.rules, None))]
+            self._phases = [
+                (Phase(name="-", rules=scenario.rules), _compile_rules(scenario.rules, None))
+            ]
         self._timeline = bool(scenario.phases)
         self._all = [state for _, states in self._phases for state in states]
         self.requests = self.injected = 0
@@ -470,7 +476,9 @@ class Engine:
                 started += (now - started) // cycle * cycle  # skip whole idle cycles
         if changed:
             self._enter(index, started)
-            events.append(Event("phase", f"phase {phases[index][0].name} begins", phases[index][0].name))
+            events.append(
+                Event("phase", f"phase {phases[index][0].name} begins", phases[index][0].name)
+            )
         return events
 
     def tick(self) -> None:
@@ -530,7 +538,10 @@ class Engine:
                 continue
             if rule.times is not None and state.injected >= rule.times:
                 continue
-            if rule.probability < 1 and draw(self.seed, state.phase, state.name, n) >= rule.probability:
+            if (
+                rule.probability < 1
+                and draw(self.seed, state.phase, state.name, n) >= rule.probability
+            ):
                 continue
             retry_after = None
             if state.gate is not None:

@@ -54,7 +54,9 @@ class Upstream:
         if name is not None:
             url, sep, port_text = spec.rpartition("@")
             if not sep or not port_text.isdigit():
-                raise ValueError(f"{text!r}: write NAME=URL@PORT, e.g. weather=http://127.0.0.1:5001@8081")
+                raise ValueError(
+                    f"{text!r}: write NAME=URL@PORT, e.g. weather=http://127.0.0.1:5001@8081"
+                )
             spec, port = url, int(port_text)
             if not 0 < port < 65536:
                 raise ValueError(f"{text!r}: port {port} is out of range")
@@ -179,10 +181,16 @@ async def serve(
     if on_master is not None:
         on_master(m)
     ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-    addon.when_ready(lambda: ready.done() or ready.set_result(True))
-    run = asyncio.ensure_future(m.run())
+
+    def on_running() -> None:
+        if not ready.done():
+            ready.set_result(True)
+
+    addon.when_ready(on_running)
+    run: asyncio.Future[None] = asyncio.ensure_future(m.run())
     try:
-        done, _ = await asyncio.wait({run, ready}, return_when=asyncio.FIRST_COMPLETED)
+        waiting: list[asyncio.Future[Any]] = [run, ready]
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         ps = m.addons.get("proxyserver")
         if run in done or len(ps.listen_addrs()) < len(ps.servers):
             if run not in done:

@@ -31,8 +31,9 @@ from pydantic_core import PydanticCustomError
 
 from proxy_addons import yamlsource
 from proxy_addons.faults import FAULT_TYPES, Fault
-from proxy_addons.faults.base import Duration, bounded
-from proxy_addons.yamlsource import Document, Path as DocPath, Problem, format_path
+from proxy_addons.faults.base import Duration, Range
+from proxy_addons.yamlsource import Document, Problem, format_path
+from proxy_addons.yamlsource import Path as DocPath
 
 SCHEMA_URL = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_LINE = "# yaml-language-server: $schema=schema.json"
@@ -98,9 +99,9 @@ def _as_tuple(value: object) -> object:
     return (value,) if isinstance(value, str | dict) else value
 
 
-Probability = bounded(float, 0, 1, "must be between 0 and 1")
-Count = bounded(int, 0, None, "must be a whole number >= 0")
-Positive = bounded(int, 1, None, "must be a whole number >= 1")
+Probability = Annotated[float, Range(0, 1, "must be between 0 and 1")]
+Count = Annotated[int, Range(0, None, "must be a whole number >= 0")]
+Positive = Annotated[int, Range(1, None, "must be a whole number >= 1")]
 
 
 class _Model(BaseModel):
@@ -115,7 +116,10 @@ def _fault_union() -> Any:
     return Annotated[typing.Union[classes], Field(discriminator="type")]  # noqa: UP007
 
 
-FaultSpec = _fault_union()
+if typing.TYPE_CHECKING:
+    FaultSpec = Fault
+else:
+    FaultSpec = _fault_union()
 
 
 class Match(_Model):
@@ -146,8 +150,13 @@ class Match(_Model):
     @property
     def empty(self) -> bool:
         return not (
-            self.host or self.path or self.method or self.headers or self.query
-            or self.body is not None or self.json_
+            self.host
+            or self.path
+            or self.method
+            or self.headers
+            or self.query
+            or self.body is not None
+            or self.json_
         )
 
 
@@ -325,7 +334,7 @@ def _tags_at(data: Any, path: DocPath, disc: str) -> list[str]:
     field = fields.get(str(field_path[-1]))
     if field is None:
         return []
-    tags = []
+    tags: list[str] = []
     for cls in _models_in(field.annotation):
         tag_field = cls.model_fields.get(disc)
         if tag_field is not None:
@@ -373,7 +382,11 @@ def _message(err: Any, data: Any, path: DocPath) -> tuple[str, DocPath, bool]:
     if kind == "missing":
         return f"missing required key {str(path[-1])!r}", path[:-1], False
     if kind == "literal_error":
-        return f"must be {ctx.get('expected', 'one of the listed values')}, got {_shown(value)}", path, False
+        return (
+            f"must be {ctx.get('expected', 'one of the listed values')}, got {_shown(value)}",
+            path,
+            False,
+        )
     text = err["msg"]
     if kind == "value_error":
         text = text.removeprefix("Value error, ")
@@ -437,7 +450,10 @@ def _finish(scenario: Scenario, doc: Document, default_name: str) -> Scenario:
         first: dict[str, int] = {}
         for i, rule in enumerate(named):
             if rule.label in first:
-                add((*base, i, "name"), f"duplicate rule name {rule.label!r} (also rules[{first[rule.label]}])")
+                add(
+                    (*base, i, "name"),
+                    f"duplicate rule name {rule.label!r} (also rules[{first[rule.label]}])",
+                )
             first.setdefault(rule.label, i)
             types_ = [f.type for f in rule.fault]
             if types_.count("rate_limit") > 1:
@@ -623,4 +639,3 @@ __all__ = [
     "shipped",
     "shipped_dir",
 ]
-

@@ -178,7 +178,9 @@ class FlowWire:
             flow.kill()
 
 
-def wait_future(loop: asyncio.AbstractEventLoop, timeout: float | None) -> asyncio.Future[bool | None]:
+def wait_future(
+    loop: asyncio.AbstractEventLoop, timeout: float | None
+) -> asyncio.Future[bool | None]:
     """A future that resolves True after ``timeout`` (never, if None) unless resolved first."""
     fut: asyncio.Future[bool | None] = loop.create_future()
     if timeout is not None:

@@ -186,16 +186,21 @@ class _Builder:
         if tag == _T + "str":
             return raw
         value = _resolve_plain(raw)
-        expected = {
-            _T + "int": int,
+        expected: dict[str, tuple[type, ...]] = {
+            _T + "int": (int,),
             _T + "float": (int, float),
-            _T + "bool": bool,
-            _T + "null": type(None),
-        }[tag]
-        if isinstance(value, bool) and tag != _T + "bool" or not isinstance(value, expected):
+            _T + "bool": (bool,),
+            _T + "null": (type(None),),
+        }
+        if (isinstance(value, bool) and tag != _T + "bool") or not isinstance(
+            value, expected[tag]
+        ):
             self.problem(node, path, f"{raw!r} is not a valid {tag.replace(_T, '!!')}")
             return None
-        return float(value) if tag == _T + "float" else value
+        if tag == _T + "float":
+            assert isinstance(value, int | float)
+            return float(value)
+        return value
 
     def mapping(self, node: MappingNode, path: Path, depth: int, text: bool) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -203,7 +208,9 @@ class _Builder:
         merges: list[Node] = []
         for key_node, value_node in node.value:
             if key_node.tag == _T + "merge" or (
-                isinstance(key_node, ScalarNode) and key_node.value == "<<" and key_node.style is None
+                isinstance(key_node, ScalarNode)
+                and key_node.value == "<<"
+                and key_node.style is None
             ):
                 merges.append(value_node)
                 continue
@@ -214,7 +221,9 @@ class _Builder:
             kmark = key_node.start_mark
             if key in first_seen:
                 self.problem(
-                    key_node, (*path, key), f"duplicate key {key!r} (first at line {first_seen[key]})"
+                    key_node,
+                    (*path, key),
+                    f"duplicate key {key!r} (first at line {first_seen[key]})",
                 )
                 continue
             first_seen[key] = kmark.line + 1

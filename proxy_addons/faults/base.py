@@ -10,14 +10,22 @@ from __future__ import annotations
 
 import abc
 import enum
+from dataclasses import dataclass
 import json
 import random
 from collections.abc import Mapping, MutableMapping
 from http import HTTPStatus
 from typing import Annotated, Any, ClassVar, Protocol, TypeVar
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, WithJsonSchema
-from pydantic_core import PydanticCustomError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError, core_schema
 
 from proxy_addons import units
 
@@ -116,7 +124,7 @@ FAULT_TYPES: dict[str, type[Fault]] = {}
 
 def register(cls: F) -> F:
     """Register a fault class under the YAML name its ``type`` literal gives."""
-    name = cls.model_fields["type"].default
+    name = cls.model_fields["type"].default  # type: ignore[call-overload]
     if not isinstance(name, str) or name in FAULT_TYPES:
         raise ValueError(f"fault class {cls.__name__} needs a unique default for 'type'")
     FAULT_TYPES[name] = cls
@@ -160,21 +168,31 @@ Rate = Annotated[
 ]
 
 
-def bounded(kind: type, lo: float, hi: float | None, message: str) -> Any:
-    """A number type with a friendly range ``message`` and the matching JSON Schema."""
+@dataclass(frozen=True)
+class Range:
+    """Annotated metadata: a number range with a friendly message and the JSON Schema bounds."""
 
-    def check(value: Any) -> Any:
-        if value < lo or (hi is not None and value > hi):
-            raise PydanticCustomError("range", message)
+    lo: float
+    hi: float | None
+    message: str
+
+    def _check(self, value: Any) -> Any:
+        if value < self.lo or (self.hi is not None and value > self.hi):
+            raise PydanticCustomError("range", self.message)
         return value
 
-    schema: dict[str, Any] = {"type": "integer" if kind is int else "number", "minimum": lo}
-    if hi is not None:
-        schema["maximum"] = hi
-    return Annotated[kind, AfterValidator(check), WithJsonSchema(schema)]
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        return core_schema.no_info_after_validator_function(self._check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: GetJsonSchemaHandler) -> Any:
+        out = handler(schema)
+        out["minimum"] = self.lo
+        if self.hi is not None:
+            out["maximum"] = self.hi
+        return out
 
 
-Status = bounded(int, 100, 599, "must be an HTTP status between 100 and 599")
+Status = Annotated[int, Range(100, 599, "must be an HTTP status between 100 and 599")]
 
 
 def _header_value(value: object) -> object:

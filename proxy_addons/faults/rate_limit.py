@@ -14,13 +14,13 @@ from proxy_addons.faults.base import (
     Fault,
     Status,
     Wire,
-    bounded,
+    Range,
     error_body,
     register,
 )
 from proxy_addons.units import format_duration
 
-Limit = bounded(int, 1, None, "must be a whole number >= 1")
+Limit = Annotated[int, Range(1, None, "must be a whole number >= 1")]
 
 
 def _key_spec(value: str) -> str:

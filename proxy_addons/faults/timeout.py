@@ -29,7 +29,8 @@ def _then(value: object) -> str | int:
     if isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599:
         return status
     raise PydanticCustomError(
-        "then", "must be close, reset or an HTTP status (100-599), got {value}",
+        "then",
+        "must be close, reset or an HTTP status (100-599), got {value}",
         {"value": repr(value)},
     )
 

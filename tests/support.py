@@ -1,0 +1,160 @@
+"""Shared helpers for the suite: free ports, waiting on conditions, a local upstream."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01) -> Any:
+    """Poll ``condition`` until it is truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {condition}")
+        time.sleep(interval)
+
+
+def require_tool(name: str) -> str:
+    """The path of a command-line tool; skip without it (fail when CI requires tools)."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (make sysdeps installs it)"
+        if os.environ.get("CHAOSPROXY_REQUIRE_TOOLS"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def body_bytes(n: int, seed: int = 0) -> bytes:
+    """Deterministic pseudo-random bytes (all 256 values occur)."""
+    out = bytearray()
+    block = seed.to_bytes(8, "big")
+    while len(out) < n:
+        block = hashlib.sha256(block).digest()
+        out += block
+    return bytes(out[:n])
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: UpstreamServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            data = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return bytes(data)
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        headers = dict(headers or {})
+        headers.setdefault("Content-Type", "application/octet-stream")
+        for k, v in headers.items():
+            self.send_header(k, v)
+        if "Transfer-Encoding" not in headers:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def handle_one(self) -> None:
+        body = self._body()
+        url = urlsplit(self.path)
+        query = parse_qs(url.query, keep_blank_values=True)
+        self.server.record(self.command, self.path, dict(self.headers.items()), body)
+        if url.path.startswith("/bytes/"):
+            n = int(url.path.rsplit("/", 1)[1])
+            self._send(200, body_bytes(n, int(query.get("seed", ["0"])[0])))
+        elif url.path == "/json":
+            doc = {
+                "city": "berlin",
+                "temp": 21.5,
+                "tags": ["a", "b"],
+                "wind": {"speed": 3, "dir": "N"},
+            }
+            self._send(200, json.dumps(doc).encode(), {"Content-Type": "application/json"})
+        elif url.path == "/gzip-json":
+            doc = json.dumps({"city": "berlin", "temp": 21.5}).encode()
+            self._send(
+                200,
+                gzip.compress(doc),
+                {"Content-Type": "application/json", "Content-Encoding": "gzip"},
+            )
+        elif url.path.startswith("/status/"):
+            self._send(int(url.path.rsplit("/", 1)[1]), b"status\n", {"Content-Type": "text/plain"})
+        else:
+            doc = {
+                "method": self.command,
+                "path": self.path,
+                "headers": dict(self.headers.items()),
+                "body_sha256": hashlib.sha256(body).hexdigest(),
+                "body_length": len(body),
+            }
+            self._send(200, json.dumps(doc).encode(), {"Content-Type": "application/json"})
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = handle_one
+
+
+class UpstreamServer(ThreadingHTTPServer):
+    """A local HTTP/1.1 upstream: /echo (what it received, hashed), /bytes/N, /json,
+    /gzip-json, /status/CODE. It records every request it gets."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.received: list[tuple[str, str, dict[str, str], bytes]] = []
+        self._lock = threading.Lock()
+
+    def record(self, method: str, path: str, headers: dict[str, str], body: bytes) -> None:
+        with self._lock:
+            self.received.append((method, path, headers, body))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@contextlib.contextmanager
+def running_upstream() -> Iterator[UpstreamServer]:
+    server = UpstreamServer()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
