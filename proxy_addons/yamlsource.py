@@ -192,9 +192,7 @@ class _Builder:
             _T + "bool": (bool,),
             _T + "null": (type(None),),
         }
-        if (isinstance(value, bool) and tag != _T + "bool") or not isinstance(
-            value, expected[tag]
-        ):
+        if (isinstance(value, bool) and tag != _T + "bool") or not isinstance(value, expected[tag]):
             self.problem(node, path, f"{raw!r} is not a valid {tag.replace(_T, '!!')}")
             return None
         if tag == _T + "float":

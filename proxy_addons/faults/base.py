@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import abc
 import enum
-from dataclasses import dataclass
 import json
 import random
 from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Annotated, Any, ClassVar, Protocol, TypeVar
 

@@ -12,9 +12,9 @@ from proxy_addons.faults.base import (
     JSON_HEADERS,
     Duration,
     Fault,
+    Range,
     Status,
     Wire,
-    Range,
     error_body,
     register,
 )
