@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +46,14 @@ def load_spec(
 
 
 class ChaosProxy:
-    """An in-process chaos proxy in front of ``upstream`` (reverse) or ``forward=True``."""
+    """An in-process chaos proxy in front of ``upstream`` (reverse) or ``forward=True``.
+
+    ``upstream`` is a URL, or a list of ``NAME=URL@PORT`` specs for several upstreams.
+    """
 
     def __init__(
         self,
-        upstream: str | None = None,
+        upstream: str | Sequence[str] | None = None,
         scenario: ScenarioSpec = None,
         seed: int | None = None,
         *,
@@ -61,12 +64,13 @@ class ChaosProxy:
         confdir: str | None = None,
         startup_timeout: float = 15.0,
     ) -> None:
-        if upstream is None and not forward:
+        if not upstream and not forward:
             raise ValueError("give upstream=URL (reverse proxy) or forward=True")
+        specs = [upstream] if isinstance(upstream, str) else list(upstream or [])
         found, source = load_spec(scenario)
         self.addon = ChaosAddon(found, source=source, seed=seed)
         self.settings = ProxySettings(
-            upstreams=[Upstream.parse(upstream)] if upstream else [],
+            upstreams=[Upstream.parse(spec) for spec in specs],
             forward=forward,
             listen_host=host,
             listen_port=port,

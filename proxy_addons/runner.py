@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,6 +131,35 @@ def lean_addons() -> list[Any]:
     ]
 
 
+#: Listen backlog for the proxy's sockets. asyncio's default (100) drops SYNs when more
+#: clients connect at once, and each dropped client waits a second for its retry.
+LISTEN_BACKLOG = 4096
+
+
+def widen_backlog(ps: Any, backlog: int = LISTEN_BACKLOG) -> int:
+    """Raise the listen backlog of the proxy's TCP sockets; returns how many were widened.
+
+    Uses mitmproxy internals (``ServerInstance._servers``, the asyncio servers), the same
+    on 11.x and 12.x; without them the proxy still works, with asyncio's default.
+    """
+    widened = 0
+    for instance in ps.servers:
+        for server in getattr(instance, "_servers", ()):
+            for tsock in getattr(server, "sockets", ()) or ():
+                try:
+                    if tsock.type != socket.SOCK_STREAM:
+                        continue
+                    dup = socket.socket(fileno=os.dup(tsock.fileno()))
+                    try:
+                        dup.listen(backlog)
+                    finally:
+                        dup.close()
+                    widened += 1
+                except OSError as exc:  # pragma: no cover - best effort
+                    logger.debug("cannot widen the listen backlog: %s", exc)
+    return widened
+
+
 class _StartupErrors(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
@@ -198,6 +229,7 @@ async def serve(
                 await run
             message = "\n".join(errors.messages) or "the proxy stopped during startup"
             raise StartupError(message)
+        widen_backlog(ps)
     finally:
         root.removeHandler(errors)
     if on_ready is not None:

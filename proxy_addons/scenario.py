@@ -13,7 +13,6 @@ import re
 import typing
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -131,8 +130,8 @@ class Match(_Model):
     path: Pattern | None = Field(None, description="glob on the decoded path, query excluded")
     method: Annotated[
         tuple[Method, ...],
-        BeforeValidator(_as_tuple),
-        Field(json_schema_extra={"anyOf": [{"type": "string"}, {"type": "array"}]}),
+        BeforeValidator(_as_tuple, json_schema_input_type=str | list[str]),
+        Field(description="one method or a list"),
     ] = ()
     headers: dict[str, Pattern] = Field(
         default_factory=dict, description="header name (any case) -> glob on its value"
@@ -173,7 +172,7 @@ class Rule(_Model):
     times: Count | None = Field(None, description="inject at most N times in all")
     fault: Annotated[
         tuple[FaultSpec, ...],
-        BeforeValidator(_as_tuple),
+        BeforeValidator(_as_tuple, json_schema_input_type=FaultSpec | list[FaultSpec]),
         Field(min_length=1, description="one fault, or a list applied in order"),
     ]
 
@@ -440,7 +439,7 @@ def _finish(scenario: Scenario, doc: Document, default_name: str) -> Scenario:
     def add(path: DocPath, message: str) -> None:
         problems.append(Problem(format_path(path), message, *(doc.position(path) or (None, None))))
 
-    if scenario.rules and scenario.phases:
+    if {"rules", "phases"} <= scenario.model_fields_set:
         add(("phases",), "a scenario has either rules or phases, not both")
     if scenario.loop and not scenario.phases:
         add(("loop",), "loop only applies to phases")
@@ -555,11 +554,15 @@ class Shipped:
 
 
 def shipped_dir() -> Path:
-    """Where the shipped scenarios are: the checkout's scenarios/, or the installed copy."""
-    checkout = Path(__file__).resolve().parent.parent / "scenarios"
-    if (checkout / "schema.json").is_file():
-        return checkout
-    return Path(str(resources.files("proxy_addons.scenarios")))
+    """Where the shipped scenarios are: installed beside this module (a wheel puts them in
+    proxy_addons/scenarios/), or the checkout's top-level scenarios/ (editable installs)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "scenarios", here.parent / "scenarios"):
+        if (candidate / "schema.json").is_file():
+            return candidate
+    raise ScenarioError(
+        "chaosproxy", [Problem("scenarios", f"shipped scenarios not found near {here}")]
+    )
 
 
 def shipped(directory: Path | None = None) -> list[Shipped]:

@@ -133,6 +133,7 @@ class UpstreamServer(ThreadingHTTPServer):
     /gzip-json, /status/CODE. It records every request it gets."""
 
     daemon_threads = True
+    request_queue_size = 1024  # http.server's default of 5 resets bursts of connections
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -158,3 +159,18 @@ def running_upstream() -> Iterator[UpstreamServer]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def curl(url: str, *args: str, timeout: float = 30) -> tuple[int, str, float]:
+    """Run curl; return (exit code, HTTP status or '000', total seconds)."""
+    import subprocess
+
+    exe = require_tool("curl")
+    out = subprocess.run(
+        [exe, "-s", "-o", "/dev/null", "-w", "%{http_code} %{time_total}", *args, url],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    code, _, seconds = out.stdout.strip().partition(" ")
+    return out.returncode, code, float(seconds or 0)

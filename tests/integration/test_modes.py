@@ -1,0 +1,130 @@
+"""Reverse mode to several named upstreams, and forward mode for HTTP_PROXY clients."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from proxy_addons.api import ChaosProxy
+from proxy_addons.runner import Upstream
+from tests.support import UpstreamServer, free_port, running_upstream
+
+
+def test_forward_mode_http(make_proxy, upstream: UpstreamServer) -> None:
+    proxy = make_proxy(
+        {"rules": [{"match": {"path": "/v1/*"}, "fault": {"type": "error", "status": 503}}]},
+        forward=True,
+    )
+    session = requests.Session()
+    session.trust_env = False
+    session.proxies = {"http": proxy.url, "https": proxy.url}
+    assert session.get(f"{upstream.url}/v1/x").status_code == 503
+    r = session.get(f"{upstream.url}/echo")
+    assert r.status_code == 200 and r.json()["path"] == "/echo"
+
+
+@contextlib.contextmanager
+def tls_upstream(tmp_path: Path) -> Iterator[str]:
+    """A self-signed HTTPS upstream on 127.0.0.1 (certificate made here, not committed)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = UpstreamServer()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_forward_mode_https_through_mitmproxys_ca(make_proxy, tmp_path: Path) -> None:
+    confdir = tmp_path / "mitm"
+    with tls_upstream(tmp_path) as https_url:
+        proxy = make_proxy(
+            {"rules": [{"match": {"path": "/broken"}, "fault": {"type": "error", "status": 502}}]},
+            forward=True,
+            confdir=str(confdir),
+            insecure=True,  # the upstream's certificate is self-signed
+        )
+        ca = confdir / "mitmproxy-ca-cert.pem"
+        assert ca.is_file()
+        session = requests.Session()
+        session.trust_env = False
+        session.proxies = {"https": proxy.url}
+        session.verify = str(ca)  # what REQUESTS_CA_BUNDLE does for a whole process
+        assert session.get(f"{https_url}/broken").status_code == 502
+        r = session.get(f"{https_url}/echo")
+        assert r.status_code == 200 and r.json()["path"] == "/echo"
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(f"{https_url}/echo", proxies={"https": proxy.url}, verify=True)
+
+
+def test_several_named_upstreams_match_by_name() -> None:
+    with running_upstream() as weather, running_upstream() as billing:
+        w_port, b_port = free_port(), free_port()
+        with ChaosProxy(
+            upstream=[f"weather={weather.url}@{w_port}", f"billing={billing.url}@{b_port}"],
+            scenario={
+                "rules": [{"match": {"host": "billing"}, "fault": {"type": "error", "status": 500}}]
+            },
+        ):
+            assert requests.get(f"http://127.0.0.1:{w_port}/echo").status_code == 200
+            assert requests.get(f"http://127.0.0.1:{b_port}/echo").status_code == 500
+            assert len(weather.received) == 1 and len(billing.received) == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("ftp://x", "not an http:// or https:// URL"),
+        ("http://x/path", "origin only"),
+        ("weather=http://x", "NAME=URL@PORT"),
+        ("weather=http://x@99999", "out of range"),
+        ("bad name=http://x@80", "letters, digits"),
+        ("http://x:notaport", "Port could not be cast"),
+    ],
+)
+def test_upstream_spec_errors(text: str, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        Upstream.parse(text)

@@ -1,0 +1,70 @@
+"""What `pip install chaosproxy` gives a user outside this checkout."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel built from this checkout, unpacked into a plain directory."""
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(out),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    [wheel] = out.glob("chaosproxy-*.whl")
+    target = out / "site"
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(target)
+    return target
+
+
+def test_wheel_ships_scenarios_schema_and_the_console_script(installed: Path) -> None:
+    shipped = {p.name for p in (installed / "proxy_addons" / "scenarios").iterdir()}
+    assert {"schema.json", "outage.yaml", "flaky.yaml", "healthy.yaml"} <= shipped
+    [info] = installed.glob("chaosproxy-*.dist-info")
+    entry_points = (info / "entry_points.txt").read_text()
+    assert "chaosproxy = proxy_addons.cli:main" in entry_points
+
+
+def test_shipped_names_resolve_outside_a_checkout(installed: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(installed)}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from proxy_addons.cli import main; sys.exit(main(sys.argv[1:]))",
+            "validate",
+            "outage",
+            "flaky",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert str(installed / "proxy_addons" / "scenarios" / "outage.yaml") in out.stdout
