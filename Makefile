@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench soak schema sysdeps clean
+.PHONY: demo test test-py312 lint bench soak schema sysdeps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ sysdeps:
 test: $(STAMP) sysdeps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+## test-py312: the same suite on Python 3.12 (mitmproxy 12.x) in .venv312
+PY312 ?= $(shell command -v python3.12 || ls $$HOME/.pyenv/versions/3.12*/bin/python 2>/dev/null | tail -1)
+test-py312:
+	@test -n "$(PY312)" || { echo "no Python 3.12 found (set PY312=/path/to/python3.12)"; exit 2; }
+	$(MAKE) test VENV=.venv312 PYTHON=$(PY312)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check proxy_addons demo_app tests bench
 	$(VENV)/bin/mypy
@@ -34,4 +40,4 @@ schema: $(STAMP)
 	$(VENV)/bin/chaosproxy schema > scenarios/schema.json
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv312 build *.egg-info .pytest_cache .mypy_cache .ruff_cache
