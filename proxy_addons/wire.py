@@ -49,6 +49,10 @@ class FlowRequest:
     def path(self) -> str:
         return unquote(self._flow.request.path.partition("?")[0])
 
+    @property
+    def url(self) -> str:
+        return self._flow.request.url
+
     def header(self, name: str) -> list[str]:
         return self._flow.request.headers.get_all(name)
 
