@@ -49,6 +49,10 @@ class FlowRequest:
     def path(self) -> str:
         return unquote(self._flow.request.path.partition("?")[0])
 
+    @property
+    def url(self) -> str:
+        return self._flow.request.url
+
     def header(self, name: str) -> list[str]:
         return self._flow.request.headers.get_all(name)
 
@@ -166,6 +170,27 @@ class FlowWire:
         self.ended = True
         if self._flow.killable:
             self._flow.kill()
+
+    def cut(self, keep: float) -> None:
+        flow = self._flow
+        response = flow.response
+        if response is None:
+            return
+        if flow.request.http_version.startswith("HTTP/2"):
+            self.close()  # a Content-Length the stream does not fill: reset the stream
+            return
+        raw = response.raw_content or b""
+        if not raw:
+            logger.info("rule %s: nothing to truncate, the answer has no body", self.rule)
+            return
+        self.ended = True
+        sent = min(int(len(raw) * keep), len(raw) - 1)
+        # Setting raw_content leaves the headers as they are: the client is promised the
+        # whole body, gets part of it, then the connection closes (an incomplete read).
+        response.headers.pop("transfer-encoding", None)
+        response.headers["content-length"] = str(len(raw))
+        response.headers["connection"] = "close"
+        response.raw_content = raw[:sent]
 
     def reset(self) -> None:
         self.ended = True
