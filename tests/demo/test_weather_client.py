@@ -18,8 +18,8 @@ import requests
 import responses
 
 from demo_app.weather import (
-    ClientSettings,
     CityNotFound,
+    ClientSettings,
     InvalidForecast,
     Unavailable,
     WeatherClient,
