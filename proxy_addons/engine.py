@@ -28,9 +28,11 @@ import re
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import quote, urlencode
 
 from proxy_addons.faults.rate_limit import RateLimit, Window
 from proxy_addons.scenario import PASSTHROUGH, Match, Phase, Rule, Scenario
@@ -56,6 +58,10 @@ class RequestView(Protocol):
     def path(self) -> str:
         """The decoded path, without the query."""
 
+    @property
+    def url(self) -> str:
+        """The full URL as requested (scheme, host, port, path and query)."""
+
     def header(self, name: str) -> Sequence[str]:
         """All values of a header (name in any case)."""
 
@@ -77,6 +83,12 @@ class SimpleRequest:
     query_pairs: Sequence[tuple[str, str]] = ()
     content: bytes = b""
     upstream: str | None = None
+    scheme: str = "http"
+
+    @property
+    def url(self) -> str:
+        query = f"?{urlencode(list(self.query_pairs))}" if self.query_pairs else ""
+        return f"{self.scheme}://{self.host}{quote(self.path)}{query}"
 
     def header(self, name: str) -> list[str]:
         lname = name.lower()
@@ -247,7 +259,7 @@ def _first_failure(checks: tuple[Check, ...], req: RequestView, cache: _BodyCach
 # --------------------------------------------------------------------------- randomness
 
 
-def _digest(seed: int, phase: str | None, rule: str, n: int, stream: str) -> int:
+def _digest(seed: int, phase: str | None, rule: str, n: int | str, stream: str) -> int:
     key = f"{seed}\x1f{phase or ''}\x1f{rule}\x1f{n}\x1f{stream}".encode()
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big")
 
@@ -255,6 +267,42 @@ def _digest(seed: int, phase: str | None, rule: str, n: int, stream: str) -> int
 def draw(seed: int, phase: str | None, rule: str, n: int) -> float:
     """The decision draw in [0, 1) for the rule's Nth match."""
     return _digest(seed, phase, rule, n, "decide") / 2**64
+
+
+def draw_for_key(seed: int, phase: str | None, rule: str, key: str) -> float:
+    """The decision draw in [0, 1) for one key value (a sticky key or a request identity).
+
+    The same key always draws the same number for a given seed and rule, so a rule with
+    probability p fires for a fixed share p of the keys, and raising p only adds keys.
+    """
+    return _digest(seed, phase, rule, key, "key") / 2**64
+
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def request_identity(req: RequestView) -> str:
+    """What makes two attempts "the same request": its Idempotency-Key header if it has
+    one, else method + URL + a hash of the body."""
+    keys = req.header(IDEMPOTENCY_HEADER)
+    if keys:
+        return f"{IDEMPOTENCY_HEADER}: {keys[0]}"
+    digest = hashlib.sha256(req.body()).hexdigest()[:16]
+    return f"{req.method.upper()} {req.url} body:{digest}"
+
+
+def _sticky_value(rule: Rule, req: RequestView) -> str | None:
+    """The value of a sticky rule's key for ``req`` ("" without one); None: not sticky."""
+    spec = rule.sticky_key
+    if spec is None:
+        return None
+    kind, name = spec
+    values = req.header(name) if kind == "header" else req.query(name)
+    return values[0] if values else ""
+
+
+#: Distinct requests a per_request rule remembers; the oldest are forgotten beyond this.
+MAX_IDENTITIES = 100_000
 
 
 def new_seed() -> int:
@@ -283,6 +331,8 @@ class RuleState:
     """Matching requests since the scenario was applied or reset (reported)."""
     total_injected: int = 0
     windows: dict[str, Window] = field(default_factory=dict)
+    attempts: OrderedDict[str, int] = field(default_factory=OrderedDict)
+    """per_request: attempts seen so far for each request identity."""
 
     @property
     def name(self) -> str:
@@ -291,6 +341,15 @@ class RuleState:
     def clear(self) -> None:
         self.seen = self.injected = 0
         self.windows.clear()
+        self.attempts.clear()
+
+    def attempt(self, identity: str) -> int:
+        """Count one attempt of the request ``identity``; return its number (from 1)."""
+        n = self.attempts.pop(identity, 0) + 1
+        self.attempts[identity] = n
+        if len(self.attempts) > MAX_IDENTITIES:
+            self.attempts.popitem(last=False)
+        return n
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +361,11 @@ class Decision:
     match_number: int
     seed: int
     retry_after: int | None = None
+    identity: str | None = None
+    """per_request rules: the request's identity; ``attempt`` is its attempt number."""
+    attempt: int | None = None
+    sticky: str | None = None
+    """sticky rules: the key value the draw was made for."""
 
     @property
     def name(self) -> str:
@@ -578,10 +642,14 @@ class Engine:
                 continue
             if rule.times is not None and state.injected >= rule.times:
                 continue
-            if (
-                rule.probability < 1
-                and draw(self.seed, state.phase, state.name, n) >= rule.probability
-            ):
+            identity = attempt = None
+            if rule.per_request is not None:
+                identity = request_identity(req)
+                attempt = state.attempt(identity)
+                if attempt > rule.per_request.times:
+                    continue
+            sticky = _sticky_value(rule, req)
+            if rule.probability < 1 and self._draw(state, n, sticky, identity) >= rule.probability:
                 continue
             retry_after = None
             if state.gate is not None:
@@ -590,8 +658,17 @@ class Engine:
                     continue  # under the limit: the rule does not fire
             state.injected += 1
             state.total_injected += 1
-            return Decision(rule, state.phase, n, self.seed, retry_after)
+            return Decision(rule, state.phase, n, self.seed, retry_after, identity, attempt, sticky)
         return None
+
+    def _draw(self, state: RuleState, n: int, sticky: str | None, identity: str | None) -> float:
+        """The decision draw: per sticky key, else per request identity (per_request rules:
+        all attempts of one request share their fate), else per match number."""
+        if sticky is not None:
+            return draw_for_key(self.seed, state.phase, state.name, f"sticky\x1f{sticky}")
+        if identity is not None:
+            return draw_for_key(self.seed, state.phase, state.name, f"request\x1f{identity}")
+        return draw(self.seed, state.phase, state.name, n)
 
     def explain(self, req: RequestView) -> list[Verdict]:
         """What each rule of the active phase would do with ``req`` next; changes nothing."""
@@ -628,12 +705,29 @@ class Engine:
             return out(False, f"matches, but every: {rule.every} (match #{n} is not its turn)")
         if rule.times is not None and state.injected >= rule.times:
             return out(False, f"matches, but times: {rule.times} already injected")
-        if rule.probability < 1:
-            value = draw(self.seed, state.phase, state.name, n)
-            if value >= rule.probability:
+        identity = None
+        if rule.per_request is not None:
+            identity = request_identity(req)
+            attempt = state.attempts.get(identity, 0) + 1
+            if attempt > rule.per_request.times:
                 return out(
                     False,
-                    f"matches, but the draw for match #{n} is {value:.3f} >= probability "
+                    f"matches, but per_request: attempt {attempt} of {identity} comes after "
+                    f"the {rule.per_request.times} that fail",
+                )
+        if rule.probability < 1:
+            sticky = _sticky_value(rule, req)
+            value = self._draw(state, n, sticky, identity)
+            if value >= rule.probability:
+                if sticky is not None:
+                    what = f"{rule.sticky} = {sticky!r}"
+                elif identity is not None:
+                    what = identity
+                else:
+                    what = f"match #{n}"
+                return out(
+                    False,
+                    f"matches, but the draw for {what} is {value:.3f} >= probability "
                     f"{rule.probability:g} (seed {self.seed})",
                 )
         if state.gate is not None:

@@ -159,6 +159,40 @@ class Match(_Model):
         )
 
 
+def _sticky_spec(value: str) -> str:
+    kind, _, name = value.partition(":")
+    if kind not in ("header", "query") or not name.strip():
+        raise PydanticCustomError(
+            "sticky",
+            "{value} is not a key: write header:NAME or query:NAME, e.g. header:X-User-Id",
+            {"value": repr(value)},
+        )
+    return value
+
+
+StickyKey = Annotated[
+    str,
+    AfterValidator(_sticky_spec),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": "^(header|query):.+$",
+            "description": "header:NAME or query:NAME: the probability applies per value "
+            "of that key (e.g. per user), not per request",
+        }
+    ),
+]
+
+
+class PerRequest(_Model):
+    """Fail the first ``times`` attempts of each distinct request, then let it through."""
+
+    times: Positive = Field(
+        description="attempts of each distinct request that fail (identity: the "
+        "Idempotency-Key header, else method + URL + body hash)"
+    )
+
+
 class Rule(_Model):
     """When to inject (match, counters, probability) and what (one fault or a list)."""
 
@@ -170,11 +204,25 @@ class Rule(_Model):
     skip: Count = Field(0, description="let the first N matching requests through untouched")
     every: Positive | None = Field(None, description="then inject into every Nth match")
     times: Count | None = Field(None, description="inject at most N times in all")
+    per_request: PerRequest | None = Field(
+        None, description="{times: N}: fail the first N attempts of each distinct request"
+    )
+    sticky: StickyKey | None = Field(
+        None, description="header:NAME: the probability applies per value of that key"
+    )
     fault: Annotated[
         tuple[FaultSpec, ...],
         BeforeValidator(_as_tuple, json_schema_input_type=FaultSpec | list[FaultSpec]),
         Field(min_length=1, description="one fault, or a list applied in order"),
     ]
+
+    @property
+    def sticky_key(self) -> tuple[str, str] | None:
+        """(``header`` or ``query``, NAME) when the rule is sticky."""
+        if self.sticky is None:
+            return None
+        kind, _, name = self.sticky.partition(":")
+        return kind, name.strip()
 
     @property
     def label(self) -> str:
@@ -390,7 +438,7 @@ def _message(err: Any, data: Any, path: DocPath) -> tuple[str, DocPath, bool]:
     if kind == "value_error":
         text = text.removeprefix("Value error, ")
         return text, path, False
-    custom = kind in ("range", "match_text", "regex", "method", "then")
+    custom = kind in ("range", "match_text", "regex", "method", "then", "sticky")
     text = text.replace("Input should be", "must be").replace("input should be", "must be")
     if kind in ("model_type", "dict_type") or kind.endswith("dict_type"):
         text = "must be a mapping (key: value)"
@@ -457,6 +505,19 @@ def _finish(scenario: Scenario, doc: Document, default_name: str) -> Scenario:
             types_ = [f.type for f in rule.fault]
             if types_.count("rate_limit") > 1:
                 add((*base, i, "fault"), "a rule has at most one rate_limit")
+            if rule.per_request is not None:
+                for other in ("skip", "every"):
+                    if other in rule.model_fields_set:
+                        add(
+                            (*base, i, other),
+                            f"{other} does not combine with per_request (which counts "
+                            "attempts per distinct request)",
+                        )
+                if "rate_limit" in types_:
+                    add(
+                        (*base, i, "per_request"),
+                        "per_request does not combine with a rate_limit fault",
+                    )
         return named
 
     rules = check_rules(scenario.rules, ("rules",))
@@ -628,6 +689,7 @@ __all__ = [
     "PASSTHROUGH",
     "Fault",
     "Match",
+    "PerRequest",
     "Phase",
     "Rule",
     "Scenario",

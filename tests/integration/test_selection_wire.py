@@ -1,0 +1,62 @@
+"""per_request and sticky through a real proxy with a real client (requests)."""
+
+from __future__ import annotations
+
+import requests
+
+from proxy_addons.engine import draw_for_key
+from tests.support import UpstreamServer
+
+ERR = {"type": "error", "status": 503}
+
+
+def test_per_request_fails_each_distinct_request_n_times_then_lets_it_through(
+    make_proxy, upstream: UpstreamServer
+) -> None:
+    proxy = make_proxy({"seed": 1, "rules": [{"per_request": {"times": 2}, "fault": ERR}]})
+    statuses = {
+        city: [requests.get(f"{proxy.url}/echo/{city}").status_code for _ in range(3)]
+        for city in ("berlin", "paris")
+    }
+    assert statuses == {"berlin": [503, 503, 200], "paris": [503, 503, 200]}
+    reached = [path for _, path, _, _ in upstream.received if path.startswith("/echo/")]
+    assert sorted(reached)[-2:] == ["/echo/berlin", "/echo/paris"]
+
+
+def test_per_request_identity_uses_the_body_or_the_idempotency_key(make_proxy) -> None:
+    proxy = make_proxy({"seed": 1, "rules": [{"per_request": {"times": 1}, "fault": ERR}]})
+    url = f"{proxy.url}/orders"
+    # Same URL, different bodies: two distinct requests, each fails once.
+    assert [requests.post(url, data=b).status_code for b in (b"a", b"b", b"a", b"b")] == [
+        503,
+        503,
+        200,
+        200,
+    ]
+    # An Idempotency-Key makes retries with a changed body the same request.
+    keyed = [
+        requests.post(url, data=body, headers={"Idempotency-Key": "order-9"}).status_code
+        for body in (b"first", b"second")
+    ]
+    assert keyed == [503, 200]
+
+
+def test_sticky_users_see_the_same_outcome_on_every_request(make_proxy) -> None:
+    seed, share = 5, 0.3
+    rule = {"name": "some-users", "sticky": "header:X-User-Id", "probability": share}
+    proxy = make_proxy({"seed": seed, "rules": [{**rule, "fault": ERR}]})
+    failing: dict[str, set[int]] = {}
+    with requests.Session() as session:
+        for _ in range(3):
+            for i in range(30):
+                user = f"user-{i}"
+                r = session.get(f"{proxy.url}/echo", headers={"X-User-Id": user})
+                failing.setdefault(user, set()).add(r.status_code)
+    assert all(len(codes) == 1 for codes in failing.values()), failing
+    expected = {
+        f"user-{i}"
+        for i in range(30)
+        if draw_for_key(seed, None, "some-users", f"sticky\x1fuser-{i}") < share
+    }
+    assert {user for user, codes in failing.items() if codes == {503}} == expected
+    assert 0 < len(expected) < 30
