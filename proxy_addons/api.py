@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from proxy_addons import scenario as scenario_mod
 from proxy_addons.chaos import ChaosAddon
+from proxy_addons.decisions import DecisionRecord
 from proxy_addons.runner import ProxySettings, StartupError, Upstream, serve, stop
 from proxy_addons.scenario import Scenario
 
@@ -176,3 +177,14 @@ class ChaosProxy:
     @property
     def stats(self) -> dict[str, Any]:
         return dict(self.addon.engine.stats())
+
+    @property
+    def decisions(self) -> list[DecisionRecord]:
+        """Recent requests (the newest 1000), oldest first, faulted or not: one
+        :class:`~proxy_addons.decisions.DecisionRecord` each."""
+        return self.addon.decisions.records()
+
+    def on_decision(self, listener: Callable[[DecisionRecord], object]) -> Callable[[], None]:
+        """Call ``listener`` (on the proxy's thread) with each new record; returns the
+        function that unsubscribes it."""
+        return self.addon.decisions.subscribe(listener)

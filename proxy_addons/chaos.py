@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Optional
 
 from mitmproxy import http
 
+from proxy_addons.decisions import IDEMPOTENCY_HEADER, DecisionLog, DecisionRecord, request_key
 from proxy_addons.engine import Engine, Event
 from proxy_addons.faults import Stage
 from proxy_addons.scenario import PASSTHROUGH, Scenario, ScenarioError, resolve
@@ -52,6 +54,8 @@ class ChaosAddon:
         self._wires: dict[str, FlowWire] = {}
         self._waiters: dict[str, set[asyncio.Future[bool | None]]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        #: every request seen, newest last (see proxy_addons/decisions.py)
+        self.decisions = DecisionLog()
 
     # ------------------------------------------------------------------ mitmproxy hooks
 
@@ -142,22 +146,88 @@ class ChaosAddon:
     def response(self, flow: http.HTTPFlow) -> Any:
         wire = self._wires.get(flow.id)
         if wire is None:
+            self._record(flow, None)
             return None
+        if flow.response is not None and not wire.answered_early:
+            wire.upstream_status = flow.response.status_code
         if self.engine.scenario.annotate and flow.response is not None:
             flow.response.headers[ANNOTATION_HEADER] = wire.rule
         if wire.has(Stage.RESPONSE):
-            return self._finish(flow, wire.run(Stage.RESPONSE))
+            return self._finish(flow, wire)
         self._wires.pop(flow.id, None)
+        self._record(flow, wire)
         return None
 
-    async def _finish(self, flow: http.HTTPFlow, work: Any) -> None:
+    async def _finish(self, flow: http.HTTPFlow, wire: FlowWire) -> None:
         try:
-            await work
+            await wire.run(Stage.RESPONSE)
         finally:
             self._wires.pop(flow.id, None)
+            # recorded here even when a fault killed the flow: mitmproxy runs no error hook
+            # for a flow killed in the response hook
+            self._record(flow, wire)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        self._wires.pop(flow.id, None)
+        wire = self._wires.pop(flow.id, None)
+        self._record(flow, wire)
+
+    def _record(self, flow: http.HTTPFlow, wire: FlowWire | None) -> None:
+        """Add the finished request to the decision log (it never reached the request hook:
+        nothing to record)."""
+        request = flow.request
+        if request.timestamp_end is None or request.method == "CONNECT":
+            return
+        now_wall, now_mono = time.time(), time.monotonic()
+        arrived = request.timestamp_start
+        error = flow.error.msg if flow.error is not None else None
+        status: int | None = None
+        if wire is not None and wire.outcome is not None:
+            outcome = wire.outcome
+        elif error is not None:
+            if error == flow.error.KILLED_MESSAGE:  # type: ignore[union-attr]
+                outcome = "closed"
+            elif error.startswith("Client disconnected"):
+                outcome = "client_disconnected"
+            else:  # e.g. the upstream refused: mitmproxy answers 502 with the reason
+                outcome, status = "error", 502
+        elif flow.response is not None:
+            outcome, status = "response", flow.response.status_code
+        else:
+            outcome = "closed"
+        if wire is None:
+            upstream_status = status if outcome == "response" else None
+        else:
+            upstream_status = wire.upstream_status
+        body = request.raw_content or b""
+        decision = wire.decision if wire is not None else None
+        self.decisions.add(
+            DecisionRecord(
+                seq=self.decisions.next_seq(),
+                time=arrived,
+                monotonic=now_mono - (now_wall - arrived),
+                duration=max(0.0, now_wall - arrived),
+                method=request.method,
+                url=request.pretty_url,
+                host=request.pretty_host,
+                path=FlowRequest(flow, None).path,
+                request_key=request_key(
+                    request.method,
+                    request.pretty_url,
+                    body,
+                    request.headers.get(IDEMPOTENCY_HEADER),
+                ),
+                rule=decision.name if decision is not None else None,
+                faults=tuple(f.type for f in decision.faults) if decision is not None else (),
+                fault=decision.rule.describe() if decision is not None else None,
+                phase=decision.phase if decision is not None else self.engine.phase,
+                outcome=outcome,
+                status=status,
+                upstream_status=upstream_status,
+                added_latency=wire.added_latency if wire is not None else 0.0,
+                error=error,
+                flow_id=flow.id,
+            )
+        )
 
     def client_disconnected(self, client: Any) -> None:
         for fut in self._waiters.pop(client.id, ()):

@@ -125,6 +125,13 @@ class FlowWire:
         self.retry_after = decision.retry_after
         self.ended = False
         self._rng: random.Random | None = None
+        #: for the decision log: what the client got when the faults ended the exchange
+        #: ("reset", "closed", "client_disconnected"), the seconds held on purpose, and
+        #: whether a fault answered before the upstream was called
+        self.outcome: str | None = None
+        self.added_latency = 0.0
+        self.answered_early = False
+        self.upstream_status: int | None = None
 
     @property
     def rng(self) -> random.Random:
@@ -153,31 +160,68 @@ class FlowWire:
         delay = when - time.time()
         if delay <= 0:
             return not self.ended
-        ok = await self._addon.wait_for_client(self._flow.client_conn.id, delay)
+        ok = await self._wait(delay)
         if ok is False:
-            self.ended = True
+            self._client_left()
             return False
         return True
 
     async def hold(self) -> None:
-        if await self._addon.wait_for_client(self._flow.client_conn.id, None) is False:
-            self.ended = True
+        if await self._wait(None) is False:
+            self._client_left()
+
+    async def _wait(self, delay: float | None) -> bool | None:
+        started = time.monotonic()
+        try:
+            return await self._addon.wait_for_client(self._flow.client_conn.id, delay)
+        finally:
+            self.added_latency += time.monotonic() - started
+
+    def _client_left(self) -> None:
+        self.ended = True
+        self.outcome = self.outcome or "client_disconnected"
 
     def respond(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        if self._flow.response is None:
+            self.answered_early = True
         self._flow.response = http.Response.make(status, body, dict(headers))
 
     def close(self) -> None:
         self.ended = True
+        self.outcome = self.outcome or "closed"
         if self._flow.killable:
             self._flow.kill()
 
+    def cut(self, keep: float) -> None:
+        flow = self._flow
+        response = flow.response
+        if response is None:
+            return
+        if flow.request.http_version.startswith("HTTP/2"):
+            self.close()  # a Content-Length the stream does not fill: reset the stream
+            return
+        raw = response.raw_content or b""
+        if not raw:
+            logger.info("rule %s: nothing to truncate, the answer has no body", self.rule)
+            return
+        self.ended = True
+        sent = min(int(len(raw) * keep), len(raw) - 1)
+        # Setting raw_content leaves the headers as they are: the client is promised the
+        # whole body, gets part of it, then the connection closes (an incomplete read).
+        response.headers.pop("transfer-encoding", None)
+        response.headers["content-length"] = str(len(raw))
+        response.headers["connection"] = "close"
+        response.raw_content = raw[:sent]
+
     def reset(self) -> None:
         self.ended = True
+        self.outcome = self.outcome or "reset"
         flow = self._flow
         if not flow.request.http_version.startswith("HTTP/2"):
             handler = self._addon.connection_handler(flow.client_conn.id)
             if handler is None or not reset_client(handler):
                 logger.warning("rule %s: could not reset the connection; closing it", self.rule)
+                self.outcome = "closed"
         if flow.killable:
             flow.kill()
 

@@ -113,6 +113,26 @@ class _Handler(BaseHTTPRequestHandler):
                 gzip.compress(doc),
                 {"Content-Type": "application/json", "Content-Encoding": "gzip"},
             )
+        elif url.path == "/br-json":
+            import brotli  # mitmproxy depends on it
+
+            doc = json.dumps({"city": "berlin", "temp": 21.5}).encode()
+            self._send(
+                200,
+                brotli.compress(doc),
+                {"Content-Type": "application/json", "Content-Encoding": "br"},
+            )
+        elif url.path.startswith("/chunked/"):
+            data = body_bytes(int(url.path.rsplit("/", 1)[1]))
+            framed = b"".join(
+                b"%x\r\n%s\r\n" % (len(data[i : i + 1000]), data[i : i + 1000])
+                for i in range(0, len(data), 1000)
+            )
+            self._send(200, framed + b"0\r\n\r\n", {"Transfer-Encoding": "chunked"})
+        elif url.path == "/empty":
+            self._send(200, b"", {"Content-Type": "application/json"})
+        elif url.path == "/html":
+            self._send(200, b"<html><body>hi</body></html>", {"Content-Type": "text/html"})
         elif url.path.startswith("/status/"):
             self._send(int(url.path.rsplit("/", 1)[1]), b"status\n", {"Content-Type": "text/plain"})
         else:
@@ -129,8 +149,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class UpstreamServer(ThreadingHTTPServer):
-    """A local HTTP/1.1 upstream: /echo (what it received, hashed), /bytes/N, /json,
-    /gzip-json, /status/CODE. It records every request it gets."""
+    """A local HTTP/1.1 upstream: /echo (what it received, hashed), /bytes/N, /chunked/N
+    (the same bytes, chunked), /json, /gzip-json, /br-json, /empty, /html, /status/CODE.
+    It records every request it gets."""
 
     daemon_threads = True
     request_queue_size = 1024  # http.server's default of 5 resets bursts of connections

@@ -6,7 +6,7 @@ decorated with :func:`register`), imported below, plus a README section.
 
 from __future__ import annotations
 
-from proxy_addons.faults import abort, error, latency, rate_limit, timeout
+from proxy_addons.faults import abort, error, latency, malformed, rate_limit, timeout
 from proxy_addons.faults.base import FAULT_TYPES, Fault, ResponseView, Stage, Wire, register
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "abort",
     "error",
     "latency",
+    "malformed",
     "rate_limit",
     "register",
     "timeout",

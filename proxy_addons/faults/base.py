@@ -88,6 +88,10 @@ class Wire(Protocol):
     def close(self) -> None:
         """Close the client connection without an answer (HTTP/2: reset the stream)."""
 
+    def cut(self, keep: float) -> None:
+        """Send the answer's head with the full Content-Length of its body as sent, but only
+        the first ``keep`` fraction of that body, then close (HTTP/2: reset the stream)."""
+
     def reset(self) -> None:
         """Reset the client connection with a TCP RST (HTTP/2: reset the stream)."""
 

@@ -59,6 +59,10 @@ class FakeWire:
         self.ended = True
         self.actions.append(("close",))
 
+    def cut(self, keep: float) -> None:
+        self.ended = True
+        self.actions.append(("cut", keep))
+
     def reset(self) -> None:
         self.ended = True
         self.actions.append(("reset",))
