@@ -127,12 +127,18 @@ def test_retry_after_too_soon_or_too_late() -> None:
 
 
 def test_non_idempotent_retries_are_flagged_unless_allowed_or_keyed() -> None:
-    post = [fail(0, method="POST", request_key="sha256:1"), ok(0.2, method="POST", request_key="sha256:1")]
+    post = [
+        fail(0, method="POST", request_key="sha256:1"),
+        ok(0.2, method="POST", request_key="sha256:1"),
+    ]
     with pytest.raises(ResilienceError) as info:
         Calls(post).expect_no_retry_of_non_idempotent()
     assert "POST http://up/v1/forecast/berlin sent 2 times" in str(info.value)
     Calls(post).expect_no_retry_of_non_idempotent(allow=["POST"])
-    keyed = [fail(0, method="POST", request_key="idem:o-1"), ok(0.2, method="POST", request_key="idem:o-1")]
+    keyed = [
+        fail(0, method="POST", request_key="idem:o-1"),
+        ok(0.2, method="POST", request_key="idem:o-1"),
+    ]
     Calls(keyed).expect_no_retry_of_non_idempotent()
     Calls(retried("g", [0, 0.1])).expect_no_retry_of_non_idempotent()  # GET may be retried
 
