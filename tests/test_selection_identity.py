@@ -178,3 +178,11 @@ def test_bad_per_request_and_sticky_are_located(yaml_rule: str, expected: str) -
     with pytest.raises(ScenarioError) as info:
         load_text(f"rules:\n  - {yaml_rule}\n", "t.yaml")
     assert expected in info.value.lines
+
+
+def test_per_request_rules_read_the_body_before_deciding() -> None:
+    e = engine({"name": "r", "per_request": {"times": 1}, "fault": ERR})
+    assert e.decide_without_body(post(b"big")) == (False, None)  # identity needs the body
+    assert e.stats()["requests"] == 0
+    plain = engine({"name": "r", "match": {"path": "/elsewhere"}, "fault": ERR})
+    assert plain.decide_without_body(post(b"big")) == (True, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import requests
 
+from proxy_addons.chaos import STREAM_FROM
 from proxy_addons.decisions import parse_retry_after, request_key
 from proxy_addons.engine import draw_for_key
 from tests.support import UpstreamServer, wait_until
@@ -82,3 +83,12 @@ def test_parse_retry_after_seconds_and_http_dates() -> None:
     assert parse_retry_after(None, 0) is None
     assert parse_retry_after("soon", 0) is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412475.0) == 5.0
+
+
+def test_per_request_identity_of_large_bodies(make_proxy) -> None:
+    proxy = make_proxy({"seed": 1, "rules": [{"per_request": {"times": 1}, "fault": ERR}]})
+    big_a, big_b = b"a" * (STREAM_FROM + 10), b"b" * (STREAM_FROM + 10)
+    codes = [
+        requests.post(f"{proxy.url}/upload", data=b).status_code for b in (big_a, big_b, big_a)
+    ]
+    assert codes == [503, 503, 200]
