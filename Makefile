@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-py312 lint bench soak schema sysdeps clean
+.PHONY: demo test test-py312 lint bench bench-profile soak schema sysdeps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ test-py312:
 BENCH_ARGS ?= --peers
 bench: $(STAMP) sysdeps
 	$(PY) -m bench $(BENCH_ARGS)
+
+## bench-profile: sample chaosproxy under passthrough load with py-spy, print the hot spots
+bench-profile: $(STAMP) sysdeps
+	$(PY) -m bench.profile $(PROFILE_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check proxy_addons demo_app tests bench

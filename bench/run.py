@@ -83,10 +83,17 @@ class Bench:
         self.seconds = args.duration
         self.notes: list[str] = []
 
-    def measure(self, url: str, conns: int) -> dict[str, Any]:
+    def measure(self, url: str, conns: int, target: targets.Target | None = None) -> dict[str, Any]:
+        """One load run; with ``target``, also the proxy's CPU time per request, which the
+        other processes on the machine disturb far less than requests per second."""
         # A short warm-up so connection setup and first-request costs are not measured.
         load.run_asyncio(url, min(conns, 8), count=min(200, 20 * conns))
-        return load.run(url, conns, self.seconds, use_wrk=self.use_wrk).as_dict()
+        proc = target.proc if target is not None else None
+        cpu0 = proc.cpu_seconds() if proc else 0.0
+        out = load.run(url, conns, self.seconds, use_wrk=self.use_wrk).as_dict()
+        if proc and out["requests"]:
+            out["cpu_us_per_request"] = round(1e6 * (proc.cpu_seconds() - cpu0) / out["requests"])
+        return out
 
     # ------------------------------------------------------------------ sections
 
@@ -111,7 +118,7 @@ class Bench:
                 with make() as target:
                     row: dict[str, Any] = {"proxy": target.name}
                     for conns in (1, 32):
-                        row[f"c{conns}"] = self.measure(target.url + path, conns)
+                        row[f"c{conns}"] = self.measure(target.url + path, conns, target)
                     rows.append(row)
             except RuntimeError as exc:
                 self.notes.append(f"{label}: not measured ({exc})")
