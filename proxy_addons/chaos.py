@@ -20,7 +20,13 @@ from typing import Any, Optional
 
 from mitmproxy import http
 
-from proxy_addons.decisions import IDEMPOTENCY_HEADER, DecisionLog, DecisionRecord, request_key
+from proxy_addons.decisions import (
+    IDEMPOTENCY_HEADER,
+    DecisionLog,
+    DecisionRecord,
+    parse_retry_after,
+    request_key,
+)
 from proxy_addons.engine import Decision, Engine, Event
 from proxy_addons.faults import Stage
 from proxy_addons.relay import Relay
@@ -269,6 +275,12 @@ class ChaosAddon:
                 added_latency=wire.added_latency if wire is not None else 0.0,
                 error=error,
                 flow_id=flow.id,
+                retry_after=parse_retry_after(
+                    flow.response.headers.get("retry-after") if flow.response else None,
+                    now_wall,
+                )
+                if outcome == "response"
+                else None,
             )
         )
 

@@ -54,7 +54,7 @@ class FlowRequest:
 
     @property
     def url(self) -> str:
-        return self._flow.request.url
+        return self._flow.request.pretty_url
 
     def header(self, name: str) -> list[str]:
         return self._flow.request.headers.get_all(name)
