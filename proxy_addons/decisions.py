@@ -30,7 +30,7 @@ RING_SIZE = 1000
 #: an incomplete) answer; ``client_disconnected``: the client gave up first (a hold or a
 #: delay it did not wait for); ``error``: the proxy could not complete the exchange
 #: (``error`` says why, e.g. the upstream refused the connection).
-OUTCOMES = ("response", "reset", "closed", "client_disconnected", "error")
+OUTCOMES = ("response", "truncated", "reset", "closed", "client_disconnected", "error")
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 
