@@ -154,6 +154,11 @@ class Calls(Sequence[Any]):
 
         return self.where(keep)
 
+    def during(self, start: float, end: float) -> Calls:
+        """The calls that arrived between wall-clock ``start`` and ``end`` (e.g. the calls
+        one operation of the app made: the attempts of exactly one logical request)."""
+        return self.where(lambda c: start <= c.time <= end)
+
     @property
     def injected(self) -> Calls:
         """The calls a rule fired for."""

@@ -213,3 +213,10 @@ def test_a_success_ends_a_logical_request_so_asking_again_is_a_new_one() -> None
         calls.expect_attempts(at_least=2)
     assert "expected: at least 2 attempts per logical request" in str(info.value)
     assert "seen:     1 attempt of GET http://up/v1/forecast/berlin (a#2)" in str(info.value)
+
+
+def test_during_selects_the_calls_of_one_operation() -> None:
+    calls = Calls(retried("a", [0, 0.1, 0.3]) + retried("a", [2, 2.1]))
+    assert calls.attempts() == {"a": 3, "a#2": 2}
+    assert len(calls.during(T0 + 1.9, T0 + 3)) == 2
+    calls.during(T0 + 1.9, T0 + 3).expect_attempts(2)

@@ -46,6 +46,9 @@ class Lookup:
     status: int
     body: dict[str, Any]
     seconds: float
+    started: float
+    """Wall-clock start and end, to find the calls this lookup made (``calls.during``)."""
+    ended: float
 
     @property
     def source(self) -> str | None:
@@ -81,11 +84,10 @@ class Demo:
         return self.state.client.breaker
 
     def lookup(self, city: str) -> Lookup:
-        started = time.perf_counter()
+        wall, started = time.time(), time.perf_counter()
         response = self.web.get(f"/weather/{city}")
-        return Lookup(
-            city, response.status_code, response.get_json(), time.perf_counter() - started
-        )
+        seconds = time.perf_counter() - started
+        return Lookup(city, response.status_code, response.get_json(), seconds, wall, time.time())
 
     def warm(self, cities: tuple[str, ...] = CITIES) -> None:
         """Fill the cache (run while the proxy passes everything through)."""
@@ -116,3 +118,14 @@ def demo(make_demo: Callable[..., Demo]) -> Demo:
 
 def explain(lookups: list[Lookup]) -> str:
     return "\n".join(f"  {lookup}" for lookup in lookups)
+
+
+def expect_attempts_per_lookup(calls: Any, lookups: list[Lookup], at_most: int) -> None:
+    """Each lookup made at most ``at_most`` calls, and as many as the app says it made."""
+    for lookup in lookups:
+        made = calls.during(lookup.started, lookup.ended)
+        made.expect_attempts(at_least=1, at_most=at_most)
+        assert len(made) == lookup.body.get("attempts"), (
+            f"the app reports {lookup.body.get('attempts')} attempts for {lookup}, "
+            f"the proxy saw {len(made)}:\n{made.describe()}"
+        )
