@@ -266,3 +266,40 @@ def test_a_large_body_is_read_from_the_upstream_only_as_fast_as_it_is_sent_on(
     thread.join(timeout=10)
     assert not thread.is_alive()
     listener.close()
+
+
+def test_throttle_inside_plain_mitmdump(upstream, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.support import free_port
+
+    root = Path(__file__).resolve().parents[2]
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("mitmdump")),
+            "-s",
+            str(root / "proxy_addons" / "chaos.py"),
+            "--set",
+            "chaos_scenario=throttled",
+            "--mode",
+            f"reverse:{upstream.url}",
+            "-p",
+            str(port),
+            "--set",
+            f"confdir={tmp_path}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_until(lambda: curl(f"http://127.0.0.1:{port}/json")[1] == "200", timeout=30)
+        exit_code, status, seconds = curl(f"http://127.0.0.1:{port}/bytes/10000")
+        assert (exit_code, status) == (0, "200")
+        assert 1.2 <= seconds < 2.5  # 300 ms first byte + 10 KB at 10 KB/s
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert "injected slow-link [throttle 10KB/s, first byte after 300ms]" in out
