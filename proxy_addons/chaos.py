@@ -36,7 +36,7 @@ from proxy_addons.decisions import (
     JsonLinesWriter,
     request_key,
 )
-from proxy_addons.engine import Engine, Event
+from proxy_addons.engine import Decision, Engine, Event
 from proxy_addons.faults import Stage
 from proxy_addons.metrics import Metrics
 from proxy_addons.scenario import PASSTHROUGH, Scenario, ScenarioError, resolve
@@ -47,6 +47,10 @@ logger = logging.getLogger("chaosproxy")
 
 METADATA_KEY = "chaos"
 ANNOTATION_HEADER = "X-Chaos-Rule"
+
+#: Bodies from this size (or of unknown length) stream through instead of being held whole
+#: in memory, whenever no fault needs them.
+STREAM_FROM = 64 * 1024
 
 
 class ChaosAddon:
@@ -73,6 +77,8 @@ class ChaosAddon:
         self._master: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wires: dict[str, FlowWire] = {}
+        #: flows decided from the request head (their body may stream): flow id -> decision
+        self._early: dict[str, Decision | None] = {}
         self._waiters: dict[str, set[asyncio.Future[bool | None]]] = {}
         self._timer: asyncio.TimerHandle | None = None
         #: every request seen, newest last (see proxy_addons/decisions.py)
@@ -210,15 +216,25 @@ class ChaosAddon:
         for callback in self._ready_callbacks:
             callback()
 
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """Let a large request body stream upstream when no rule needs it to decide."""
+        if flow.response or flow.error or not flow.live or not _large(flow.request, True):
+            return
+        decided, decision = self.engine.decide_without_body(self._view(flow))
+        if not decided:
+            return  # a rule matches on the body: it is read whole before deciding
+        self._early[flow.id] = decision
+        if decision is None:
+            flow.request.stream = True
+
     def request(self, flow: http.HTTPFlow) -> Any:
+        early = self._early.pop(flow.id, _UNDECIDED)
         if flow.response or flow.error or not flow.live:
             return None
-        upstream = (
-            self.upstream_names.get(flow.client_conn.proxy_mode.full_spec)
-            if self.upstream_names
-            else None
-        )
-        decision = self.engine.decide(FlowRequest(flow, upstream))
+        if early is _UNDECIDED:
+            decision = self.engine.decide(self._view(flow))
+        else:
+            decision = early
         if decision is None:
             return None
         wire = FlowWire(self, flow, decision)
@@ -243,6 +259,20 @@ class ChaosAddon:
         if wire.has(Stage.REQUEST):
             return wire.run(Stage.REQUEST)
         return None
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        """Let a large answer stream to the client when no fault acts on it."""
+        wire = self._wires.get(flow.id)
+        response = flow.response
+        if response is None or flow.error or not flow.live or not _large(response, False):
+            return
+        if wire is not None:
+            if wire.has(Stage.RESPONSE):
+                return
+            if self.engine.scenario.annotate:
+                response.headers[ANNOTATION_HEADER] = wire.rule
+        if not response.stream:
+            response.stream = True
 
     def response(self, flow: http.HTTPFlow) -> Any:
         wire = self._wires.get(flow.id)
@@ -269,6 +299,7 @@ class ChaosAddon:
             self._record(flow, wire)
 
     def error(self, flow: http.HTTPFlow) -> None:
+        self._early.pop(flow.id, None)
         wire = self._wires.pop(flow.id, None)
         self._record(flow, wire)
 
@@ -371,6 +402,14 @@ class ChaosAddon:
         for line in summary_lines(self.engine):
             logger.info("%s", line)
 
+    def _view(self, flow: http.HTTPFlow) -> FlowRequest:
+        upstream = (
+            self.upstream_names.get(flow.client_conn.proxy_mode.full_spec)
+            if self.upstream_names
+            else None
+        )
+        return FlowRequest(flow, upstream)
+
     # ------------------------------------------------------------------ for faults and callers
 
     def when_ready(self, callback: Callable[[], object]) -> None:
@@ -465,6 +504,22 @@ class ChaosAddon:
         self.engine.tick()
         if self._timer is None:
             self._schedule()
+
+
+_UNDECIDED: Any = object()
+
+
+def _large(message: http.Message, request: bool) -> bool:
+    """A body of at least STREAM_FROM bytes, or of unknown length (chunked, read to close).
+
+    An HTTP/1 request without Content-Length or Transfer-Encoding has no body at all.
+    """
+    length = message.headers.get("content-length")
+    if length is not None:
+        return not length.isdigit() or int(length) >= STREAM_FROM
+    if "transfer-encoding" in message.headers:
+        return True
+    return not (request and message.http_version.startswith("HTTP/1"))
 
 
 def summary_lines(engine: Engine) -> list[str]:

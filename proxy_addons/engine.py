@@ -321,6 +321,9 @@ class RuleState:
     phase: str | None
     checks: tuple[Check, ...]
     gate: RateLimit | None
+    head_checks: tuple[Check, ...] = ()
+    """The checks that do not read the body (all of them when the rule has no body match)."""
+    needs_body: bool = False
     seen: int = 0
     """Matching requests in the current phase (selection counts these)."""
     injected: int = 0
@@ -401,7 +404,14 @@ def _compile_rules(rules: Sequence[Rule], phase: str | None) -> list[RuleState]:
     out = []
     for rule in rules:
         gate = next((f for f in rule.fault if isinstance(f, RateLimit)), None)
-        out.append(RuleState(rule, phase, _compile_match(rule.match), gate))
+        checks = _compile_match(rule.match)
+        needs_body = rule.match.body is not None or bool(rule.match.json_)
+        head = (
+            _compile_match(rule.match.model_copy(update={"body": None, "json_": {}}))
+            if needs_body
+            else checks
+        )
+        out.append(RuleState(rule, phase, checks, gate, head, needs_body))
     return out
 
 
@@ -582,13 +592,43 @@ class Engine:
     def decide(self, req: RequestView) -> Decision | None:
         """Select the rule that fires for ``req`` (counting it), or None: untouched."""
         with self._lock:
-            self.requests += 1
             events = self._advance(self._clock()) if self._expires or self._timeline else ()
-            decision = None if self.paused else self._select(req)
-            if decision is not None:
-                self.injected += 1
+            decision = self._count(req)
         for event in events:
             self._emit(event)
+        return decision
+
+    def decide_without_body(self, req: RequestView) -> tuple[bool, Decision | None]:
+        """Decide from the request head alone, for a body that should stream.
+
+        Returns ``(False, None)``, counting nothing, when a rule of the active phase could
+        match but needs the body to tell; else ``(True, decision)`` exactly as :meth:`decide`.
+        """
+        with self._lock:
+            events = self._advance(self._clock()) if self._expires or self._timeline else ()
+            if self._body_could_decide(req):
+                decided, decision = False, None
+            else:
+                decided, decision = True, self._count(req)
+        for event in events:
+            self._emit(event)
+        return decided, decision
+
+    def _body_could_decide(self, req: RequestView) -> bool:
+        """True when a rule of the active phase matches the head and has body conditions."""
+        if self.paused:
+            return False
+        cache = _BodyCache(req)
+        return any(
+            state.needs_body and _first_failure(state.head_checks, req, cache) is None
+            for state in self._phases[self._phase_index][1]
+        )
+
+    def _count(self, req: RequestView) -> Decision | None:
+        self.requests += 1
+        decision = None if self.paused else self._select(req)
+        if decision is not None:
+            self.injected += 1
         return decision
 
     def _select(self, req: RequestView) -> Decision | None:
