@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -34,11 +35,13 @@ from proxy_addons.decisions import (
     DecisionLog,
     DecisionRecord,
     JsonLinesWriter,
+    parse_retry_after,
     request_key,
 )
 from proxy_addons.engine import Decision, Engine, Event
 from proxy_addons.faults import Stage
 from proxy_addons.metrics import Metrics
+from proxy_addons.relay import Relay
 from proxy_addons.scenario import PASSTHROUGH, Scenario, ScenarioError, resolve
 from proxy_addons.watch import Watcher
 from proxy_addons.wire import FlowRequest, FlowWire, resolve_future, wait_future
@@ -81,6 +84,8 @@ class ChaosAddon:
         self._early: dict[str, Decision | None] = {}
         self._waiters: dict[str, set[asyncio.Future[bool | None]]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        #: loopback relay that paces throttled answers (listens only once one is needed)
+        self.relay = Relay()
         #: every request seen, newest last (see proxy_addons/decisions.py)
         self.decisions = DecisionLog()
         self.metrics = Metrics()
@@ -261,15 +266,19 @@ class ChaosAddon:
         return None
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        """Let a large answer stream to the client when no fault acts on it."""
+        """Stream a throttled answer (its relay paces the body), and a large one when no
+        fault acts on it."""
         wire = self._wires.get(flow.id)
         response = flow.response
-        if response is None or flow.error or not flow.live or not _large(response, False):
+        if response is None or flow.error or not flow.live:
+            return
+        paced = wire is not None and wire.streaming()
+        if not paced and not _large(response, False):
             return
         if wire is not None:
             if wire.has(Stage.RESPONSE):
                 return
-            if self.engine.scenario.annotate:
+            if self.engine.scenario.annotate:  # the response hook comes after the body
                 response.headers[ANNOTATION_HEADER] = wire.rule
         if not response.stream:
             response.stream = True
@@ -301,6 +310,8 @@ class ChaosAddon:
     def error(self, flow: http.HTTPFlow) -> None:
         self._early.pop(flow.id, None)
         wire = self._wires.pop(flow.id, None)
+        if wire is not None:
+            wire.forget_route()
         self._record(flow, wire)
 
     def _record(self, flow: http.HTTPFlow, wire: FlowWire | None) -> None:
@@ -315,6 +326,8 @@ class ChaosAddon:
         status: int | None = None
         if wire is not None and wire.outcome is not None:
             outcome = wire.outcome
+            if outcome == "truncated" and flow.response is not None:
+                status = flow.response.status_code  # a status, then part of the body
         elif error is not None:
             if error == flow.error.KILLED_MESSAGE:  # type: ignore[union-attr]
                 outcome = "closed"
@@ -358,6 +371,12 @@ class ChaosAddon:
                 added_latency=wire.added_latency if wire is not None else 0.0,
                 error=error,
                 flow_id=flow.id,
+                retry_after=parse_retry_after(
+                    flow.response.headers.get("retry-after") if flow.response else None,
+                    now_wall,
+                )
+                if outcome == "response"
+                else None,
             )
         )
 
@@ -399,6 +418,7 @@ class ChaosAddon:
         self.release_all()
         for writer in self._writers:
             writer.close()
+        self.relay.close()
         for line in summary_lines(self.engine):
             logger.info("%s", line)
 
@@ -429,6 +449,20 @@ class ChaosAddon:
             waiters.discard(fut)
             if not waiters and self._waiters.get(client_id) is waiters:
                 del self._waiters[client_id]
+
+    def upstream_ssl_context(self) -> ssl.SSLContext:
+        """TLS to the upstream for relayed (throttled) flows, verified as mitmproxy would:
+        ``ssl_insecure`` and ``ssl_verify_upstream_trusted_ca`` / ``..._confdir`` apply."""
+        opts = self._master.options if self._master is not None else None
+        ctx = ssl.create_default_context(
+            cafile=getattr(opts, "ssl_verify_upstream_trusted_ca", None) or None,
+            capath=getattr(opts, "ssl_verify_upstream_trusted_confdir", None) or None,
+        )
+        if getattr(opts, "ssl_insecure", False):
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_alpn_protocols(["http/1.1"])
+        return ctx
 
     def connection_handler(self, client_id: str) -> Any:
         """mitmproxy's handler of a client connection (internal API), or None."""
