@@ -209,9 +209,7 @@ class ChaosAddon:
 
     async def running(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.engine.start()
-        if self.engine.phase is not None:
-            logger.info("phase %s begins", self.engine.phase)
+        self.engine.start()  # logs "phase X begins" for a timeline
         self._schedule()
         await self._start_control()
         if self.watch_path is not None and self._watcher is None:
@@ -236,6 +234,7 @@ class ChaosAddon:
         early = self._early.pop(flow.id, _UNDECIDED)
         if flow.response or flow.error or not flow.live:
             return None
+        frame_h2_body(flow.request)
         if early is _UNDECIDED:
             decision = self.engine.decide(self._view(flow))
         else:
@@ -543,17 +542,32 @@ class ChaosAddon:
 _UNDECIDED: Any = object()
 
 
+def frame_h2_body(request: http.Request) -> None:
+    """Give an HTTP/2 request body a Content-Length when the client sent none.
+
+    HTTP/2 frames bodies itself; mitmproxy forwards such a request to an HTTP/1.1 upstream
+    with neither Content-Length nor Transfer-Encoding, and the upstream reads no body.
+    """
+    if (
+        request.http_version.startswith(("HTTP/2", "HTTP/3"))
+        and request.raw_content
+        and "content-length" not in request.headers
+    ):
+        request.headers["content-length"] = str(len(request.raw_content))
+
+
 def _large(message: http.Message, request: bool) -> bool:
     """A body of at least STREAM_FROM bytes, or of unknown length (chunked, read to close).
 
-    An HTTP/1 request without Content-Length or Transfer-Encoding has no body at all.
+    An HTTP/1 request without Content-Length or Transfer-Encoding has no body at all; an
+    HTTP/2 one without Content-Length is read whole (see :func:`frame_h2_body`).
     """
     length = message.headers.get("content-length")
     if length is not None:
         return not length.isdigit() or int(length) >= STREAM_FROM
     if "transfer-encoding" in message.headers:
         return True
-    return not (request and message.http_version.startswith("HTTP/1"))
+    return not request
 
 
 def summary_lines(engine: Engine) -> list[str]:
