@@ -618,6 +618,22 @@ class Engine:
             self._emit(event)
         return decided, decision
 
+    def could_match(self, req: RequestView, *, head_only: bool = False) -> bool:
+        """True when a rule of any phase matches ``req`` (``head_only``: its head, the body
+        conditions aside). Counts nothing: ``--workers`` asks the coordinator's engine to
+        decide only for requests this says a rule could match."""
+        cache = _BodyCache(req)
+        for state in self._all:
+            checks = state.head_checks if head_only else state.checks
+            if _first_failure(checks, req, cache) is None:
+                return True
+        return False
+
+    def count_unmatched(self, n: int) -> None:
+        """Count ``n`` requests no rule could match (decided elsewhere: ``--workers``)."""
+        with self._lock:
+            self.requests += n
+
     def _body_could_decide(self, req: RequestView) -> bool:
         """True when a rule of the active phase matches the head and has body conditions."""
         if self.paused:
