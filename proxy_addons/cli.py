@@ -391,6 +391,20 @@ class _Parser(argparse.ArgumentParser):
         _fail(message, EXIT_USAGE)
 
 
+def _admin_client_options(parser: argparse.ArgumentParser, when: str = "") -> None:
+    """--admin URL and --admin-token for commands that call a running proxy."""
+    parser.add_argument(
+        "--admin",
+        default="http://127.0.0.1:8475",
+        metavar="URL",
+        help=f"the running proxy's control API (default http://127.0.0.1:8475){when and '; '}"
+        f"{when}",
+    )
+    parser.add_argument(
+        "--admin-token", metavar="T", help="its token (default $CHAOSPROXY_ADMIN_TOKEN)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="chaosproxy",
@@ -479,15 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH|NAME",
         help="explain against this scenario (default: ask the running proxy at --admin)",
     )
-    explain.add_argument(
-        "--admin",
-        default="http://127.0.0.1:8475",
-        metavar="URL",
-        help="the running proxy's control API, used without --scenario",
-    )
-    explain.add_argument(
-        "--admin-token", metavar="T", help="its token (default $CHAOSPROXY_ADMIN_TOKEN)"
-    )
+    _admin_client_options(explain, "used without --scenario")
     explain.add_argument(
         "-H", "--header", action="append", type=_header, default=[], metavar="'Name: value'"
     )
@@ -504,15 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     lister.set_defaults(func=cmd_list)
 
     stats = sub.add_parser("stats", help="a readable summary from a running proxy")
-    stats.add_argument(
-        "--admin",
-        default="http://127.0.0.1:8475",
-        metavar="URL",
-        help="the proxy's control API (default http://127.0.0.1:8475)",
-    )
-    stats.add_argument(
-        "--admin-token", metavar="T", help="its token (default $CHAOSPROXY_ADMIN_TOKEN)"
-    )
+    _admin_client_options(stats)
     stats.add_argument(
         "--decisions",
         type=int,
