@@ -289,6 +289,10 @@ class ControlServer:
                     break
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # the proxy is shutting down; ending quietly keeps asyncio (3.11) from logging
+            # the cancelled connection task as an error
+            pass
         finally:
             self._writers.discard(writer)
             writer.close()
