@@ -56,7 +56,8 @@ class CallRecord(Protocol):
 
     @property
     def outcome(self) -> str:
-        """``response``, ``reset``, ``closed``, ``client_disconnected`` or ``error``."""
+        """``response``, ``truncated``, ``reset``, ``closed``, ``client_disconnected`` or
+        ``error``."""
 
     @property
     def status(self) -> int | None:

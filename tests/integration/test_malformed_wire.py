@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.test_modes import tls_upstream
+from tests.integration.test_modes import https_behind_forward_proxy
 from tests.support import body_bytes, curl, wait_until
 
 
@@ -53,15 +53,8 @@ def test_truncate_is_logged_as_truncated(make_proxy) -> None:
 
 
 def test_truncate_on_http2_resets_the_stream(make_proxy, tmp_path: Path) -> None:
-    confdir = tmp_path / "mitm"
-    with tls_upstream(tmp_path) as https_url:
-        proxy = make_proxy(
-            {"rules": [{"fault": {"type": "malformed", "mode": "truncate"}}]},
-            forward=True,
-            confdir=str(confdir),
-            insecure=True,
-        )
-        ca = str(confdir / "mitmproxy-ca-cert.pem")
+    scenario = {"rules": [{"fault": {"type": "malformed", "mode": "truncate"}}]}
+    with https_behind_forward_proxy(make_proxy, tmp_path, scenario) as (https_url, proxy, ca):
         args = ("--proxy", proxy.url, "--cacert", ca)
         assert curl(f"{https_url}/bytes/5000", "--http2", *args)[0] == 92  # stream error
         assert curl(f"{https_url}/bytes/5000", "--http1.1", *args)[0] == 18
@@ -136,3 +129,48 @@ def test_json_modes_leave_other_bodies_alone(make_proxy, caplog) -> None:
     binary = requests.get(f"{proxy.url}/bytes/2000")
     assert binary.content == body_bytes(2000)
     assert "is not JSON" in caplog.text
+
+
+EDGE_PATHS = ["/empty", "/bytes/3000", "/chunked/3000", "/gzip-json", "/html"]
+
+
+@pytest.mark.filterwarnings("ignore:Brotli")
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"mode": "invalid_json"},
+        {"mode": "garbage"},
+        {"mode": "empty"},
+        {"mode": "wrong_content_type"},
+        {"mode": "mutate_json", "fields": ["temp"], "action": "wrong_type"},
+    ],
+    ids=lambda f: f["mode"],
+)
+def test_every_mode_on_empty_binary_chunked_compressed_and_html_bodies(
+    make_proxy, upstream, fault: dict
+) -> None:
+    proxy = proxy_for(make_proxy, **fault)
+    session = requests.Session()
+    for path in EDGE_PATHS:
+        original = requests.get(f"{upstream.url}{path}")
+        r = session.get(f"{proxy.url}{path}")
+        framed = r.headers.get("content-length")
+        if framed is not None and "content-encoding" not in r.headers:
+            assert int(framed) == len(r.content), (path, r.headers)
+        mode = fault["mode"]
+        if mode == "wrong_content_type":
+            assert r.status_code == 502 and r.headers["content-type"].startswith("text/html")
+        elif mode == "empty":
+            assert (r.status_code, r.content) == (200, b"")
+        elif mode == "garbage":
+            assert len(r.content) == len(original.content)
+            assert r.content != original.content or not original.content
+        elif path == "/gzip-json":
+            assert r.headers["content-encoding"] == "gzip"
+            if mode == "invalid_json":
+                with pytest.raises(ValueError):
+                    r.json()
+            else:
+                assert r.json() == {"city": "berlin", "temp": "21.5"}
+        else:  # not JSON: left as it is
+            assert (r.status_code, r.content) == (original.status_code, original.content)
