@@ -125,8 +125,10 @@ class Bench:
         return rows
 
     @staticmethod
-    def _workers(up: Upstream, n: int) -> Callable[[], targets.Target]:
-        return lambda: targets.chaosproxy(up.url, "passthrough-20", workers=n)
+    def _workers(
+        up: Upstream, n: int, scenario: str = "passthrough-20"
+    ) -> Callable[[], targets.Target]:
+        return lambda: targets.chaosproxy(up.url, scenario, workers=n)
 
     def accuracy(self, up: Upstream) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
@@ -134,6 +136,9 @@ class Bench:
             ("chaosproxy", lambda: targets.chaosproxy(up.url, "latency-100")),
             ("mitmdump + sleep addon", lambda: targets.mitmdump(up.url, script="naive_sleep.py")),
         ]
+        for n in self.args.workers:
+            if n > 1:
+                runs.insert(1, (f"chaosproxy --workers {n}", self._workers(up, n, "latency-100")))
         if self.toxy_ok:
             runs.append(("toxy", lambda: targets.toxy(up.url, 100)))
         for label, make in runs:
