@@ -138,6 +138,16 @@ def reserve_ports(settings: Any) -> list[socket.socket]:
     return held
 
 
+def ensure_ca(settings: Any) -> None:
+    """Create mitmproxy's CA in the confdir now, if missing: workers starting together
+    would each create one, and the files would not match the CA a worker serves with."""
+    from mitmproxy import certs, options
+
+    confdir = os.path.expanduser(settings.confdir or options.CONF_DIR)
+    key_size = settings.mitm_options.get("key_size", options.KEY_SIZE)
+    certs.CertStore.from_store(confdir, options.CONF_BASENAME, key_size)
+
+
 def listen_with_reuse_port() -> None:
     """Make this (worker) process's listening sockets share their port (SO_REUSEPORT).
 
@@ -197,6 +207,7 @@ class Coordinator:
         """Reserve the ports, start the workers, return once all of them listen."""
         self._loop = asyncio.get_running_loop()
         self._held = reserve_ports(self.settings)
+        await asyncio.to_thread(ensure_ca, self.settings)
         self._server = await asyncio.start_unix_server(self._serve, path=self.path)
         os.chmod(self.path, 0o600)
         loop = asyncio.get_running_loop()

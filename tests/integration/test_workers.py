@@ -209,3 +209,16 @@ def test_workers_must_be_a_sensible_number(upstream: UpstreamServer) -> None:
     )  # fmt: skip
     assert out.returncode == 2
     assert "'0' is not a number of workers from 1 to 64" in out.stderr
+
+
+def test_workers_share_one_ca_created_before_they_start(
+    upstream: UpstreamServer, tmp_path: Path
+) -> None:
+    from proxy_addons.runner import ProxySettings
+    from proxy_addons.workers import ensure_ca
+
+    confdir = tmp_path / "confdir"
+    ensure_ca(ProxySettings(confdir=str(confdir)))
+    ca = (confdir / "mitmproxy-ca.pem").read_bytes()
+    ensure_ca(ProxySettings(confdir=str(confdir)))  # an existing CA is kept
+    assert (confdir / "mitmproxy-ca.pem").read_bytes() == ca
