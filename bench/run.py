@@ -181,11 +181,17 @@ class Bench:
             assert target.proc is not None
             load.run_asyncio(target.url + "/bench", 32, count=2000)
             before = target.proc.rss_mb()
-            r = load.run_asyncio(target.url + "/bench", 32, count=n)
+            requests = errors = 0
+            while requests < n:
+                if self.use_wrk:  # in bursts of a few seconds until n are done
+                    r = load.run_wrk(target.url + "/bench", 32, 5)
+                else:
+                    r = load.run_asyncio(target.url + "/bench", 32, count=n - requests)
+                requests, errors = requests + r.requests, errors + r.errors
             after = target.proc.rss_mb()
         return {
-            "requests": r.requests,
-            "errors": r.errors,
+            "requests": requests,
+            "errors": errors,
             "before_mb": round(before, 1),
             "after_mb": round(after, 1),
             "growth_mb": round(after - before, 1),
