@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--scenario", default="passthrough-20", help="a scenario in bench/scenarios")
     p.add_argument(
         "--no-lean", action="store_true", help="without the lean start (CHAOSPROXY_NO_LEAN)"
     )
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     use_wrk = load.have_wrk()
     env = {NO_LEAN_ENV: "1"} if args.no_lean else None
     with Upstream(free_port(), free_port()) as up:
-        with targets.chaosproxy(up.url, "passthrough-20", env=env) as proxy:
+        with targets.chaosproxy(up.url, args.scenario, env=env) as proxy:
             assert proxy.proc is not None
             load.run_asyncio(proxy.url + "/bench", 8, count=500)
             result: list[load.Result] = []

@@ -238,7 +238,8 @@ def chart(results: dict[str, Any], path: Path) -> bool:
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(concs))], [f"c={c}" for c in concs])
     ax.set_ylabel("latency ms (bar: p50, shaded to p99)")
     ax.set_title("100 ms injected")
-    ax.legend(fontsize=7)
+    if proxies:
+        ax.legend(fontsize=7)
     m = results["machine"]
     fig.suptitle(
         f"chaosproxy benchmark {results['date']} - {m['cpu']} ({m['cores']} cores), "

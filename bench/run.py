@@ -125,8 +125,10 @@ class Bench:
         return rows
 
     @staticmethod
-    def _workers(up: Upstream, n: int) -> Callable[[], targets.Target]:
-        return lambda: targets.chaosproxy(up.url, "passthrough-20", workers=n)
+    def _workers(
+        up: Upstream, n: int, scenario: str = "passthrough-20"
+    ) -> Callable[[], targets.Target]:
+        return lambda: targets.chaosproxy(up.url, scenario, workers=n)
 
     def accuracy(self, up: Upstream) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
@@ -134,6 +136,9 @@ class Bench:
             ("chaosproxy", lambda: targets.chaosproxy(up.url, "latency-100")),
             ("mitmdump + sleep addon", lambda: targets.mitmdump(up.url, script="naive_sleep.py")),
         ]
+        for n in self.args.workers:
+            if n > 1:
+                runs.insert(1, (f"chaosproxy --workers {n}", self._workers(up, n, "latency-100")))
         if self.toxy_ok:
             runs.append(("toxy", lambda: targets.toxy(up.url, 100)))
         for label, make in runs:
@@ -176,11 +181,17 @@ class Bench:
             assert target.proc is not None
             load.run_asyncio(target.url + "/bench", 32, count=2000)
             before = target.proc.rss_mb()
-            r = load.run_asyncio(target.url + "/bench", 32, count=n)
+            requests = errors = 0
+            while requests < n:
+                if self.use_wrk:  # in bursts of a few seconds until n are done
+                    r = load.run_wrk(target.url + "/bench", 32, 5)
+                else:
+                    r = load.run_asyncio(target.url + "/bench", 32, count=n - requests)
+                requests, errors = requests + r.requests, errors + r.errors
             after = target.proc.rss_mb()
         return {
-            "requests": r.requests,
-            "errors": r.errors,
+            "requests": requests,
+            "errors": errors,
             "before_mb": round(before, 1),
             "after_mb": round(after, 1),
             "growth_mb": round(after - before, 1),

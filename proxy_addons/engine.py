@@ -85,9 +85,13 @@ class SimpleRequest:
     content: bytes = b""
     upstream: str | None = None
     scheme: str = "http"
+    as_requested: str | None = None
+    """The URL as the client sent it, when known (else rebuilt from the parts)."""
 
     @property
     def url(self) -> str:
+        if self.as_requested is not None:
+            return self.as_requested
         query = f"?{urlencode(list(self.query_pairs))}" if self.query_pairs else ""
         return f"{self.scheme}://{self.host}{quote(self.path)}{query}"
 

@@ -45,6 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from proxy_addons.engine import SimpleRequest
+
 logger = logging.getLogger("chaosproxy")
 
 #: Workers report passthrough requests (and decision records) this often, at most.
@@ -66,42 +68,19 @@ async def _read(reader: asyncio.StreamReader) -> Any:
     return pickle.loads(await reader.readexactly(size))
 
 
-@dataclass(slots=True)
-class RequestSnapshot:
-    """A request as the coordinator's engine sees it (the engine's RequestView)."""
-
-    method: str
-    host: str
-    path: str
-    url: str
-    headers: Sequence[tuple[str, str]]
-    query_pairs: Sequence[tuple[str, str]]
-    content: bytes
-    upstream: str | None
-
-    @classmethod
-    def of(cls, view: Any, request: Any) -> RequestSnapshot:
-        """Copy a worker's FlowRequest ``view`` of the mitmproxy ``request``."""
-        return cls(
-            method=view.method,
-            host=view.host,
-            path=view.path,
-            url=view.url,
-            headers=list(request.headers.items(multi=True)),
-            query_pairs=list(request.query.items(multi=True)),
-            content=request.get_content(strict=False) or b"",
-            upstream=view.upstream,
-        )
-
-    def header(self, name: str) -> list[str]:
-        lname = name.lower()
-        return [v for k, v in self.headers if k.lower() == lname]
-
-    def query(self, name: str) -> list[str]:
-        return [v for k, v in self.query_pairs if k == name]
-
-    def body(self) -> bytes:
-        return self.content
+def snapshot(view: Any, request: Any) -> SimpleRequest:
+    """A worker's request (its FlowRequest ``view`` of the mitmproxy ``request``) as plain
+    values, for the coordinator's engine."""
+    return SimpleRequest(
+        method=view.method,
+        host=view.host,
+        path=view.path,
+        headers=list(request.headers.items(multi=True)),
+        query_pairs=list(request.query.items(multi=True)),
+        content=request.get_content(strict=False) or b"",
+        upstream=view.upstream,
+        as_requested=view.url,
+    )
 
 
 @dataclass
@@ -157,6 +136,16 @@ def reserve_ports(settings: Any) -> list[socket.socket]:
         upstreams.append(up)
     settings.upstreams = upstreams
     return held
+
+
+def ensure_ca(settings: Any) -> None:
+    """Create mitmproxy's CA in the confdir now, if missing: workers starting together
+    would each create one, and the files would not match the CA a worker serves with."""
+    from mitmproxy import certs, options
+
+    confdir = os.path.expanduser(settings.confdir or options.CONF_DIR)
+    key_size = settings.mitm_options.get("key_size", options.KEY_SIZE)
+    certs.CertStore.from_store(confdir, options.CONF_BASENAME, key_size)
 
 
 def listen_with_reuse_port() -> None:
@@ -218,6 +207,7 @@ class Coordinator:
         """Reserve the ports, start the workers, return once all of them listen."""
         self._loop = asyncio.get_running_loop()
         self._held = reserve_ports(self.settings)
+        await asyncio.to_thread(ensure_ca, self.settings)
         self._server = await asyncio.start_unix_server(self._serve, path=self.path)
         os.chmod(self.path, 0o600)
         loop = asyncio.get_running_loop()
@@ -431,7 +421,7 @@ class Link:
             self.writer.write(_frame(("report", self.passed, self.records)))
             self.passed, self.records = 0, []
 
-    async def decide(self, request: RequestSnapshot) -> Any:
+    async def decide(self, request: SimpleRequest) -> Any:
         """The coordinator's decision for ``request`` (None: untouched)."""
         if self.closed:
             return None
@@ -496,7 +486,7 @@ def make_worker_addon(setup: WorkerSetup, link: Link) -> Any:
             return self._ask(flow, view)
 
         async def _ask(self, flow: Any, view: Any) -> None:
-            decision = await link.decide(RequestSnapshot.of(view, flow.request))
+            decision = await link.decide(snapshot(view, flow.request))
             work = self._inject(flow, decision)
             if work is not None:
                 await work

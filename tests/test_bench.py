@@ -119,7 +119,7 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     for name in ("mitmdump", "chaosproxy"):
         assert rows[name]["c32"]["requests"] > 0 and rows[name]["c32"]["errors"] == 0
     assert results["held"]["connected"] == 20 and results["held"]["busy"]["errors"] == 0
-    assert results["rss"]["requests"] == 300
+    assert results["rss"]["requests"] >= 300 and results["rss"]["errors"] == 0
     md = data.with_suffix(".md").read_text()
     assert "| chaosproxy |" in md and "| target (issue 7) |" in md
     assert "| proxy | c=1 req/s (p50) | c=32 req/s (p50 / p99) |" in out.stdout

@@ -140,9 +140,14 @@ def test_control_api_phases_scenarios_and_decision_log_reach_every_worker(
         assert proxy.status("/api/x") == 200
         stats = proxy.stats()
         assert [r["name"] for r in stats["rules"]] == ["teapot"]
-        records = requests.get(f"{proxy.api}/decisions", timeout=10).json()
-        rules = [r["rule"] for r in records]
-        assert "teapot" in rules and rules.count(None) >= 1
+
+        def records() -> list[dict[str, Any]]:
+            return requests.get(f"{proxy.api}/decisions", timeout=10).json()
+
+        # workers forward their records in batches (every 50 ms)
+        wait_until(lambda: sum(r["rule"] == "teapot" for r in records()) == 6, timeout=10)
+        rules = [r["rule"] for r in records()]
+        assert rules.count("down") == 10 and rules.count(None) >= 1
         assert len({r["seq"] for r in records}) == len(records)  # one log, one numbering
 
 
@@ -209,3 +214,16 @@ def test_workers_must_be_a_sensible_number(upstream: UpstreamServer) -> None:
     )  # fmt: skip
     assert out.returncode == 2
     assert "'0' is not a number of workers from 1 to 64" in out.stderr
+
+
+def test_workers_share_one_ca_created_before_they_start(
+    upstream: UpstreamServer, tmp_path: Path
+) -> None:
+    from proxy_addons.runner import ProxySettings
+    from proxy_addons.workers import ensure_ca
+
+    confdir = tmp_path / "confdir"
+    ensure_ca(ProxySettings(confdir=str(confdir)))
+    ca = (confdir / "mitmproxy-ca.pem").read_bytes()
+    ensure_ca(ProxySettings(confdir=str(confdir)))  # an existing CA is kept
+    assert (confdir / "mitmproxy-ca.pem").read_bytes() == ca
