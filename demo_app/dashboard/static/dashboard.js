@@ -196,13 +196,17 @@ async function loadScenarios() {
   if (lastStatus && lastStatus.proxy.scenario) picker.value = lastStatus.proxy.scenario;
 }
 
-function setup() {
-  const legend = $("legend");
-  legend.replaceChildren(...OUTCOMES.flatMap(([, label, color]) => {
+function legend(id, entries) {
+  $(id).replaceChildren(...entries.flatMap(([label, color]) => {
     const dot = document.createElement("i");
     dot.style.background = css(color);
     return [dot, document.createTextNode(label)];
   }));
+}
+
+function setup() {
+  legend("legend", OUTCOMES.map(([, label, color]) => [label, color]));
+  legend("latency-legend", [["p50", "--ok"], ["p95", "--error"]]);
   $("scenario-picker").addEventListener("change", () => {
     $("scenario-picker").dataset.touched = "1";
   });
