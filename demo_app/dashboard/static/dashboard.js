@@ -59,10 +59,31 @@ function renderProxy(p) {
   $("proxy-description").textContent = p.description || "";
   $("proxy-error").hidden = p.reachable;
   $("proxy-error").textContent = p.reachable ? "" : (p.error || "control API unreachable");
+  renderPhases(p);
   const picker = $("scenario-picker");
   if (p.scenario && document.activeElement !== picker && !picker.dataset.touched) {
     picker.value = p.scenario;
   }
+}
+
+function renderPhases(p) {
+  const box = $("phase-buttons");
+  const phases = p.phases || [];
+  const key = phases.join(",") + "|" + p.phase;
+  if (box.dataset.key === key) return;
+  box.dataset.key = key;
+  box.replaceChildren(...phases.map((name) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "phase" + (name === p.phase ? " active" : "");
+    button.textContent = name;
+    button.title = "jump to this phase";
+    button.addEventListener("click", async () => {
+      await api("POST", "/proxy/phase", { phase: name });
+      poll();
+    });
+    return button;
+  }));
 }
 
 function renderControls(s) {
