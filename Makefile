@@ -31,6 +31,12 @@ test-py312:
 	@test -n "$(PY312)" || { echo "no Python 3.12 found (set PY312=/path/to/python3.12)"; exit 2; }
 	$(MAKE) test VENV=.venv312 PYTHON=$(PY312)
 
+## bench: chaosproxy side by side with plain mitmdump, nginx and (with --peers) toxy;
+## writes bench/results/<date>.json/.md/.png. BENCH_ARGS="--quick" for a short run.
+BENCH_ARGS ?= --peers
+bench: $(STAMP) sysdeps
+	$(PY) -m bench $(BENCH_ARGS)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check proxy_addons demo_app tests bench
 	$(VENV)/bin/mypy

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -19,9 +20,16 @@ from typing import Any, Optional
 
 from mitmproxy import http
 
-from proxy_addons.decisions import IDEMPOTENCY_HEADER, DecisionLog, DecisionRecord, request_key
+from proxy_addons.decisions import (
+    IDEMPOTENCY_HEADER,
+    DecisionLog,
+    DecisionRecord,
+    parse_retry_after,
+    request_key,
+)
 from proxy_addons.engine import Decision, Engine, Event
 from proxy_addons.faults import Stage
+from proxy_addons.relay import Relay
 from proxy_addons.scenario import PASSTHROUGH, Scenario, ScenarioError, resolve
 from proxy_addons.wire import FlowRequest, FlowWire, resolve_future, wait_future
 
@@ -60,6 +68,8 @@ class ChaosAddon:
         self._early: dict[str, Decision | None] = {}
         self._waiters: dict[str, set[asyncio.Future[bool | None]]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        #: loopback relay that paces throttled answers (listens only once one is needed)
+        self.relay = Relay()
         #: every request seen, newest last (see proxy_addons/decisions.py)
         self.decisions = DecisionLog()
 
@@ -107,9 +117,7 @@ class ChaosAddon:
 
     def running(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.engine.start()
-        if self.engine.phase is not None:
-            logger.info("phase %s begins", self.engine.phase)
+        self.engine.start()  # logs "phase X begins" for a timeline
         self._schedule()
         self.ready.set()
         for callback in self._ready_callbacks:
@@ -130,6 +138,7 @@ class ChaosAddon:
         early = self._early.pop(flow.id, _UNDECIDED)
         if flow.response or flow.error or not flow.live:
             return None
+        frame_h2_body(flow.request)
         if early is _UNDECIDED:
             decision = self.engine.decide(self._view(flow))
         else:
@@ -160,15 +169,19 @@ class ChaosAddon:
         return None
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        """Let a large answer stream to the client when no fault acts on it."""
+        """Stream a throttled answer (its relay paces the body), and a large one when no
+        fault acts on it."""
         wire = self._wires.get(flow.id)
         response = flow.response
-        if response is None or flow.error or not flow.live or not _large(response, False):
+        if response is None or flow.error or not flow.live:
+            return
+        paced = wire is not None and wire.streaming()
+        if not paced and not _large(response, False):
             return
         if wire is not None:
             if wire.has(Stage.RESPONSE):
                 return
-            if self.engine.scenario.annotate:
+            if self.engine.scenario.annotate:  # the response hook comes after the body
                 response.headers[ANNOTATION_HEADER] = wire.rule
         if not response.stream:
             response.stream = True
@@ -200,6 +213,8 @@ class ChaosAddon:
     def error(self, flow: http.HTTPFlow) -> None:
         self._early.pop(flow.id, None)
         wire = self._wires.pop(flow.id, None)
+        if wire is not None:
+            wire.forget_route()
         self._record(flow, wire)
 
     def _record(self, flow: http.HTTPFlow, wire: FlowWire | None) -> None:
@@ -214,6 +229,8 @@ class ChaosAddon:
         status: int | None = None
         if wire is not None and wire.outcome is not None:
             outcome = wire.outcome
+            if outcome == "truncated" and flow.response is not None:
+                status = flow.response.status_code  # a status, then part of the body
         elif error is not None:
             if error == flow.error.KILLED_MESSAGE:  # type: ignore[union-attr]
                 outcome = "closed"
@@ -257,6 +274,12 @@ class ChaosAddon:
                 added_latency=wire.added_latency if wire is not None else 0.0,
                 error=error,
                 flow_id=flow.id,
+                retry_after=parse_retry_after(
+                    flow.response.headers.get("retry-after") if flow.response else None,
+                    now_wall,
+                )
+                if outcome == "response"
+                else None,
             )
         )
 
@@ -268,6 +291,7 @@ class ChaosAddon:
         if self._timer is not None:
             self._timer.cancel()
         self.release_all()
+        self.relay.close()
         for line in summary_lines(self.engine):
             logger.info("%s", line)
 
@@ -298,6 +322,20 @@ class ChaosAddon:
             waiters.discard(fut)
             if not waiters and self._waiters.get(client_id) is waiters:
                 del self._waiters[client_id]
+
+    def upstream_ssl_context(self) -> ssl.SSLContext:
+        """TLS to the upstream for relayed (throttled) flows, verified as mitmproxy would:
+        ``ssl_insecure`` and ``ssl_verify_upstream_trusted_ca`` / ``..._confdir`` apply."""
+        opts = self._master.options if self._master is not None else None
+        ctx = ssl.create_default_context(
+            cafile=getattr(opts, "ssl_verify_upstream_trusted_ca", None) or None,
+            capath=getattr(opts, "ssl_verify_upstream_trusted_confdir", None) or None,
+        )
+        if getattr(opts, "ssl_insecure", False):
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_alpn_protocols(["http/1.1"])
+        return ctx
 
     def connection_handler(self, client_id: str) -> Any:
         """mitmproxy's handler of a client connection (internal API), or None."""
@@ -370,17 +408,32 @@ class ChaosAddon:
 _UNDECIDED: Any = object()
 
 
+def frame_h2_body(request: http.Request) -> None:
+    """Give an HTTP/2 request body a Content-Length when the client sent none.
+
+    HTTP/2 frames bodies itself; mitmproxy forwards such a request to an HTTP/1.1 upstream
+    with neither Content-Length nor Transfer-Encoding, and the upstream reads no body.
+    """
+    if (
+        request.http_version.startswith(("HTTP/2", "HTTP/3"))
+        and request.raw_content
+        and "content-length" not in request.headers
+    ):
+        request.headers["content-length"] = str(len(request.raw_content))
+
+
 def _large(message: http.Message, request: bool) -> bool:
     """A body of at least STREAM_FROM bytes, or of unknown length (chunked, read to close).
 
-    An HTTP/1 request without Content-Length or Transfer-Encoding has no body at all.
+    An HTTP/1 request without Content-Length or Transfer-Encoding has no body at all; an
+    HTTP/2 one without Content-Length is read whole (see :func:`frame_h2_body`).
     """
     length = message.headers.get("content-length")
     if length is not None:
         return not length.isdigit() or int(length) >= STREAM_FROM
     if "transfer-encoding" in message.headers:
         return True
-    return not (request and message.http_version.startswith("HTTP/1"))
+    return not request
 
 
 def summary_lines(engine: Engine) -> list[str]:

@@ -9,6 +9,7 @@ No mitmproxy import: the addon builds the records.
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import itertools
 import json
@@ -29,7 +30,7 @@ RING_SIZE = 1000
 #: an incomplete) answer; ``client_disconnected``: the client gave up first (a hold or a
 #: delay it did not wait for); ``error``: the proxy could not complete the exchange
 #: (``error`` says why, e.g. the upstream refused the connection).
-OUTCOMES = ("response", "reset", "closed", "client_disconnected", "error")
+OUTCOMES = ("response", "truncated", "reset", "closed", "client_disconnected", "error")
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 
@@ -83,6 +84,8 @@ class DecisionRecord:
     """Seconds the proxy held the request or its answer on purpose (latency, timeout)."""
     error: str | None = None
     flow_id: str = ""
+    retry_after: float | None = None
+    """Seconds the answer's Retry-After header asked the client to wait, if it had one."""
 
     @property
     def injected(self) -> bool:
@@ -181,6 +184,20 @@ class JsonLinesWriter:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Retry-After as seconds: delta-seconds, or an HTTP date relative to ``now``."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
 
 
 def read_json_lines(lines: Iterable[str]) -> list[DecisionRecord]:

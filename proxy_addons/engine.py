@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
+from proxy_addons.decisions import IDEMPOTENCY_HEADER, request_key
 from proxy_addons.faults.rate_limit import RateLimit, Window
 from proxy_addons.scenario import PASSTHROUGH, Match, Phase, Rule, Scenario
 
@@ -278,17 +279,11 @@ def draw_for_key(seed: int, phase: str | None, rule: str, key: str) -> float:
     return _digest(seed, phase, rule, key, "key") / 2**64
 
 
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-
-
 def request_identity(req: RequestView) -> str:
     """What makes two attempts "the same request": its Idempotency-Key header if it has
-    one, else method + URL + a hash of the body."""
+    one, else method + URL + a hash of the body. The same key as the decision log's."""
     keys = req.header(IDEMPOTENCY_HEADER)
-    if keys:
-        return f"{IDEMPOTENCY_HEADER}: {keys[0]}"
-    digest = hashlib.sha256(req.body()).hexdigest()[:16]
-    return f"{req.method.upper()} {req.url} body:{digest}"
+    return request_key(req.method, req.url, req.body(), keys[0] if keys else None)
 
 
 def _sticky_value(rule: Rule, req: RequestView) -> str | None:
@@ -405,10 +400,12 @@ def _compile_rules(rules: Sequence[Rule], phase: str | None) -> list[RuleState]:
     for rule in rules:
         gate = next((f for f in rule.fault if isinstance(f, RateLimit)), None)
         checks = _compile_match(rule.match)
-        needs_body = rule.match.body is not None or bool(rule.match.json_)
+        body_match = rule.match.body is not None or bool(rule.match.json_)
+        # per_request: a request's identity includes a hash of its body
+        needs_body = body_match or rule.per_request is not None
         head = (
             _compile_match(rule.match.model_copy(update={"body": None, "json_": {}}))
-            if needs_body
+            if body_match
             else checks
         )
         out.append(RuleState(rule, phase, checks, gate, head, needs_body))
@@ -432,6 +429,8 @@ class Engine:
         self.seed_override = seed
         self.on_event = on_event
         self.paused = False
+        self.started = False
+        """True once the proxy is ready (:meth:`start`): the phase clock runs from then."""
         self.requests = 0
         self.injected = 0
         self._apply(scenario, source)
@@ -468,7 +467,7 @@ class Engine:
         """Replace the active scenario: counters, windows and the phase clock start afresh."""
         with self._lock:
             self._apply(scenario, source)
-        if self._timeline:
+        if self._timeline and self.started:  # before start, start() says it
             self._emit(Event("phase", f"phase {self.phase} begins", self.phase))
 
     def start(self) -> None:
@@ -477,6 +476,9 @@ class Engine:
             now = self._clock()
             self.applied_at = self._phase_started = now
             self._expires = now + self.scenario.ttl if self.scenario.ttl else None
+            self.started = True
+        if self._timeline:
+            self._emit(Event("phase", f"phase {self.phase} begins", self.phase))
 
     def reset(self) -> None:
         """Counters, rate windows and the phase clock back to zero."""
@@ -487,6 +489,8 @@ class Engine:
             self.requests = self.injected = 0
             self._phase_index = 0
             self._phase_started = self._clock()
+        if self._timeline:
+            self._emit(Event("phase", f"phase {self.phase} begins (reset)", self.phase))
 
     def pause(self) -> None:
         """Stop injecting: every request passes through until :meth:`resume`."""
@@ -712,8 +716,8 @@ class Engine:
             if attempt > rule.per_request.times:
                 return out(
                     False,
-                    f"matches, but per_request: attempt {attempt} of {identity} comes after "
-                    f"the {rule.per_request.times} that fail",
+                    f"matches, but per_request: attempt {attempt} of {req.method} {req.url} "
+                    f"({identity}) comes after the {rule.per_request.times} that fail",
                 )
         if rule.probability < 1:
             sticky = _sticky_value(rule, req)

@@ -30,7 +30,7 @@ from pydantic_core import PydanticCustomError
 
 from proxy_addons import yamlsource
 from proxy_addons.faults import FAULT_TYPES, Fault
-from proxy_addons.faults.base import Duration, Range
+from proxy_addons.faults.base import Duration, Range, Stage
 from proxy_addons.yamlsource import Document, Problem, format_path
 from proxy_addons.yamlsource import Path as DocPath
 
@@ -505,6 +505,17 @@ def _finish(scenario: Scenario, doc: Document, default_name: str) -> Scenario:
             types_ = [f.type for f in rule.fault]
             if types_.count("rate_limit") > 1:
                 add((*base, i, "fault"), "a rule has at most one rate_limit")
+            streams = [f.type for f in rule.fault if f.streams_body]
+            after = [f.describe() for f in rule.fault if f.stage is Stage.RESPONSE]
+            if len(streams) > 1:
+                add((*base, i, "fault"), f"a rule has at most one {streams[0]}")
+            elif streams and after:
+                add(
+                    (*base, i, "fault"),
+                    f"{streams[0]} streams the body as it arrives, so it cannot be combined "
+                    f"with faults that act on the whole answer ({', '.join(after)}); "
+                    "put them in separate rules",
+                )
             if rule.per_request is not None:
                 for other in ("skip", "every"):
                     if other in rule.model_fields_set:

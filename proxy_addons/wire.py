@@ -15,6 +15,9 @@ from mitmproxy import http
 
 from proxy_addons.engine import Decision
 from proxy_addons.faults import Stage
+from proxy_addons.faults.throttle import Pacing
+from proxy_addons.relay import HEADER as RELAY_HEADER
+from proxy_addons.relay import Route
 
 if TYPE_CHECKING:
     import random
@@ -51,7 +54,7 @@ class FlowRequest:
 
     @property
     def url(self) -> str:
-        return self._flow.request.url
+        return self._flow.request.pretty_url
 
     def header(self, name: str) -> list[str]:
         return self._flow.request.headers.get_all(name)
@@ -132,6 +135,10 @@ class FlowWire:
         self.added_latency = 0.0
         self.answered_early = False
         self.upstream_status: int | None = None
+        #: set by a throttle: the answer's body is paced through the addon's relay
+        self.pacing: Pacing | None = None
+        self.relay_token: str | None = None
+        self._origin: tuple[str, str, int, str | None] | None = None
 
     @property
     def rng(self) -> random.Random:
@@ -155,6 +162,53 @@ class FlowWire:
             if self.ended or not self._flow.live:
                 break
             await fault.apply(self)
+        if stage is Stage.REQUEST and self.pacing is not None:
+            await self._route_through_relay(self.pacing)
+
+    def pace(self, pacing: Pacing) -> None:
+        self.pacing = pacing
+
+    async def _route_through_relay(self, pacing: Pacing) -> None:
+        """Send the request to the relay, which fetches the answer and paces its body."""
+        flow = self._flow
+        if self.ended or flow.response is not None or not flow.live:
+            return
+        request = flow.request
+        tls = request.scheme == "https"
+        route = Route(
+            host=request.host,
+            port=request.port,
+            pacing=pacing,
+            ssl_context=self._addon.upstream_ssl_context() if tls else None,
+            sni=flow.server_conn.sni or request.host,
+            rule=self.rule,
+            on_wait=self._paced,
+        )
+        port = await self._addon.relay.start()
+        self.relay_token = self._addon.relay.add(route)
+        self._origin = (request.scheme, request.host, request.port, request.host_header)
+        request.scheme, request.host, request.port = "http", "127.0.0.1", port
+        request.host_header = self._origin[3]  # setting host rewrote it
+        request.headers[RELAY_HEADER] = self.relay_token
+
+    def _paced(self, seconds: float) -> None:
+        self.added_latency += seconds
+
+    def streaming(self) -> bool:
+        """In ``responseheaders``: for a paced answer, stream it (the relay paces the body)
+        and show the real upstream in the flow again."""
+        if self._origin is None or self._flow.response is None:
+            return False
+        self._flow.response.stream = True
+        request = self._flow.request
+        request.scheme, request.host, request.port, host_header = self._origin
+        request.host_header = host_header
+        request.headers.pop(RELAY_HEADER, None)
+        return True
+
+    def forget_route(self) -> None:
+        if self.relay_token is not None:
+            self._addon.relay.discard(self.relay_token)
 
     async def sleep_until(self, when: float) -> bool:
         delay = when - time.time()
@@ -205,6 +259,7 @@ class FlowWire:
             logger.info("rule %s: nothing to truncate, the answer has no body", self.rule)
             return
         self.ended = True
+        self.outcome = "truncated"
         sent = min(int(len(raw) * keep), len(raw) - 1)
         # Setting raw_content leaves the headers as they are: the client is promised the
         # whole body, gets part of it, then the connection closes (an incomplete read).

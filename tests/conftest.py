@@ -7,6 +7,8 @@ import pytest
 from proxy_addons.api import ChaosProxy
 from tests.support import UpstreamServer, running_upstream
 
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture(scope="session")
 def upstream() -> Iterator[UpstreamServer]:

@@ -47,6 +47,7 @@ def test_wheel_ships_scenarios_schema_and_the_console_script(installed: Path) ->
     [info] = installed.glob("chaosproxy-*.dist-info")
     entry_points = (info / "entry_points.txt").read_text()
     assert "chaosproxy = proxy_addons.cli:main" in entry_points
+    assert "[pytest11]\nchaosproxy = proxy_addons.pytest_plugin" in entry_points
 
 
 def test_shipped_names_resolve_outside_a_checkout(installed: Path, tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ decorated with :func:`register`), imported below, plus a README section.
 
 from __future__ import annotations
 
-from proxy_addons.faults import abort, error, latency, malformed, rate_limit, timeout
+from proxy_addons.faults import abort, error, latency, malformed, rate_limit, throttle, timeout
 from proxy_addons.faults.base import FAULT_TYPES, Fault, ResponseView, Stage, Wire, register
 
 __all__ = [
@@ -21,5 +21,6 @@ __all__ = [
     "malformed",
     "rate_limit",
     "register",
+    "throttle",
     "timeout",
 ]

@@ -15,7 +15,7 @@ import random
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Annotated, Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -28,6 +28,9 @@ from pydantic import (
 from pydantic_core import PydanticCustomError, core_schema
 
 from proxy_addons import units
+
+if TYPE_CHECKING:
+    from proxy_addons.faults.throttle import Pacing
 
 #: Delays longer than this are refused unless the fault says ``allow_long: true``.
 MAX_DELAY = 600.0
@@ -88,6 +91,9 @@ class Wire(Protocol):
     def close(self) -> None:
         """Close the client connection without an answer (HTTP/2: reset the stream)."""
 
+    def pace(self, pacing: Pacing) -> None:
+        """Let the upstream's answer through with its body paced (see faults/throttle.py)."""
+
     def cut(self, keep: float) -> None:
         """Send the answer's head with the full Content-Length of its body as sent, but only
         the first ``keep`` fraction of that body, then close (HTTP/2: reset the stream)."""
@@ -105,6 +111,8 @@ class Fault(BaseModel, abc.ABC):
 
     #: Fault types that need the upstream's whole body buffered before they act.
     needs_body: ClassVar[bool] = False
+    #: Fault types that act on the body as it streams through (no response stage after).
+    streams_body: ClassVar[bool] = False
 
     @property
     def stage(self) -> Stage:

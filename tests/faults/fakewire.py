@@ -59,6 +59,9 @@ class FakeWire:
         self.ended = True
         self.actions.append(("close",))
 
+    def pace(self, pacing: object) -> None:
+        self.actions.append(("pace", pacing))
+
     def cut(self, keep: float) -> None:
         self.ended = True
         self.actions.append(("cut", keep))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 
 import pytest
 import requests
 
-from tests.support import body_bytes, curl
+from tests.integration.test_modes import tls_upstream
+from tests.support import body_bytes, curl, wait_until
 
 
 def proxy_for(make_proxy, **fault):
@@ -40,6 +42,29 @@ def test_truncate_is_an_incomplete_transfer(make_proxy, path: str) -> None:
         assert promised == 40000 and body == body_bytes(40000)[:10000]
     with pytest.raises(requests.exceptions.ChunkedEncodingError):
         requests.get(f"{proxy.url}{path}")
+
+
+def test_truncate_is_logged_as_truncated(make_proxy) -> None:
+    proxy = proxy_for(make_proxy, mode="truncate")
+    assert curl(f"{proxy.url}/json")[0] == 18
+    wait_until(lambda: len(proxy.decisions) == 1)
+    [record] = proxy.decisions
+    assert (record.outcome, record.status, record.rule) == ("truncated", 200, "broken")
+
+
+def test_truncate_on_http2_resets_the_stream(make_proxy, tmp_path: Path) -> None:
+    confdir = tmp_path / "mitm"
+    with tls_upstream(tmp_path) as https_url:
+        proxy = make_proxy(
+            {"rules": [{"fault": {"type": "malformed", "mode": "truncate"}}]},
+            forward=True,
+            confdir=str(confdir),
+            insecure=True,
+        )
+        ca = str(confdir / "mitmproxy-ca-cert.pem")
+        args = ("--proxy", proxy.url, "--cacert", ca)
+        assert curl(f"{https_url}/bytes/5000", "--http2", *args)[0] == 92  # stream error
+        assert curl(f"{https_url}/bytes/5000", "--http1.1", *args)[0] == 18
 
 
 def test_truncate_of_an_empty_body_sends_it_whole(make_proxy) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import requests
 
+from proxy_addons.chaos import STREAM_FROM
+from proxy_addons.decisions import parse_retry_after, request_key
 from proxy_addons.engine import draw_for_key
-from tests.support import UpstreamServer
+from tests.support import UpstreamServer, wait_until
 
 ERR = {"type": "error", "status": 503}
 
@@ -60,3 +62,33 @@ def test_sticky_users_see_the_same_outcome_on_every_request(make_proxy) -> None:
     }
     assert {user for user, codes in failing.items() if codes == {503}} == expected
     assert 0 < len(expected) < 30
+
+
+def test_decision_records_carry_the_same_identity_and_the_retry_after(
+    make_proxy, upstream: UpstreamServer
+) -> None:
+    fault = {**ERR, "headers": {"Retry-After": "2"}}
+    proxy = make_proxy({"seed": 1, "rules": [{"per_request": {"times": 1}, "fault": fault}]})
+    assert [requests.get(f"{proxy.url}/echo/a").status_code for _ in range(2)] == [503, 200]
+    first, second = wait_until(lambda: proxy.decisions if len(proxy.decisions) == 2 else None)
+    # the engine's per_request identity is the decision log's request key
+    assert first.request_key == second.request_key == request_key("GET", first.url, b"")
+    assert first.url == f"{upstream.url}/echo/a"
+    assert (first.rule, first.status, first.retry_after) == ("error-1", 503, 2.0)
+    assert (second.rule, second.status, second.retry_after) == (None, 200, None)
+
+
+def test_parse_retry_after_seconds_and_http_dates() -> None:
+    assert parse_retry_after("3", 0) == 3.0
+    assert parse_retry_after(None, 0) is None
+    assert parse_retry_after("soon", 0) is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412475.0) == 5.0
+
+
+def test_per_request_identity_of_large_bodies(make_proxy) -> None:
+    proxy = make_proxy({"seed": 1, "rules": [{"per_request": {"times": 1}, "fault": ERR}]})
+    big_a, big_b = b"a" * (STREAM_FROM + 10), b"b" * (STREAM_FROM + 10)
+    codes = [
+        requests.post(f"{proxy.url}/upload", data=b).status_code for b in (big_a, big_b, big_a)
+    ]
+    assert codes == [503, 503, 200]

@@ -126,3 +126,81 @@ def connect(port: int, timeout: float = 20.0) -> Iterator[socket.socket]:
         yield sock
     finally:
         sock.close()
+
+
+class Reader:
+    """Buffered reads of HTTP/1.1 messages from a socket, across keep-alive requests."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+
+    def _fill(self) -> bool:
+        chunk = self.sock.recv(1 << 18)
+        if not chunk:
+            return False
+        self.buf += chunk
+        return True
+
+    def head(self, limit: int = 1 << 20) -> bytes | None:
+        """The next message head (without the blank line); None at a clean end of stream."""
+        while True:
+            at = self.buf.find(b"\r\n\r\n")
+            if at >= 0:
+                head = bytes(self.buf[:at])
+                del self.buf[: at + 4]
+                return head
+            if len(self.buf) > limit:
+                raise ValueError("head too long")
+            if not self._fill():
+                if self.buf:
+                    raise ConnectionError(f"closed inside a head: {bytes(self.buf[:200])!r}")
+                return None
+
+    def exactly(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            if not self._fill():
+                raise ConnectionError(f"closed after {len(self.buf)} of {n} bytes")
+        data = bytes(self.buf[:n])
+        del self.buf[:n]
+        return data
+
+    def line(self) -> bytes:
+        while True:
+            at = self.buf.find(b"\r\n")
+            if at >= 0:
+                text = bytes(self.buf[:at])
+                del self.buf[: at + 2]
+                return text
+            if not self._fill():
+                raise ConnectionError("closed inside a line")
+
+    def chunked(self) -> bytes:
+        out = bytearray()
+        while True:
+            size = int(self.line().split(b";")[0], 16)
+            if size == 0:
+                while self.line():
+                    pass  # trailers
+                return bytes(out)
+            out += self.exactly(size)
+            if self.exactly(2) != b"\r\n":
+                raise ValueError("bad chunk framing")
+
+    def to_close(self) -> bytes:
+        while self._fill():
+            pass
+        data = bytes(self.buf)
+        self.buf.clear()
+        return data
+
+
+def parse_head(head: bytes) -> tuple[list[bytes], list[tuple[bytes, bytes]]]:
+    """(start line split in three, [(name, value)] exactly as sent)."""
+    lines = head.split(b"\r\n")
+    start = lines[0].split(b" ", 2)
+    fields = []
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        fields.append((name, value.strip(b" \t")))
+    return start, fields

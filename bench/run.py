@@ -1,0 +1,272 @@
+"""``python -m bench`` (``make bench``): chaosproxy side by side with its peers, in one run.
+
+Measures, against a fast local upstream (nginx when installed, else a Python server):
+passthrough throughput and latency at c=1 and c=32 for the upstream directly, an nginx
+hop, plain ``mitmdump`` in reverse mode (the same mitmproxy), ``chaosproxy run`` with a
+20-rule scenario none of whose rules matches, and (``--workers``) several processes;
+the accuracy of a 100 ms injected latency at c=1, 32 and 100; a passthrough probe while
+1,000 connections are held by a ``timeout`` rule; RSS over 50,000 requests; and the time
+from start to the first proxied request. ``--peers`` adds toxy (npm) when node is there.
+
+Writes bench/results/<date>.json, .md and .png, and prints the table with a verdict on
+each of the issue's targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import load, report, targets
+from bench.procs import free_port
+from bench.upstream import Upstream
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SECTIONS = ("throughput", "accuracy", "held", "rss", "startup")
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def machine(tool: str, upstream: str) -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    from mitmproxy.version import VERSION
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "mitmproxy": VERSION,
+        "load_tool": tool,
+        "upstream": upstream,
+        "host": socket.gethostname(),
+    }
+
+
+def first_proxied(url: str, timeout: float = 30.0) -> float:
+    """Poll ``url`` until a 200 comes back; returns when (time.monotonic())."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            r = load.run_asyncio(url, 1, count=1)
+            if r.requests == 1 and r.errors == 0:
+                return time.monotonic()
+        except OSError:
+            pass
+        time.sleep(0.005)
+    raise RuntimeError(f"no answer from {url} within {timeout}s")
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.use_wrk = load.have_wrk() and not args.no_wrk
+        self.seconds = args.duration
+        self.notes: list[str] = []
+
+    def measure(self, url: str, conns: int) -> dict[str, Any]:
+        # A short warm-up so connection setup and first-request costs are not measured.
+        load.run_asyncio(url, min(conns, 8), count=min(200, 20 * conns))
+        return load.run(url, conns, self.seconds, use_wrk=self.use_wrk).as_dict()
+
+    # ------------------------------------------------------------------ sections
+
+    def throughput(self, up: Upstream) -> list[dict[str, Any]]:
+        path = "/bench"
+        rows: list[dict[str, Any]] = []
+        runs: list[tuple[str, Callable[[], targets.Target]]] = [
+            ("direct to upstream", lambda: targets.direct(up.url, "direct to upstream")),
+        ]
+        if up.hop_url:
+            runs.append(("nginx hop", lambda: targets.direct(str(up.hop_url), "nginx hop")))
+        runs.append(("mitmdump", lambda: targets.mitmdump(up.url)))
+        runs.append(("chaosproxy", lambda: targets.chaosproxy(up.url, "passthrough-20")))
+        for n in self.args.workers:
+            if n > 1:
+                runs.append((f"chaosproxy --workers {n}", self._workers(up, n)))
+        if self.toxy_ok:
+            runs.append(("toxy", lambda: targets.toxy(up.url, 1)))
+        for label, make in runs:
+            _say(f"throughput: {label}")
+            try:
+                with make() as target:
+                    row: dict[str, Any] = {"proxy": target.name}
+                    for conns in (1, 32):
+                        row[f"c{conns}"] = self.measure(target.url + path, conns)
+                    rows.append(row)
+            except RuntimeError as exc:
+                self.notes.append(f"{label}: not measured ({exc})")
+        return rows
+
+    @staticmethod
+    def _workers(up: Upstream, n: int) -> Callable[[], targets.Target]:
+        return lambda: targets.chaosproxy(up.url, "passthrough-20", workers=n)
+
+    def accuracy(self, up: Upstream) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        runs: list[tuple[str, Callable[[], targets.Target]]] = [
+            ("chaosproxy", lambda: targets.chaosproxy(up.url, "latency-100")),
+            ("mitmdump + sleep addon", lambda: targets.mitmdump(up.url, script="naive_sleep.py")),
+        ]
+        if self.toxy_ok:
+            runs.append(("toxy", lambda: targets.toxy(up.url, 100)))
+        for label, make in runs:
+            _say(f"accuracy: {label}")
+            try:
+                with make() as target:
+                    for conns in (1, 32, 100):
+                        r = self.measure(target.url + "/bench", conns)
+                        rows.append({"proxy": target.name, "connections": conns, "result": r})
+            except RuntimeError as exc:
+                self.notes.append(f"{label}: not measured ({exc})")
+        return rows
+
+    def held(self, up: Upstream) -> dict[str, Any]:
+        n = self.args.held
+        _say(f"held: {n} connections held, probe at c=1")
+        with targets.chaosproxy(up.url, "hold") as target:
+            idle = self.measure(target.url + "/bench", 1)
+
+            async def busy_probe() -> tuple[dict[str, Any], int]:
+                writers, connected = await load.hold_connections(target.url + "/hold", n)
+                try:
+                    await asyncio.sleep(0.5)  # let the proxy take in the last requests
+                    r = await asyncio.to_thread(
+                        load.run, target.url + "/bench", 1, self.seconds, use_wrk=self.use_wrk
+                    )
+                    still = sum(1 for w in writers if not w.is_closing())
+                    return r.as_dict(), min(connected, still)
+                finally:
+                    for w in writers:
+                        w.close()
+
+            busy, connected = asyncio.run(busy_probe())
+        return {"held": n, "connected": connected, "idle": idle, "busy": busy}
+
+    def rss(self, up: Upstream) -> dict[str, Any]:
+        n = self.args.rss_requests
+        _say(f"rss: {n} requests")
+        with targets.chaosproxy(up.url, "passthrough-20") as target:
+            assert target.proc is not None
+            load.run_asyncio(target.url + "/bench", 32, count=2000)
+            before = target.proc.rss_mb()
+            r = load.run_asyncio(target.url + "/bench", 32, count=n)
+            after = target.proc.rss_mb()
+        return {
+            "requests": r.requests,
+            "errors": r.errors,
+            "before_mb": round(before, 1),
+            "after_mb": round(after, 1),
+            "growth_mb": round(after - before, 1),
+        }
+
+    def startup(self, up: Upstream) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for label, make in (
+            ("chaosproxy", lambda: targets.chaosproxy(up.url, "passthrough-20")),
+            ("mitmdump", lambda: targets.mitmdump(up.url)),
+        ):
+            _say(f"startup: {label}")
+            best = None
+            for _ in range(3):  # best of three: the first start pays for cold caches
+                with make() as target:
+                    took = first_proxied(target.url + "/bench") - target.started
+                best = took if best is None else min(best, took)
+            assert best is not None
+            out[label] = round(best, 3)
+        return out
+
+    # ------------------------------------------------------------------ all
+
+    def run(self) -> dict[str, Any]:
+        args = self.args
+        self.toxy_ok = False
+        if args.peers:
+            if targets.node_available():
+                _say("peers: installing toxy from npm (cached in /tmp/chaosproxy-bench-toxy)")
+                self.toxy_ok = targets.install_toxy(self.notes)
+            else:
+                self.notes.append("--peers: node/npm not found; toxy not measured")
+        if 2 in args.workers and not targets.supports_workers():
+            self.notes.append("this chaosproxy has no --workers; measured one process only")
+            args.workers = [1]
+        with Upstream(free_port(), free_port()) as up:
+            tool = "wrk" if self.use_wrk else "bundled asyncio load generator (wrk not found)"
+            _say(f"load generator: {tool}; upstream: {up.kind} at {up.url}")
+            results: dict[str, Any] = {
+                "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                "machine": machine(tool, up.kind),
+                "seconds_per_run": self.seconds,
+                "quick": args.quick,
+            }
+            for section in SECTIONS:
+                if section in args.sections:
+                    results[section] = getattr(self, section)(up)
+        results["targets"] = report.judge(results)
+        results["notes"] = self.notes
+        return results
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="short runs (2 s, 100 held, 5,000 reqs)")
+    p.add_argument("--peers", action="store_true", help="also measure toxy (needs node and npm)")
+    p.add_argument("--duration", type=float, help="seconds per load run (default 10; quick 2)")
+    p.add_argument("--held", type=int, help="connections to hold (default 1000; quick 100)")
+    p.add_argument("--rss-requests", type=int, help="requests for the RSS run (default 50000)")
+    p.add_argument(
+        "--workers", default="1,2", help="worker counts to measure, comma-separated (1,2)"
+    )
+    p.add_argument("--sections", default=",".join(SECTIONS), help="what to measure")
+    p.add_argument("--no-wrk", action="store_true", help="use the bundled load generator")
+    p.add_argument("--out", type=Path, default=RESULTS, help="where results go")
+    p.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
+    args = p.parse_args(argv)
+    quick = args.quick
+    args.duration = args.duration or (2.0 if quick else 10.0)
+    args.held = args.held or (100 if quick else 1000)
+    args.rss_requests = args.rss_requests or (5000 if quick else 50000)
+    args.workers = [int(w) for w in str(args.workers).split(",") if w.strip()]
+    args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        p.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    results = Bench(args).run()
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+    if args.quick:
+        stamp += "-quick"
+    base = args.out / stamp
+    base.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    text = report.markdown(results)
+    base.with_suffix(".md").write_text(text)
+    written = [base.with_suffix(".json"), base.with_suffix(".md")]
+    if not args.no_chart and report.chart(results, base.with_suffix(".png")):
+        written.append(base.with_suffix(".png"))
+    print(text)
+    _say("written: " + ", ".join(str(p) for p in written))
+    return 0

@@ -1,0 +1,141 @@
+"""The benchmark harness (bench/): its pieces, and a tiny end-to-end run, so it cannot rot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import load, report
+from bench.procs import free_port
+from bench.upstream import Upstream
+
+ROOT = Path(__file__).resolve().parent.parent
+
+WRK_OUTPUT = """\
+Running 10s test @ http://127.0.0.1:8080/bench
+  2 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    52.10ms   10.20ms 120.00ms   80.00%
+    Req/Sec   300.00     20.00   400.00     70.00%
+  Latency Distribution
+     50%   51.00ms
+     75%   55.50ms
+     90%  700.00us
+     99%    1.09s
+  6012 requests in 10.02s, 1.00MB read
+  Socket errors: connect 0, read 3, write 0, timeout 2
+  Non-2xx or 3xx responses: 7
+Requests/sec:    600.00
+Transfer/sec:    100.00KB
+"""
+
+
+def test_parse_wrk_reads_percentiles_rate_and_every_error() -> None:
+    r = load.parse_wrk(WRK_OUTPUT, 32)
+    assert (r.requests, r.seconds, r.connections) == (6012, 10.02, 32)
+    assert (r.p50_ms, r.p90_ms, r.p99_ms) == pytest.approx((51.0, 0.7, 1090.0))
+    assert r.errors == 3 + 2 + 7
+    assert r.rps == pytest.approx(600.0, rel=0.001)
+
+
+def test_parse_wrk_refuses_output_it_does_not_understand() -> None:
+    with pytest.raises(ValueError, match="unexpected wrk output"):
+        load.parse_wrk("wrk: connection refused\n", 1)
+
+
+def test_percentile_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert load.percentile(values, 50) == 50.0
+    assert load.percentile(values, 99) == 99.0
+    assert load.percentile([3.0], 99) == 3.0
+
+
+def test_asyncio_generator_against_the_python_upstream() -> None:
+    with Upstream(free_port(), free_port(), nginx=False) as up:
+        assert up.kind == "python" and up.hop_url is None
+        r = load.run_asyncio(up.url + "/bench", 4, count=200)
+        bad = load.run_asyncio(f"http://127.0.0.1:{free_port()}/", 2, count=4)
+    assert (r.requests, r.errors, r.connections) == (200, 0, 4)
+    assert 0 < r.p50_ms <= r.p99_ms
+    assert bad.requests == 0 and bad.errors == 4  # nothing listens: every try is an error
+
+
+def _result(rps: float, p50: float, p99: float, errors: int = 0) -> dict[str, float]:
+    return {"rps": rps, "p50_ms": p50, "p90_ms": p50, "p99_ms": p99, "errors": errors}
+
+
+def test_judge_says_met_not_met_and_not_measured() -> None:
+    results = {
+        "throughput": [
+            {"proxy": "mitmdump", "c1": _result(500, 1.7, 3), "c32": _result(570, 51, 109)},
+            {"proxy": "chaosproxy", "c1": _result(700, 1.2, 2), "c32": _result(900, 30, 60, 2)},
+        ],
+        "accuracy": [{"proxy": "chaosproxy", "connections": 32, "result": _result(300, 101, 114)}],
+        "rss": {"requests": 50000, "before_mb": 80, "after_mb": 120, "growth_mb": 40},
+        "startup": {"chaosproxy": 0.9},
+    }
+    verdicts = {t["target"]: t["met"] for t in report.judge(results)}
+    assert verdicts["c=32 throughput >= 1.4x plain mitmdump"] is False  # 2 errors
+    assert verdicts["c=1 added latency p50 below plain mitmdump's"] is True
+    assert verdicts["100 ms injected at c=32: p50 in 100-105 ms, p99 <= 115 ms"] is True
+    assert verdicts["RSS grows < 30 MB over 50000 requests"] is False
+    assert verdicts["start to first proxied request < 1.5 s"] is True
+    assert verdicts["c=32 throughput with --workers 2 >= toxy"] is None
+    assert verdicts["1000 held connections: probe p50 within 2x of idle"] is None
+
+
+def test_quick_run_end_to_end(tmp_path: Path) -> None:
+    """A tiny real run: chaosproxy and mitmdump through the upstream, held connections, RSS."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench",
+        "--quick",
+        "--no-wrk",
+        "--sections",
+        "throughput,held,rss",
+        "--duration",
+        "0.3",
+        "--held",
+        "20",
+        "--rss-requests",
+        "300",
+        "--workers",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "bundled asyncio load generator" in out.stderr  # says which tool it used
+    (data,) = tmp_path.glob("*-quick.json")
+    results = json.loads(data.read_text())
+    rows = {row["proxy"]: row for row in results["throughput"]}
+    assert {"direct to upstream", "mitmdump", "chaosproxy"} <= set(rows)
+    for name in ("mitmdump", "chaosproxy"):
+        assert rows[name]["c32"]["requests"] > 0 and rows[name]["c32"]["errors"] == 0
+    assert results["held"]["connected"] == 20 and results["held"]["busy"]["errors"] == 0
+    assert results["rss"]["requests"] == 300
+    md = data.with_suffix(".md").read_text()
+    assert "| chaosproxy |" in md and "| target (issue 7) |" in md
+    assert "| proxy | c=1 req/s (p50) | c=32 req/s (p50 / p99) |" in out.stdout
+    png = data.with_suffix(".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_scenarios_are_valid_and_passthrough_20_matches_nothing() -> None:
+    from proxy_addons.engine import Engine, SimpleRequest
+    from proxy_addons.scenario import resolve
+
+    for path in sorted((ROOT / "bench" / "scenarios").glob("*.yaml")):
+        resolve(str(path))  # raises ScenarioError with the located problems
+    scenario, _ = resolve(str(ROOT / "bench" / "scenarios" / "passthrough-20.yaml"))
+    assert sum(1 for _ in scenario.all_rules()) == 20
+    engine = Engine(scenario)
+    request = SimpleRequest("GET", "127.0.0.1", "/bench", headers=[("User-Agent", "wrk")])
+    assert all(engine.decide(request) is None for _ in range(50))
+    assert engine.stats()["injected"] == 0
