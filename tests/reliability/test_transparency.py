@@ -205,7 +205,9 @@ def httpx_sender(world: World, http2: bool, versions: list[str]) -> Callable[[],
             ) as r:
                 body = b"".join(r.iter_raw())
                 versions.append(r.http_version)
-                return Answer(r.status_code, r.headers.multi_items(), hashlib.sha256(body).hexdigest())
+                return Answer(
+                    r.status_code, r.headers.multi_items(), hashlib.sha256(body).hexdigest()
+                )
 
         return send
 

@@ -266,7 +266,10 @@ def check(
         bad(f"upstream got method {got.method}")
     if got.target != case.target:
         bad(f"upstream got target {got.target[:80]!r}")
-    if got.body_length != len(case.body) or got.body_sha256 != hashlib.sha256(case.body).hexdigest():
+    if (
+        got.body_length != len(case.body)
+        or got.body_sha256 != hashlib.sha256(case.body).hexdigest()
+    ):
         bad(f"upstream got a different body ({got.body_length} of {len(case.body)} bytes)")
     sent = _filtered(case.wire_headers())
     if exact_headers:
