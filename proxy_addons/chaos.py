@@ -117,9 +117,7 @@ class ChaosAddon:
 
     def running(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.engine.start()
-        if self.engine.phase is not None:
-            logger.info("phase %s begins", self.engine.phase)
+        self.engine.start()  # logs "phase X begins" for a timeline
         self._schedule()
         self.ready.set()
         for callback in self._ready_callbacks:

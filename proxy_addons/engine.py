@@ -429,6 +429,8 @@ class Engine:
         self.seed_override = seed
         self.on_event = on_event
         self.paused = False
+        self.started = False
+        """True once the proxy is ready (:meth:`start`): the phase clock runs from then."""
         self.requests = 0
         self.injected = 0
         self._apply(scenario, source)
@@ -465,7 +467,7 @@ class Engine:
         """Replace the active scenario: counters, windows and the phase clock start afresh."""
         with self._lock:
             self._apply(scenario, source)
-        if self._timeline:
+        if self._timeline and self.started:  # before start, start() says it
             self._emit(Event("phase", f"phase {self.phase} begins", self.phase))
 
     def start(self) -> None:
@@ -474,6 +476,9 @@ class Engine:
             now = self._clock()
             self.applied_at = self._phase_started = now
             self._expires = now + self.scenario.ttl if self.scenario.ttl else None
+            self.started = True
+        if self._timeline:
+            self._emit(Event("phase", f"phase {self.phase} begins", self.phase))
 
     def reset(self) -> None:
         """Counters, rate windows and the phase clock back to zero."""
@@ -484,6 +489,8 @@ class Engine:
             self.requests = self.injected = 0
             self._phase_index = 0
             self._phase_started = self._clock()
+        if self._timeline:
+            self._emit(Event("phase", f"phase {self.phase} begins (reset)", self.phase))
 
     def pause(self) -> None:
         """Stop injecting: every request passes through until :meth:`resume`."""

@@ -154,6 +154,11 @@ class Calls(Sequence[Any]):
 
         return self.where(keep)
 
+    def during(self, start: float, end: float) -> Calls:
+        """The calls that arrived between wall-clock ``start`` and ``end`` (e.g. the calls
+        one operation of the app made: the attempts of exactly one logical request)."""
+        return self.where(lambda c: start <= c.time <= end)
+
     @property
     def injected(self) -> Calls:
         """The calls a rule fired for."""
@@ -164,10 +169,28 @@ class Calls(Sequence[Any]):
         return self.where(is_failure)
 
     def by_request(self) -> dict[str, Calls]:
-        """Attempts of each logical request (same identity), in order of first attempt."""
+        """Attempts of each logical request, in order of first attempt.
+
+        Attempts share the request's identity (its Idempotency-Key, else method, URL and
+        body), and a success ends a logical request: the same request asked again after
+        a success is a new one (keyed ``<identity>#2``, ``#3``...). A request given up
+        after a failure and asked again later looks like one more retry of it; give
+        each logical request its own Idempotency-Key where that matters.
+        """
         groups: dict[str, list[Any]] = {}
+        current: dict[str, str] = {}
         for call in self._calls:
-            groups.setdefault(call.request_key, []).append(call)
+            identity = call.request_key
+            key = current.get(identity)
+            if key is None:
+                n = sum(1 for k in groups if k == identity or k.startswith(f"{identity}#"))
+                key = identity if n == 0 else f"{identity}#{n + 1}"
+                groups[key] = []
+            groups[key].append(call)
+            if is_failure(call):
+                current[identity] = key
+            else:
+                current.pop(identity, None)
         return {key: Calls(calls, self.origin) for key, calls in groups.items()}
 
     def attempts(self) -> dict[str, int]:
@@ -221,16 +244,18 @@ class Calls(Sequence[Any]):
         counts = self.attempts()
         for key, n in counts.items():
             if (at_least is not None and n < at_least) or (at_most is not None and n > at_most):
-                upper = "any number of" if at_most is None else str(at_most)
-                want = (
-                    f"{at_least} attempts"
-                    if at_least == at_most
-                    else f"between {at_least or 0} and {upper} attempts"
-                )
+                if at_least == at_most:
+                    want = _attempts(at_least or 0)
+                elif at_most is None:
+                    want = f"at least {_attempts(at_least or 0)}"
+                elif not at_least:
+                    want = f"at most {_attempts(at_most)}"
+                else:
+                    want = f"between {at_least} and {at_most} attempts"
                 first = self.by_request()[key][0]
                 self._fail(
                     f"{want} per logical request",
-                    f"{n} attempts of {first.method} {first.url} ({key})",
+                    f"{_attempts(n)} of {first.method} {first.url} ({key})",
                     self.by_request()[key],
                 )
         return counts
@@ -483,6 +508,10 @@ class Calls(Sequence[Any]):
             f"{fail_max} failures in a row (to open the breaker)",
             f"at most {_longest_streak(self._calls)} in a row",
         )
+
+
+def _attempts(n: int) -> str:
+    return f"{n} attempt" if n == 1 else f"{n} attempts"
 
 
 def _longest_streak(calls: Sequence[Any]) -> int:

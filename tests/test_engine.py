@@ -274,7 +274,11 @@ def test_phases_follow_the_clock_from_start() -> None:
         (46, "recovery", "slow"),  # loop: false stays in the last phase
         (500, "recovery", "slow"),
     ]
-    assert [e.message for e in events] == ["phase outage begins", "phase recovery begins"]
+    assert [e.message for e in events] == [
+        "phase calm begins",  # at start, when the proxy is ready
+        "phase outage begins",
+        "phase recovery begins",
+    ]
 
 
 def test_looping_restarts_counters_in_each_phase() -> None:
@@ -296,7 +300,7 @@ def test_next_change_and_tick_emit_phase_events_without_requests() -> None:
     assert engine.next_change_in() == pytest.approx(10)
     clock.now = 1010.5
     engine.tick()
-    assert engine.phase == "outage" and [e.phase for e in events] == ["outage"]
+    assert engine.phase == "outage" and [e.phase for e in events] == ["calm", "outage"]
     assert engine.next_change_in() == pytest.approx(19.5)
     clock.now = 1031
     engine.tick()
@@ -317,18 +321,53 @@ def test_jump_restarts_the_target_phase_clock_and_counters() -> None:
     clock.now = 1046
     engine.tick()
     assert engine.phase == "recovery"
-    assert "jump" in events[1].message
+    assert [e.message for e in events] == [
+        "phase calm begins",
+        "phase outage begins",
+        "phase outage begins (jump)",
+        "phase recovery begins",
+    ]
     with pytest.raises(KeyError, match="no phase 'nope'; phases: calm, outage, recovery"):
         engine.jump_to("nope")
 
 
 def test_apply_restarts_the_clock() -> None:
-    engine, clock = storm(False)
+    events: list[Event] = []
+    engine, clock = storm(False, events)
     clock.now = 1100
     engine.apply(engine.scenario)
     clock.now = 1105
     engine.tick()
     assert engine.phase == "calm"
+    assert [e.message for e in events] == ["phase calm begins"] * 2  # at start, at apply
+
+
+def test_before_start_the_clock_waits_and_the_log_says_nothing_yet() -> None:
+    events: list[Event] = []
+    clock = FakeClock()
+    engine = Engine(load_text(STORM.replace("LOOP", "false")), clock=clock, on_event=events.append)
+    engine.apply(engine.scenario)  # e.g. mitmdump's option, before the listeners are bound
+    clock.now = 1050
+    engine.start()
+    assert events == [Event("phase", "phase calm begins", "calm")]
+    clock.now = 1059
+    engine.tick()
+    assert engine.phase == "calm"  # 9 s after start, not 59 s after apply
+
+
+def test_reset_goes_back_to_the_first_phase_and_says_so() -> None:
+    events: list[Event] = []
+    engine, clock = storm(False, events)
+    clock.now = 1035
+    assert engine.decide(req()).name == "slow"
+    engine.reset()
+    assert engine.phase == "calm" and events[-1].message == "phase calm begins (reset)"
+    clock.now = 1044
+    engine.tick()
+    assert engine.phase == "calm"  # 9 s after the reset
+    clock.now = 1046
+    engine.tick()
+    assert engine.phase == "outage"  # the clock restarted at the reset
 
 
 def test_ttl_reverts_to_passthrough_and_says_so() -> None:

@@ -203,3 +203,20 @@ def test_breaker_opened_after_n_failures() -> None:
         traffic([(0, False)] * 3).expect_breaker_opened(fail_max=5)
     with pytest.raises(ResilienceError, match="1 more call"):
         traffic(spec).expect_breaker_opened(fail_max=5, within=5.0)
+
+
+def test_a_success_ends_a_logical_request_so_asking_again_is_a_new_one() -> None:
+    again = retried("a", [0, 0.1]) + [ok(1.0, request_key="a")] + retried("a", [2, 2.1, 2.3])
+    calls = Calls(again)
+    assert calls.attempts() == {"a": 2, "a#2": 1, "a#3": 3}
+    with pytest.raises(ResilienceError) as info:
+        calls.expect_attempts(at_least=2)
+    assert "expected: at least 2 attempts per logical request" in str(info.value)
+    assert "seen:     1 attempt of GET http://up/v1/forecast/berlin (a#2)" in str(info.value)
+
+
+def test_during_selects_the_calls_of_one_operation() -> None:
+    calls = Calls(retried("a", [0, 0.1, 0.3]) + retried("a", [2, 2.1]))
+    assert calls.attempts() == {"a": 3, "a#2": 2}
+    assert len(calls.during(T0 + 1.9, T0 + 3)) == 2
+    calls.during(T0 + 1.9, T0 + 3).expect_attempts(2)
