@@ -20,6 +20,7 @@ from typing import Any
 
 from proxy_addons import scenario as scenario_mod
 from proxy_addons.chaos import ChaosAddon
+from proxy_addons.control import check_admin, parse_admin
 from proxy_addons.decisions import DecisionRecord
 from proxy_addons.runner import ProxySettings, StartupError, Upstream, serve, stop
 from proxy_addons.scenario import Scenario
@@ -64,12 +65,27 @@ class ChaosProxy:
         insecure: bool = False,
         confdir: str | None = None,
         startup_timeout: float = 15.0,
+        admin: bool | str | tuple[str, int] | None = None,
+        admin_token: str | None = None,
     ) -> None:
+        """``admin``: serve the control API too: True for a free loopback port, or
+        ``"HOST:PORT"``; ``proxy.admin_url`` says where. Beyond loopback it needs
+        ``admin_token``."""
         if not upstream and not forward:
             raise ValueError("give upstream=URL (reverse proxy) or forward=True")
         specs = [upstream] if isinstance(upstream, str) else list(upstream or [])
+        if admin is True:
+            address: tuple[str, int] | None = ("127.0.0.1", 0)
+        elif isinstance(admin, str):
+            address = parse_admin(admin)
+        else:
+            address = admin or None
+        if address is not None:
+            check_admin(address[0], admin_token)
         found, source = load_spec(scenario)
-        self.addon = ChaosAddon(found, source=source, seed=seed)
+        self.addon = ChaosAddon(
+            found, source=source, seed=seed, admin=address, admin_token=admin_token
+        )
         self.settings = ProxySettings(
             upstreams=[Upstream.parse(spec) for spec in specs],
             forward=forward,
@@ -145,6 +161,11 @@ class ChaosProxy:
         return f"http://{self.settings.listen_host}:{self.port}"
 
     @property
+    def admin_url(self) -> str | None:
+        """The control API's base URL (``http://127.0.0.1:PORT``), or None without one."""
+        return self.addon.admin_url
+
+    @property
     def engine(self) -> Any:
         return self.addon.engine
 
@@ -167,8 +188,8 @@ class ChaosProxy:
         self.addon.engine.resume()
 
     def reset(self) -> None:
-        self.addon.engine.reset()
-        self.addon.reschedule()
+        """Counters, rate windows and the phase clock back to zero; the decision ring emptied."""
+        self.addon.reset()
 
     @property
     def seed(self) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 import threading
 import time
@@ -19,18 +20,30 @@ from collections.abc import Callable, Mapping
 from typing import Any, Optional
 
 from mitmproxy import http
+from mitmproxy.exceptions import OptionsError
 
+from proxy_addons import scenario as scenario_mod
+from proxy_addons.control import (
+    TOKEN_ENV,
+    AdminConfigError,
+    ControlServer,
+    check_admin,
+    parse_admin,
+)
 from proxy_addons.decisions import (
     IDEMPOTENCY_HEADER,
     DecisionLog,
     DecisionRecord,
+    JsonLinesWriter,
     parse_retry_after,
     request_key,
 )
 from proxy_addons.engine import Decision, Engine, Event
 from proxy_addons.faults import Stage
+from proxy_addons.metrics import Metrics
 from proxy_addons.relay import Relay
 from proxy_addons.scenario import PASSTHROUGH, Scenario, ScenarioError, resolve
+from proxy_addons.watch import Watcher
 from proxy_addons.wire import FlowRequest, FlowWire, resolve_future, wait_future
 
 logger = logging.getLogger("chaosproxy")
@@ -53,6 +66,9 @@ class ChaosAddon:
         source: str | None = None,
         seed: int | None = None,
         upstream_names: Mapping[str, str] | None = None,
+        admin: tuple[str, int] | None = None,
+        admin_token: str | None = None,
+        admin_required: bool = True,
     ) -> None:
         self.engine = Engine(
             scenario or PASSTHROUGH, seed=seed, source=source, on_event=self._event
@@ -72,6 +88,19 @@ class ChaosAddon:
         self.relay = Relay()
         #: every request seen, newest last (see proxy_addons/decisions.py)
         self.decisions = DecisionLog()
+        self.metrics = Metrics()
+        self.decisions.subscribe(self.metrics)
+        self._writers: list[JsonLinesWriter] = []
+        #: the control API's address (None: none), token, and whether failing to bind it
+        #: stops the proxy (an explicit --admin) or only warns (the default address)
+        self.admin = admin
+        self.admin_token = admin_token
+        self.admin_required = admin_required
+        self.control: ControlServer | None = None
+        self.control_error: str | None = None
+        #: with --watch: the scenario file to apply again whenever it changes
+        self.watch_path: str | None = None
+        self._watcher: Watcher | None = None
 
     # ------------------------------------------------------------------ mitmproxy hooks
 
@@ -89,11 +118,39 @@ class ChaosAddon:
             None,
             "Seed for the scenario's random decisions; overrides the file's seed.",
         )
+        loader.add_option(
+            "chaos_admin",
+            str,
+            "",
+            "Serve chaosproxy's control API on HOST:PORT (e.g. 127.0.0.1:8475); empty: off.",
+        )
+        loader.add_option(
+            "chaos_admin_token",
+            str,
+            "",
+            "Bearer token the control API requires (needed beyond loopback); "
+            f"default ${TOKEN_ENV}.",
+        )
+        loader.add_option(
+            "chaos_watch",
+            bool,
+            False,
+            "Apply chaos_scenario again whenever its file changes (a broken edit is logged).",
+        )
+        loader.add_option(
+            "chaos_decision_log",
+            str,
+            "",
+            "Append a JSON line per request (chaosproxy's decision log) to this file.",
+        )
 
     def configure(self, updated: set[str]) -> None:
-        if not updated & {"chaos_scenario", "chaos_seed"} or self._master is None:
+        if self._master is None:
             return
         opts = self._master.options
+        self._configure_outputs(updated, opts)
+        if not updated & {"chaos_scenario", "chaos_seed"}:
+            return
         if "chaos_seed" in updated:
             self.engine.seed_override = opts.chaos_seed
         spec = opts.chaos_scenario
@@ -115,10 +172,49 @@ class ChaosAddon:
         elif "chaos_seed" in updated:
             self.apply(self.engine.scenario, source=self.engine.source)
 
-    def running(self) -> None:
+    def _configure_outputs(self, updated: set[str], opts: Any) -> None:
+        """The mitmdump options for the control API and the decision log (``chaosproxy run``
+        passes them to the constructor instead). Empty values leave the addon's alone."""
+        if "chaos_admin" in updated and opts.chaos_admin:
+            try:
+                self.admin = parse_admin(opts.chaos_admin)
+            except AdminConfigError as exc:
+                raise OptionsError(f"chaos_admin: {exc}") from None
+        if "chaos_admin_token" in updated or "chaos_admin" in updated:
+            self.admin_token = opts.chaos_admin_token or os.environ.get(TOKEN_ENV) or None
+            if self.admin is not None:
+                try:
+                    check_admin(self.admin[0], self.admin_token)
+                except AdminConfigError as exc:
+                    raise OptionsError(f"chaos_admin: {exc}") from None
+        if updated & {"chaos_watch", "chaos_scenario"} and opts.chaos_watch:
+            if not opts.chaos_scenario:
+                raise OptionsError("chaos_watch: set chaos_scenario to the file to watch")
+            try:
+                self.watch_path = str(scenario_mod.find(opts.chaos_scenario))
+            except ScenarioError as exc:
+                raise OptionsError(f"chaos_watch: {exc}") from None
+        if "chaos_decision_log" in updated and opts.chaos_decision_log:
+            try:
+                self.log_decisions_to(opts.chaos_decision_log)
+            except OSError as exc:
+                raise OptionsError(f"chaos_decision_log: {exc}") from None
+
+    def log_decisions_to(self, path: str) -> JsonLinesWriter:
+        """Append each decision record to ``path`` as a JSON line (raises OSError)."""
+        writer = JsonLinesWriter(path)
+        self._writers.append(writer)
+        self.decisions.subscribe(writer)
+        return writer
+
+    async def running(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.engine.start()  # logs "phase X begins" for a timeline
         self._schedule()
+        await self._start_control()
+        if self.watch_path is not None and self._watcher is None:
+            self._watcher = Watcher(self.watch_path, self.apply, lambda: self.engine.scenario.label)
+            self._watcher.start()
         self.ready.set()
         for callback in self._ready_callbacks:
             callback()
@@ -287,10 +383,40 @@ class ChaosAddon:
         for fut in self._waiters.pop(client.id, ()):
             resolve_future(fut, False)
 
+    async def _start_control(self) -> None:
+        if self.admin is None or self.control is not None:
+            return
+        host, port = self.admin
+        try:
+            server = ControlServer(self, host, port, self.admin_token)
+            await server.start()
+        except (AdminConfigError, OSError) as exc:
+            message = f"cannot start the control API on {host}:{port}: {exc}"
+            if self.admin_required:
+                self.control_error = message
+                logger.error("%s", message)
+            else:
+                logger.warning("%s; running without it (give --admin HOST:PORT)", message)
+            return
+        self.control = server
+
+    @property
+    def admin_url(self) -> str | None:
+        """The control API's base URL, once it serves (None without one)."""
+        return self.control.url if self.control is not None else None
+
     def done(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
         self.release_all()
+        for writer in self._writers:
+            writer.close()
         self.relay.close()
         for line in summary_lines(self.engine):
             logger.info("%s", line)
@@ -358,6 +484,14 @@ class ChaosAddon:
         for futures in waiters.values():
             for fut in futures:
                 resolve_future(fut, None)
+
+    def reset(self) -> None:
+        """``POST /reset``: counters, rate windows and the phase clock back to zero, and the
+        decision ring emptied (metrics counters keep growing, as Prometheus expects)."""
+        self.engine.reset()
+        self.decisions.clear()
+        logger.info("counters reset")
+        self.reschedule()
 
     def apply(self, scenario: Scenario, source: str | None = None) -> None:
         """Make ``scenario`` the active one (thread-safe)."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -91,8 +93,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         confdir=args.confdir,
     )
+    admin, admin_required, token = _admin_settings(args)
+    if args.watch and source is None:
+        _fail("--watch needs --scenario PATH: the file to watch", EXIT_USAGE)
     logs.configure(args.log_format, quiet=args.quiet)
-    addon = ChaosAddon(scenario, source=source, seed=args.seed)
+    addon = ChaosAddon(
+        scenario,
+        source=source,
+        seed=args.seed,
+        admin=admin,
+        admin_token=token,
+        admin_required=admin_required,
+    )
+    addon.watch_path = source if args.watch else None
+    if args.decision_log:
+        try:
+            addon.log_decisions_to(args.decision_log)
+        except OSError as exc:
+            _fail(f"--decision-log: cannot write {args.decision_log}: {exc}")
     seed_from = (
         "--seed"
         if args.seed is not None
@@ -107,14 +125,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def ready(m: Any) -> None:
         where = source or "no scenario: passing everything through"
+        control = f"control API {addon.admin_url}" if addon.admin_url else "no control API"
         log.info(
-            "%s | %s | scenario %s (%s) | seed %d (%s)",
+            "%s | %s | scenario %s (%s) | seed %d (%s) | %s%s",
             version_text(),
             settings.describe(),
             scenario.label,
             where,
             addon.engine.seed,
             seed_from,
+            control,
+            f" | watching {source}" if args.watch else "",
         )
 
     async def main() -> None:
@@ -137,6 +158,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StartupError as exc:
         _fail(f"cannot start the proxy: {exc}")
     return EXIT_OK
+
+
+def _admin_settings(args: argparse.Namespace) -> tuple[tuple[str, int] | None, bool, str | None]:
+    """(address or None, whether failing to bind it is fatal, token) from --admin and
+    --admin-token (or $CHAOSPROXY_ADMIN_TOKEN). The default address only warns when it is
+    taken (another chaosproxy may hold it); an explicit one that cannot be served stops."""
+    from proxy_addons.control import DEFAULT_ADMIN, TOKEN_ENV, check_admin, parse_admin
+
+    token = args.admin_token or os.environ.get(TOKEN_ENV) or None
+    if args.admin is None:
+        return DEFAULT_ADMIN, False, token
+    try:
+        admin = parse_admin(args.admin)
+        if admin is not None:
+            check_admin(admin[0], token)
+    except ValueError as exc:
+        _fail(f"--admin: {exc}", EXIT_USAGE)
+    return admin, True, token
 
 
 # ------------------------------------------------------------------ validate / list / schema
@@ -242,6 +281,91 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- stats
+
+
+def _admin_base(text: str) -> str:
+    if "://" not in text:
+        text = f"http://{text}"
+    return text.rstrip("/")
+
+
+def _get_json(base: str, path: str, token: str | None) -> Any:
+    import requests
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        r = requests.get(f"{base}{path}", headers=headers, timeout=5)
+    except requests.RequestException as exc:
+        reason = type(exc).__name__
+        if isinstance(exc, requests.ConnectionError):
+            reason = "nothing answers there"
+        _fail(
+            f"cannot reach the control API at {base} ({reason}): is `chaosproxy run` running? "
+            "give its address with --admin"
+        )
+    if r.status_code != 200:
+        try:
+            message = r.json().get("error", r.text)
+        except ValueError:
+            message = r.text.strip()
+        _fail(f"{base}{path} answered {r.status_code}: {message}")
+    return r.json()
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from proxy_addons.control import TOKEN_ENV
+
+    base = _admin_base(args.admin)
+    token = args.admin_token or os.environ.get(TOKEN_ENV) or None
+    stats = _get_json(base, "/stats", token)
+    decisions = (
+        _get_json(base, f"/decisions?limit={args.decisions}", token) if args.decisions else []
+    )
+    if args.json:
+        print(json.dumps({"stats": stats, "decisions": decisions}, indent=2))
+        return EXIT_OK
+    console = Console(highlight=False)
+    state = "paused (passing everything through)" if stats.get("paused") else "injecting"
+    phase = f", phase {stats['phase']}" if stats.get("phase") else ""
+    console.print(
+        f"[bold]{stats['scenario']}[/bold]{phase}, seed {stats['seed']}, {state}: "
+        f"{stats['injected']} faults injected into {stats['requests']} requests"
+    )
+    table = Table(title=None, show_lines=False)
+    table.add_column("rule")
+    table.add_column("phase")
+    table.add_column("fault")
+    table.add_column("matched", justify="right")
+    table.add_column("injected", justify="right")
+    for rule in stats["rules"]:
+        seen = str(rule["seen"]) if rule["seen"] else "[yellow]0 (never matched)[/yellow]"
+        table.add_row(
+            rule["name"], rule.get("phase") or "-", rule["fault"], seen, str(rule["injected"])
+        )
+    if stats["rules"]:
+        console.print(table)
+    else:
+        console.print("no rules: every request passes through")
+    if decisions:
+        recent = Table(title=f"last {len(decisions)} requests")
+        for column in ("time", "request", "rule", "outcome"):
+            recent.add_column(column)
+        for d in decisions:
+            outcome = d["outcome"] if d["status"] is None else f"{d['outcome']} {d['status']}"
+            recent.add_row(
+                time.strftime("%H:%M:%S", time.localtime(d["time"])),
+                f"{d['method']} {d['url']}",
+                f"{d['rule']} [{d['fault']}]" if d["rule"] else "-",
+                outcome,
+            )
+        console.print(recent)
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -299,6 +423,29 @@ def build_parser() -> argparse.ArgumentParser:
         default="text",
         help="log lines as text (default) or JSON",
     )
+    run.add_argument(
+        "--admin",
+        metavar="HOST:PORT|off",
+        help="control API address (default 127.0.0.1:8475; if that is taken the proxy "
+        "runs without it); off: none",
+    )
+    run.add_argument(
+        "--admin-token",
+        metavar="T",
+        help="require 'Authorization: Bearer T' on the control API (needed beyond "
+        "loopback; default $CHAOSPROXY_ADMIN_TOKEN)",
+    )
+    run.add_argument(
+        "--watch",
+        action="store_true",
+        help="apply the scenario file again whenever it changes (a broken edit is logged "
+        "and the running scenario kept)",
+    )
+    run.add_argument(
+        "--decision-log",
+        metavar="PATH",
+        help="append one JSON line per request (rule, fault, outcome) to PATH",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     run.set_defaults(func=cmd_run)
 
@@ -326,6 +473,26 @@ def build_parser() -> argparse.ArgumentParser:
     lister = sub.add_parser("list", help="list shipped scenarios (or those in DIR)")
     lister.add_argument("dir", nargs="?", metavar="DIR")
     lister.set_defaults(func=cmd_list)
+
+    stats = sub.add_parser("stats", help="a readable summary from a running proxy")
+    stats.add_argument(
+        "--admin",
+        default="http://127.0.0.1:8475",
+        metavar="URL",
+        help="the proxy's control API (default http://127.0.0.1:8475)",
+    )
+    stats.add_argument(
+        "--admin-token", metavar="T", help="its token (default $CHAOSPROXY_ADMIN_TOKEN)"
+    )
+    stats.add_argument(
+        "--decisions",
+        type=int,
+        default=10,
+        metavar="N",
+        help="also list the last N requests (default 10; 0: none)",
+    )
+    stats.add_argument("--json", action="store_true", help="print the raw JSON instead")
+    stats.set_defaults(func=cmd_stats)
 
     schema = sub.add_parser("schema", help="print the JSON Schema of scenario files")
     schema.set_defaults(func=cmd_schema)

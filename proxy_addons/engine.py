@@ -566,6 +566,13 @@ class Engine:
         for event in events:
             self._emit(event)
 
+    def expires_in(self) -> float | None:
+        """Seconds until the scenario's ttl reverts it to passthrough (None: no ttl)."""
+        with self._lock:
+            if self._expires is None:
+                return None
+            return max(0.0, self._expires - self._clock())
+
     def next_change_in(self) -> float | None:
         """Seconds until the next phase boundary or ttl expiry (None: nothing scheduled)."""
         with self._lock:

@@ -223,7 +223,7 @@ async def serve(
         waiting: list[asyncio.Future[Any]] = [run, ready]
         done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         ps = m.addons.get("proxyserver")
-        if run in done or len(ps.listen_addrs()) < len(ps.servers):
+        if run in done or len(ps.listen_addrs()) < len(ps.servers) or addon.control_error:
             if run not in done:
                 m.shutdown()
                 await run

@@ -152,6 +152,9 @@ def test_explain(tmp_path: Path) -> None:
 
 
 def start(*args: str) -> subprocess.Popen[str]:
+    """``chaosproxy run ARGS``; the control API on a free port (never the default 8475)."""
+    if "--admin" not in args:
+        args = ("--admin", "127.0.0.1:0", *args)
     return subprocess.Popen(
         [EXE, "run", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -215,6 +218,8 @@ def test_run_with_a_bad_scenario_never_starts(tmp_path: Path, upstream: Upstream
         [
             EXE,
             "run",
+            "--admin",
+            "off",
             "--upstream",
             upstream.url,
             "--listen",
@@ -241,7 +246,16 @@ def test_run_on_a_busy_port_says_so(upstream: UpstreamServer) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         out = subprocess.run(
-            [EXE, "run", "--upstream", upstream.url, "--listen", f"127.0.0.1:{port}"],
+            [
+                EXE,
+                "run",
+                "--admin",
+                "off",
+                "--upstream",
+                upstream.url,
+                "--listen",
+                f"127.0.0.1:{port}",
+            ],
             capture_output=True,
             text=True,
             timeout=30,
