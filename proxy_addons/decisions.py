@@ -25,7 +25,8 @@ logger = logging.getLogger("chaosproxy")
 
 RING_SIZE = 1000
 
-#: What the client got. ``response``: an HTTP answer (``status`` says which); ``reset``:
+#: What the client got. ``response``: an HTTP answer (``status`` says which);
+#: ``truncated``: a status and headers, then only part of the promised body; ``reset``:
 #: a TCP reset (HTTP/2: the stream reset); ``closed``: the connection closed with no (or
 #: an incomplete) answer; ``client_disconnected``: the client gave up first (a hold or a
 #: delay it did not wait for); ``error``: the proxy could not complete the exchange

@@ -57,7 +57,8 @@ class CallRecord(Protocol):
 
     @property
     def outcome(self) -> str:
-        """``response``, ``reset``, ``closed``, ``client_disconnected`` or ``error``."""
+        """``response``, ``truncated``, ``reset``, ``closed``, ``client_disconnected`` or
+        ``error``."""
 
     @property
     def status(self) -> int | None:
@@ -341,11 +342,13 @@ class Calls(Sequence[Any]):
         seconds: float | None = None,
         *,
         slack: float | None = None,
+        cap: float | None = None,
         tolerance: float = 0.05,
     ) -> int:
         """After an answer with Retry-After, the same request was not retried sooner (and,
-        with ``slack``, not later than Retry-After + slack). ``seconds`` stands in for
-        records that do not carry the header. Returns how many retries were checked."""
+        with ``slack``, not later than Retry-After + slack). ``cap``: the client waits at
+        most that long whatever the header says. ``seconds`` stands in for records that
+        do not carry the header. Returns how many retries were checked."""
         checked = 0
         for calls in self.by_request().values():
             for prev, nxt in zip(calls, calls[1:], strict=False):
@@ -354,6 +357,8 @@ class Calls(Sequence[Any]):
                     wanted = seconds
                 if wanted is None:
                     continue
+                if cap is not None:
+                    wanted = min(wanted, cap)
                 checked += 1
                 wait = nxt.time - _end(prev)
                 if wait < wanted - tolerance:

@@ -276,13 +276,18 @@ class _Pacer:
                 await asyncio.wait([self.gone])
 
     async def upstream(self, up: h11.Connection, up_reader: asyncio.StreamReader) -> object:
+        """The upstream's next event; ClientGone if mitmproxy closes the connection first."""
         read = asyncio.ensure_future(_next_event(up, up_reader))
-        pending: list[asyncio.Future[Any]] = [read, self.gone]
-        await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-        if not read.done():
-            read.cancel()
-            self.check_gone()
-        return read.result()
+        try:
+            while not read.done():
+                pending: list[asyncio.Future[Any]] = [read, self.gone]
+                await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if not read.done():
+                    self.check_gone()
+            return read.result()
+        finally:
+            if not read.done():
+                read.cancel()
 
     async def pause(self, seconds: float) -> None:
         await asyncio.wait({self.gone}, timeout=seconds)

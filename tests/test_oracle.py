@@ -220,3 +220,12 @@ def test_during_selects_the_calls_of_one_operation() -> None:
     assert calls.attempts() == {"a": 3, "a#2": 2}
     assert len(calls.during(T0 + 1.9, T0 + 3)) == 2
     calls.during(T0 + 1.9, T0 + 3).expect_attempts(2)
+
+
+def test_retry_after_with_a_cap() -> None:
+    capped = [fail(0, retry_after=5), ok(2.05)]
+    Calls(capped).expect_retry_after(cap=2, slack=0.5)
+    with pytest.raises(ResilienceError, match=r"no sooner than Retry-After \(5.00s\)"):
+        Calls(capped).expect_retry_after()
+    with pytest.raises(ResilienceError, match=r"no sooner than Retry-After \(2.00s\)"):
+        Calls([fail(0, retry_after=5), ok(1)]).expect_retry_after(cap=2)

@@ -177,3 +177,20 @@ def test_loader_refuses_parameters_that_do_not_fit(fault: dict, message: str) ->
     with pytest.raises(ScenarioError) as err:
         load_data({"rules": [{"fault": {"type": "malformed", **fault}}]}, "s.yaml")
     assert message in str(err.value)
+
+
+def test_the_shipped_malformed_json_breaks_what_the_demo_client_validates() -> None:
+    from demo_app.upstream import forecast
+    from demo_app.weather import InvalidForecast, validate_forecast
+    from proxy_addons.scenario import resolve
+
+    scenario, _ = resolve("malformed-json")
+    body = json.dumps(forecast("berlin")).encode()
+    validate_forecast(json.loads(body))  # the upstream's own answer is fine
+    for rule in scenario.rules:
+        [fault] = rule.fault
+        assert isinstance(fault, Malformed)
+        wire = run(fault, body)
+        assert wire.response is not None
+        with pytest.raises((ValueError, InvalidForecast)):
+            validate_forecast(json.loads(wire.response.body))

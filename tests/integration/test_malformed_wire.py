@@ -136,3 +136,48 @@ def test_json_modes_leave_other_bodies_alone(make_proxy, caplog) -> None:
     binary = requests.get(f"{proxy.url}/bytes/2000")
     assert binary.content == body_bytes(2000)
     assert "is not JSON" in caplog.text
+
+
+EDGE_PATHS = ["/empty", "/bytes/3000", "/chunked/3000", "/gzip-json", "/html"]
+
+
+@pytest.mark.filterwarnings("ignore:Brotli")
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"mode": "invalid_json"},
+        {"mode": "garbage"},
+        {"mode": "empty"},
+        {"mode": "wrong_content_type"},
+        {"mode": "mutate_json", "fields": ["temp"], "action": "wrong_type"},
+    ],
+    ids=lambda f: f["mode"],
+)
+def test_every_mode_on_empty_binary_chunked_compressed_and_html_bodies(
+    make_proxy, upstream, fault: dict
+) -> None:
+    proxy = proxy_for(make_proxy, **fault)
+    session = requests.Session()
+    for path in EDGE_PATHS:
+        original = requests.get(f"{upstream.url}{path}")
+        r = session.get(f"{proxy.url}{path}")
+        framed = r.headers.get("content-length")
+        if framed is not None and "content-encoding" not in r.headers:
+            assert int(framed) == len(r.content), (path, r.headers)
+        mode = fault["mode"]
+        if mode == "wrong_content_type":
+            assert r.status_code == 502 and r.headers["content-type"].startswith("text/html")
+        elif mode == "empty":
+            assert (r.status_code, r.content) == (200, b"")
+        elif mode == "garbage":
+            assert len(r.content) == len(original.content)
+            assert r.content != original.content or not original.content
+        elif path == "/gzip-json":
+            assert r.headers["content-encoding"] == "gzip"
+            if mode == "invalid_json":
+                with pytest.raises(ValueError):
+                    r.json()
+            else:
+                assert r.json() == {"city": "berlin", "temp": "21.5"}
+        else:  # not JSON: left as it is
+            assert (r.status_code, r.content) == (original.status_code, original.content)

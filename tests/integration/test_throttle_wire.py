@@ -223,3 +223,83 @@ def test_loader_refuses_bad_throttles(fault: dict, message: str) -> None:
     with pytest.raises(ScenarioError) as err:
         load_data({"rules": [{"fault": fault}]}, "s.yaml")
     assert message in str(err.value)
+
+
+def test_a_large_body_is_read_from_the_upstream_only_as_fast_as_it_is_sent_on(
+    make_proxy,
+) -> None:
+    """The upstream offers 50 MB; throttled to 100 KB/s, it can only get rid of what the
+    socket buffers hold: the relay does not read the whole body into memory."""
+    total = 50_000_000
+    sent = [0]
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total)
+            block = b"x" * 65536
+            try:
+                while sent[0] < total:
+                    conn.sendall(block)
+                    sent[0] += len(block)
+            except OSError:
+                pass  # the relay closed: the client left
+
+    import threading
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    proxy = make_proxy(
+        {"rules": [{"fault": {"type": "throttle", "rate": "100KB/s"}}]},
+        upstream=f"http://127.0.0.1:{listener.getsockname()[1]}",
+    )
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as client:
+        client.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = 0
+        started = time.monotonic()
+        while time.monotonic() - started < 1.5:
+            received += len(client.recv(65536))
+    assert 50_000 < received < 400_000
+    assert sent[0] < 20_000_000, sent[0]  # socket buffers at most, never the whole body
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    listener.close()
+
+
+def test_throttle_inside_plain_mitmdump(upstream, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.support import free_port
+
+    root = Path(__file__).resolve().parents[2]
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("mitmdump")),
+            "-s",
+            str(root / "proxy_addons" / "chaos.py"),
+            "--set",
+            "chaos_scenario=throttled",
+            "--mode",
+            f"reverse:{upstream.url}",
+            "-p",
+            str(port),
+            "--set",
+            f"confdir={tmp_path}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_until(lambda: curl(f"http://127.0.0.1:{port}/json")[1] == "200", timeout=30)
+        exit_code, status, seconds = curl(f"http://127.0.0.1:{port}/bytes/10000")
+        assert (exit_code, status) == (0, "200")
+        assert 1.2 <= seconds < 2.5  # 300 ms first byte + 10 KB at 10 KB/s
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert "injected slow-link [throttle 10KB/s, first byte after 300ms]" in out

@@ -58,3 +58,14 @@ def test_a_breaker_that_tolerates_more_failures_fails_the_outage_suite(
     assert "more call(s), the first" in out
     assert "-> reset in" in out and "[rule connection-reset]" in out
     assert "replay: --chaos-seed" in out
+
+
+def test_ignoring_retry_after_fails_the_rate_limited_suite(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = run_suite(pytester, monkeypatch, "test_rate_limited.py", DEMO_RETRY_AFTER_CAP="0")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "expected: a retry no sooner than Retry-After" in out
+    assert "-> 429 in" in out and "[rule quota, Retry-After" in out
+    assert "replay: --chaos-seed" in out
