@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.test_modes import tls_upstream
+from tests.integration.test_modes import https_behind_forward_proxy
 from tests.support import body_bytes, curl, wait_until
 
 
@@ -53,15 +53,8 @@ def test_truncate_is_logged_as_truncated(make_proxy) -> None:
 
 
 def test_truncate_on_http2_resets_the_stream(make_proxy, tmp_path: Path) -> None:
-    confdir = tmp_path / "mitm"
-    with tls_upstream(tmp_path) as https_url:
-        proxy = make_proxy(
-            {"rules": [{"fault": {"type": "malformed", "mode": "truncate"}}]},
-            forward=True,
-            confdir=str(confdir),
-            insecure=True,
-        )
-        ca = str(confdir / "mitmproxy-ca-cert.pem")
+    scenario = {"rules": [{"fault": {"type": "malformed", "mode": "truncate"}}]}
+    with https_behind_forward_proxy(make_proxy, tmp_path, scenario) as (https_url, proxy, ca):
         args = ("--proxy", proxy.url, "--cacert", ca)
         assert curl(f"{https_url}/bytes/5000", "--http2", *args)[0] == 92  # stream error
         assert curl(f"{https_url}/bytes/5000", "--http1.1", *args)[0] == 18

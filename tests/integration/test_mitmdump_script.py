@@ -15,28 +15,21 @@ MITMDUMP = str(Path(sys.executable).with_name("mitmdump"))
 SCRIPT = str(ROOT / "proxy_addons" / "chaos.py")
 
 
-def test_mitmdump_loads_the_addon_and_injects(upstream: UpstreamServer, tmp_path: Path) -> None:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            MITMDUMP,
-            "-s",
-            SCRIPT,
-            "--set",
-            "chaos_scenario=flaky",
-            "--set",
-            "chaos_seed=3",
-            "--mode",
-            f"reverse:{upstream.url}",
-            "-p",
-            str(port),
-            "--set",
-            f"confdir={tmp_path}",
-        ],
+def start_mitmdump(upstream_url: str, port: int, confdir: Path, *options: str) -> subprocess.Popen:
+    """``mitmdump -s chaos.py`` as a reverse proxy; ``options`` are ``NAME=VALUE`` for --set."""
+    sets = [arg for option in options for arg in ("--set", option)]
+    return subprocess.Popen(
+        [MITMDUMP, "-s", SCRIPT, *sets, "--mode", f"reverse:{upstream_url}", "-p", str(port)]
+        + ["--set", f"confdir={confdir}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def test_mitmdump_loads_the_addon_and_injects(upstream: UpstreamServer, tmp_path: Path) -> None:
+    port = free_port()
+    proc = start_mitmdump(upstream.url, port, tmp_path, "chaos_scenario=flaky", "chaos_seed=3")
     try:
 
         def up() -> bool:

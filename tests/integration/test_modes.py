@@ -78,6 +78,18 @@ def tls_upstream(tmp_path: Path) -> Iterator[str]:
         server.server_close()
 
 
+@contextlib.contextmanager
+def https_behind_forward_proxy(
+    make_proxy, tmp_path: Path, scenario: dict
+) -> Iterator[tuple[str, ChaosProxy, str]]:
+    """A self-signed HTTPS upstream and a forward chaos proxy for it: (the upstream's URL,
+    the proxy, the CA file a client trusts to accept the proxy's certificates)."""
+    confdir = tmp_path / "mitm"
+    with tls_upstream(tmp_path) as https_url:
+        proxy = make_proxy(scenario, forward=True, confdir=str(confdir), insecure=True)
+        yield https_url, proxy, str(confdir / "mitmproxy-ca-cert.pem")
+
+
 def test_forward_mode_https_through_mitmproxys_ca(make_proxy, tmp_path: Path) -> None:
     confdir = tmp_path / "mitm"
     with tls_upstream(tmp_path) as https_url:

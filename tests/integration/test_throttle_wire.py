@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.test_modes import tls_upstream
-from tests.support import body_bytes, curl, wait_until
+from tests.integration.test_mitmdump_script import start_mitmdump
+from tests.integration.test_modes import https_behind_forward_proxy
+from tests.support import body_bytes, curl, free_port, wait_until
 
 
 def throttled(make_proxy, path: str = "*", **fault):
@@ -184,15 +185,8 @@ def test_an_unreachable_upstream_is_a_502(make_proxy) -> None:
 
 
 def test_forward_https_and_http2_are_throttled_too(make_proxy, tmp_path: Path) -> None:
-    confdir = tmp_path / "mitm"
-    with tls_upstream(tmp_path) as https_url:
-        proxy = make_proxy(
-            {"rules": [{"fault": {"type": "throttle", "rate": "10KB/s"}}]},
-            forward=True,
-            confdir=str(confdir),
-            insecure=True,
-        )
-        ca = str(confdir / "mitmproxy-ca-cert.pem")
+    scenario = {"rules": [{"fault": {"type": "throttle", "rate": "10KB/s"}}]}
+    with https_behind_forward_proxy(make_proxy, tmp_path, scenario) as (https_url, proxy, ca):
         session = requests.Session()
         session.trust_env = False
         session.proxies = {"https": proxy.url}
@@ -269,31 +263,8 @@ def test_a_large_body_is_read_from_the_upstream_only_as_fast_as_it_is_sent_on(
 
 
 def test_throttle_inside_plain_mitmdump(upstream, tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    from tests.support import free_port
-
-    root = Path(__file__).resolve().parents[2]
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("mitmdump")),
-            "-s",
-            str(root / "proxy_addons" / "chaos.py"),
-            "--set",
-            "chaos_scenario=throttled",
-            "--mode",
-            f"reverse:{upstream.url}",
-            "-p",
-            str(port),
-            "--set",
-            f"confdir={tmp_path}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_mitmdump(upstream.url, port, tmp_path, "chaos_scenario=throttled")
     try:
         wait_until(lambda: curl(f"http://127.0.0.1:{port}/json")[1] == "200", timeout=30)
         exit_code, status, seconds = curl(f"http://127.0.0.1:{port}/bytes/10000")
