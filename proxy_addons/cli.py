@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 from proxy_addons import logs
 from proxy_addons import scenario as scenario_mod
@@ -242,41 +241,53 @@ def _header(text: str) -> tuple[str, str]:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from proxy_addons.engine import Engine, SimpleRequest
+    from proxy_addons.control import TOKEN_ENV, explain_document, explain_request
+    from proxy_addons.engine import Engine
 
-    if not args.scenario:
-        _fail("give --scenario PATH or NAME to explain against", EXIT_USAGE)
-    scenario, path = _load(args.scenario)
-    url = urlsplit(args.url if "://" in args.url else f"http://{args.url}")
-    if not url.hostname:
-        _fail(f"{args.url!r} is not a URL", EXIT_USAGE)
     body = args.data.encode() if args.data is not None else b""
-    request = SimpleRequest(
-        method=args.method.upper(),
-        host=url.hostname,
-        path=unquote(url.path or "/"),
-        headers=list(args.header),
-        query_pairs=parse_qsl(url.query, keep_blank_values=True),
-        content=body,
-        upstream=args.upstream_name,
-    )
-    engine = Engine(scenario, seed=args.seed, source=str(path))
-    if args.phase:
-        try:
-            engine.jump_to(args.phase)
-        except KeyError as exc:
-            _fail(str(exc.args[0]), EXIT_USAGE)
-    verdicts = engine.explain(request)
-    phase = f", phase {engine.phase}" if engine.phase else ""
-    print(
-        f"{request.method} {args.url} against {scenario.label} ({path}{phase}, seed {engine.seed}):"
-    )
+    try:
+        request = explain_request(args.method, args.url, args.header, body, args.upstream_name)
+    except ValueError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    if args.scenario:
+        scenario, path = _load(args.scenario)
+        engine = Engine(scenario, seed=args.seed, source=str(path))
+        if args.phase:
+            try:
+                engine.jump_to(args.phase)
+            except KeyError as exc:
+                _fail(str(exc.args[0]), EXIT_USAGE)
+        doc = explain_document(engine, request)
+    else:  # against a running proxy: its scenario, phase, seed and counters as they are now
+        if args.phase or args.seed is not None:
+            _fail("--phase and --seed go with --scenario (a running proxy has its own)", EXIT_USAGE)
+        token = args.admin_token or os.environ.get(TOKEN_ENV) or None
+        doc = _call_json(
+            _admin_base(args.admin),
+            "POST",
+            "/explain",
+            token,
+            {
+                "method": request.method,
+                "url": args.url,
+                "headers": [list(h) for h in args.header],
+                "body": args.data or "",
+                "upstream": args.upstream_name,
+            },
+        )
+    where = doc["source"] or "no file"
+    if not args.scenario:
+        where = f"running proxy, {where}"
+    phase = f", phase {doc['phase']}" if doc["phase"] else ""
+    seed = f"seed {doc['seed']}"
+    print(f"{request.method} {args.url} against {doc['scenario']} ({where}{phase}, {seed}):")
+    verdicts = doc["verdicts"]
     if not verdicts:
         print("  no rules: the request passes through untouched")
     for v in verdicts:
-        mark = "FIRES" if v.fires else "  -  "
-        print(f"  {mark} {v.rule} [{v.fault}]: {v.reason}")
-    if not any(v.fires for v in verdicts):
+        mark = "FIRES" if v["fires"] else "  -  "
+        print(f"  {mark} {v['rule']} [{v['fault']}]: {v['reason']}")
+    if not any(v["fires"] for v in verdicts):
         print("  => untouched: no rule fires")
     return EXIT_OK
 
@@ -291,11 +302,16 @@ def _admin_base(text: str) -> str:
 
 
 def _get_json(base: str, path: str, token: str | None) -> Any:
+    return _call_json(base, "GET", path, token)
+
+
+def _call_json(base: str, method: str, path: str, token: str | None, doc: Any = None) -> Any:
+    """Call the control API; exit with a clear message when it cannot answer."""
     import requests
 
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        r = requests.get(f"{base}{path}", headers=headers, timeout=5)
+        r = requests.request(method, f"{base}{path}", headers=headers, json=doc, timeout=5)
     except requests.RequestException as exc:
         reason = type(exc).__name__
         if isinstance(exc, requests.ConnectionError):
@@ -373,6 +389,20 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         _fail(message, EXIT_USAGE)
+
+
+def _admin_client_options(parser: argparse.ArgumentParser, when: str = "") -> None:
+    """--admin URL and --admin-token for commands that call a running proxy."""
+    parser.add_argument(
+        "--admin",
+        default="http://127.0.0.1:8475",
+        metavar="URL",
+        help=f"the running proxy's control API (default http://127.0.0.1:8475){when and '; '}"
+        f"{when}",
+    )
+    parser.add_argument(
+        "--admin-token", metavar="T", help="its token (default $CHAOSPROXY_ADMIN_TOKEN)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -458,7 +488,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("method", metavar="METHOD")
     explain.add_argument("url", metavar="URL")
-    explain.add_argument("--scenario", metavar="PATH|NAME")
+    explain.add_argument(
+        "--scenario",
+        metavar="PATH|NAME",
+        help="explain against this scenario (default: ask the running proxy at --admin)",
+    )
+    _admin_client_options(explain, "used without --scenario")
     explain.add_argument(
         "-H", "--header", action="append", type=_header, default=[], metavar="'Name: value'"
     )
@@ -475,15 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     lister.set_defaults(func=cmd_list)
 
     stats = sub.add_parser("stats", help="a readable summary from a running proxy")
-    stats.add_argument(
-        "--admin",
-        default="http://127.0.0.1:8475",
-        metavar="URL",
-        help="the proxy's control API (default http://127.0.0.1:8475)",
-    )
-    stats.add_argument(
-        "--admin-token", metavar="T", help="its token (default $CHAOSPROXY_ADMIN_TOKEN)"
-    )
+    _admin_client_options(stats)
     stats.add_argument(
         "--decisions",
         type=int,

@@ -18,16 +18,17 @@ import hmac
 import ipaddress
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import h11
 from pydantic import BaseModel
 
 from proxy_addons import scenario as scenario_mod
 from proxy_addons import yamlsource
+from proxy_addons.engine import Engine, SimpleRequest
 from proxy_addons.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from proxy_addons.scenario import Scenario, ScenarioError
 
@@ -247,6 +248,7 @@ class ControlServer:
             "/reset": {"POST": self.post_reset},
             "/metrics": {"GET": self.get_metrics},
             "/decisions": {"GET": self.get_decisions},
+            "/explain": {"POST": self.post_explain},
         }
 
     @property
@@ -286,6 +288,10 @@ class ControlServer:
                 except h11.LocalProtocolError:
                     break
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            # the proxy is shutting down; ending quietly keeps asyncio (3.11) from logging
+            # the cancelled connection task as an error
             pass
         finally:
             self._writers.discard(writer)
@@ -499,6 +505,31 @@ class ControlServer:
         text = self.addon.metrics.render(metrics_state(self.addon))
         return Reply(200, text.encode(), content_type=METRICS_CONTENT_TYPE)
 
+    def post_explain(self, request: Request) -> Reply:
+        text = _text(request) or ""
+        try:
+            data = yamlsource.parse(text).data if text.strip() else None
+        except yamlsource.YamlSourceError:
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("url"), str):
+            return Reply.error(
+                400, 'give the request: {"method": "GET", "url": URL, "headers": {...}}'
+            )
+        headers = data.get("headers") or {}
+        pairs = headers.items() if isinstance(headers, dict) else headers
+        body = data.get("body") or ""
+        try:
+            req = explain_request(
+                str(data.get("method") or "GET"),
+                data["url"],
+                [(str(k), str(v)) for k, v in pairs],
+                body.encode() if isinstance(body, str) else b"",
+                data.get("upstream"),
+            )
+        except (ValueError, TypeError) as exc:
+            return Reply.error(400, str(exc))
+        return Reply.json(200, explain_document(self.addon.engine, req))
+
     def get_decisions(self, request: Request) -> Reply:
         try:
             since = int(request.query.get("since", "0"))
@@ -507,6 +538,43 @@ class ControlServer:
             return Reply.error(400, "since and limit must be integers")
         records = self.addon.decisions.records(since=since, limit=limit)
         return Reply.json(200, [r.to_dict() for r in records])
+
+
+def explain_request(
+    method: str,
+    url: str,
+    headers: Sequence[tuple[str, str]] = (),
+    body: bytes = b"",
+    upstream: str | None = None,
+) -> SimpleRequest:
+    """The request ``explain`` asks about (raises ValueError for a URL without a host)."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if not parts.hostname:
+        raise ValueError(f"{url!r} is not a URL")
+    return SimpleRequest(
+        method=method.upper(),
+        host=parts.hostname,
+        path=unquote(parts.path or "/"),
+        headers=list(headers),
+        query_pairs=parse_qsl(parts.query, keep_blank_values=True),
+        content=body,
+        upstream=upstream,
+    )
+
+
+def explain_document(engine: Engine, request: SimpleRequest) -> dict[str, Any]:
+    """What each rule of the active phase would do with ``request`` next (changes nothing)."""
+    verdicts = engine.explain(request)
+    fires = next((v.rule for v in verdicts if v.fires), None)
+    return {
+        "scenario": engine.scenario.label,
+        "source": engine.source,
+        "phase": engine.phase,
+        "seed": engine.seed,
+        "paused": engine.paused,
+        "verdicts": [asdict(v) for v in verdicts],
+        "fires": fires,
+    }
 
 
 def _text(request: Request) -> str | None:

@@ -6,6 +6,8 @@ import http.client
 import json
 import socket
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import requests
@@ -234,3 +236,26 @@ def test_ttl_reverts_to_passthrough(make_proxy) -> None:
     assert requests.get(f"{proxy.url}/x").status_code == 503
     wait_until(lambda: api(proxy, "GET", "/scenario").json()["name"] == "passthrough", timeout=10)
     assert requests.get(f"{proxy.url}/x").status_code == 200
+
+
+def test_explain_against_the_running_proxy_sees_its_counters(make_proxy) -> None:
+    proxy = make_proxy(
+        {"seed": 2, "rules": [{"name": "second", "every": 2, "fault": {"type": "error"}}]},
+        admin=True,
+    )
+    ask = {"method": "GET", "url": "http://up/x", "headers": {"X-A": "1"}}
+    first = api(proxy, "POST", "/explain", json=ask).json()
+    assert first["fires"] is None and "not its turn" in first["verdicts"][0]["reason"]
+    requests.get(f"{proxy.url}/x")
+    second = api(proxy, "POST", "/explain", json=ask).json()
+    assert second["fires"] == "second" and second["seed"] == 2
+    assert api(proxy, "GET", "/stats").json()["requests"] == 1  # explaining changes nothing
+    assert api(proxy, "POST", "/explain", data="{}").status_code == 400
+    out = subprocess.run(
+        [str(Path(sys.executable).with_name("chaosproxy")), "explain", "--admin", proxy.admin_url,
+         "GET", "http://up/x"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "against inline (running proxy, no file, seed 2)" in out.stdout
+    assert "FIRES second [error 500]" in out.stdout
