@@ -6,6 +6,7 @@ import json
 import re
 import socket
 import time
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -13,6 +14,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from proxy_addons.api import ChaosProxy
 from proxy_addons.engine import Engine, SimpleRequest
 from proxy_addons.scenario import Scenario, ScenarioError, load_data, load_text, shipped
 from tests.reliability.census import census, settled
@@ -279,3 +281,77 @@ def test_malformed_answers_from_the_upstream_give_502_and_the_proxy_serves_on(ma
             assert requests.get(f"{proxy.url}/fine", timeout=10).text == "ok", name
         assert not up.errors
         wait_until(lambda: proxy.addon.in_flight == 0)
+
+
+# ----------------------------------------------------------------- the control API, fuzzed
+
+BASE = {
+    "name": "base",
+    "seed": 9,
+    "rules": [
+        {"name": "down", "match": {"path": "/down"}, "fault": {"type": "error", "status": 503}}
+    ],
+}
+bodies = st.one_of(
+    st.text(max_size=300),
+    st.binary(max_size=300),
+    documents.map(lambda d: json.dumps(d)),
+    documents.map(lambda d: yaml.safe_dump(d, allow_unicode=True)),
+)
+
+
+@pytest.fixture(scope="module")
+def controlled(upstream) -> Iterator[ChaosProxy]:
+    proxy = ChaosProxy(upstream=upstream.url, scenario=BASE, admin=True).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+@FUZZ
+@given(body=bodies)
+def test_an_invalid_put_never_changes_the_running_scenario(controlled: ChaosProxy, body) -> None:
+    url = f"{controlled.admin_url}/scenario"
+    session = requests.Session()
+    before = session.get(url, timeout=10).json()
+    data = body.encode() if isinstance(body, str) else body
+    r = session.put(url, data=data, timeout=10)
+    assert r.status_code in (200, 400), (r.status_code, r.text[:300])
+    if r.status_code == 400:
+        assert session.get(url, timeout=10).json() == before
+        assert r.json()["problems"], r.text
+        for line in r.json()["problems"]:
+            assert not CONTROL.search(line), line
+        assert requests.get(f"{controlled.url}/down", timeout=10).status_code == 503
+    else:  # some random documents are valid (an empty one is a passthrough scenario)
+        assert session.put(url, json=BASE, timeout=10).status_code == 200
+
+
+@FUZZ
+@given(
+    path=st.sampled_from(["/scenario/phase", "/explain", "/pause", "/reset", "/scenario"]),
+    body=bodies,
+)
+def test_any_body_to_any_control_call_never_breaks_the_proxy(
+    controlled: ChaosProxy, path: str, body
+) -> None:
+    data = body.encode() if isinstance(body, str) else body
+    method = "PUT" if path == "/scenario" else "POST"
+    r = requests.request(method, f"{controlled.admin_url}{path}", data=data, timeout=10)
+    assert r.status_code < 500, (path, r.status_code, r.text[:300])
+    requests.post(f"{controlled.admin_url}/resume", timeout=10)
+    if r.status_code == 200 and path == "/scenario":
+        assert (
+            requests.put(f"{controlled.admin_url}/scenario", json=BASE, timeout=10).status_code
+            == 200
+        )
+    assert requests.get(f"{controlled.admin_url}/healthz", timeout=10).status_code == 200
+
+
+def test_an_oversize_put_is_refused_and_changes_nothing(controlled: ChaosProxy) -> None:
+    url = f"{controlled.admin_url}/scenario"
+    before = requests.get(url, timeout=10).json()
+    r = requests.put(url, data=b"rules: []\n" + b"#" * 2_000_000, timeout=30)
+    assert r.status_code == 413
+    assert requests.get(url, timeout=10).json() == before
