@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from proxy_addons.api import ChaosProxy
+from tests.integration.test_mitmdump_control import answers
 from tests.reliability.census import census
 from tests.support import UpstreamServer, free_port, wait_until
 
@@ -88,7 +89,7 @@ def test_a_signal_stops_the_proxy_cleanly_and_frees_its_ports(
     base, control = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}"
     outcomes = Outcomes()
     try:
-        wait_until(lambda: _answers(f"{control}/healthz"), timeout=20)
+        wait_until(lambda: answers(f"{control}/healthz"), timeout=20)
         idle = socket.create_connection(("127.0.0.1", port))  # an idle keep-alive client
         for _ in range(3):
             outcomes.run("hold", lambda: requests.get(f"{base}/hold", timeout=30).status_code)
@@ -129,13 +130,6 @@ def test_a_signal_stops_the_proxy_cleanly_and_frees_its_ports(
     assert "summary: 8 faults injected into 8 requests" in log
     assert "Traceback" not in log and " ERROR " not in log.upper().replace("ERROR 5", "")
     assert _free(port) and _free(admin)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).status_code == 200
-    except requests.ConnectionError:
-        return False
 
 
 def test_stopping_the_in_process_proxy_releases_held_flows_and_the_port(
