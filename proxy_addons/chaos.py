@@ -344,22 +344,18 @@ class ChaosAddon:
             upstream_status = wire.upstream_status
         body = request.raw_content or b""
         decision = wire.decision if wire is not None else None
+        method, url = request.method, request.pretty_url  # each costs header look-ups: once
         self.decisions.add(
             DecisionRecord(
                 seq=self.decisions.next_seq(),
                 time=arrived,
                 monotonic=now_mono - (now_wall - arrived),
                 duration=max(0.0, now_wall - arrived),
-                method=request.method,
-                url=request.pretty_url,
-                host=request.pretty_host,
+                method=method,
+                url=url,
+                host=request.host,
                 path=FlowRequest(flow, None).path,
-                request_key=request_key(
-                    request.method,
-                    request.pretty_url,
-                    body,
-                    request.headers.get(IDEMPOTENCY_HEADER),
-                ),
+                request_key=request_key(method, url, body, request.headers.get(IDEMPOTENCY_HEADER)),
                 rule=decision.name if decision is not None else None,
                 faults=tuple(f.type for f in decision.faults) if decision is not None else (),
                 fault=decision.rule.describe() if decision is not None else None,
