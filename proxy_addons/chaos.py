@@ -86,6 +86,7 @@ class ChaosAddon:
         self._timer: asyncio.TimerHandle | None = None
         #: loopback relay that paces throttled answers (listens only once one is needed)
         self.relay = Relay()
+        self._ssl_context: tuple[tuple[str | None, str | None, bool], ssl.SSLContext] | None = None
         #: every request seen, newest last (see proxy_addons/decisions.py)
         self.decisions = DecisionLog()
         self.metrics = Metrics()
@@ -449,15 +450,20 @@ class ChaosAddon:
         """TLS to the upstream for relayed (throttled) flows, verified as mitmproxy would:
         ``ssl_insecure`` and ``ssl_verify_upstream_trusted_ca`` / ``..._confdir`` apply."""
         opts = self._master.options if self._master is not None else None
-        ctx = ssl.create_default_context(
-            cafile=getattr(opts, "ssl_verify_upstream_trusted_ca", None) or None,
-            capath=getattr(opts, "ssl_verify_upstream_trusted_confdir", None) or None,
+        settings = (
+            getattr(opts, "ssl_verify_upstream_trusted_ca", None) or None,
+            getattr(opts, "ssl_verify_upstream_trusted_confdir", None) or None,
+            bool(getattr(opts, "ssl_insecure", False)),
         )
-        if getattr(opts, "ssl_insecure", False):
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        ctx.set_alpn_protocols(["http/1.1"])
-        return ctx
+        if self._ssl_context is None or self._ssl_context[0] != settings:
+            cafile, capath, insecure = settings
+            ctx = ssl.create_default_context(cafile=cafile, capath=capath)
+            if insecure:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            ctx.set_alpn_protocols(["http/1.1"])
+            self._ssl_context = (settings, ctx)
+        return self._ssl_context[1]
 
     def connection_handler(self, client_id: str) -> Any:
         """mitmproxy's handler of a client connection (internal API), or None."""

@@ -274,3 +274,16 @@ def test_throttle_inside_plain_mitmdump(upstream, tmp_path: Path) -> None:
         proc.terminate()
         out, _ = proc.communicate(timeout=10)
     assert "injected slow-link [throttle 10KB/s, first byte after 300ms]" in out
+
+
+def test_reverse_https_upstream_verified_as_mitmproxy_would(make_proxy, tmp_path: Path) -> None:
+    from tests.integration.test_modes import tls_upstream
+
+    scenario = {"rules": [{"fault": {"type": "throttle", "rate": "20KB/s"}}]}
+    with tls_upstream(tmp_path) as https_url:
+        trusting = make_proxy(scenario, upstream=https_url, insecure=True)
+        r = requests.get(f"{trusting.url}/bytes/5000")
+        assert r.status_code == 200 and r.content == body_bytes(5000)
+        strict = make_proxy(scenario, upstream=https_url)  # a self-signed certificate
+        refused = requests.get(f"{strict.url}/bytes/5000")
+        assert refused.status_code == 502 and "CERTIFICATE_VERIFY_FAILED" in refused.text
