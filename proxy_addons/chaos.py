@@ -345,6 +345,12 @@ class ChaosAddon:
             upstream_status = wire.upstream_status
         body = request.raw_content or b""
         decision = wire.decision if wire is not None else None
+        if decision is not None:  # mitmweb shows what the client got, next to the rule
+            got = outcome if status is None else f"{outcome} {status}"
+            flow.comment = f"{flow.comment} -> client got: {got}"
+            chaos = flow.metadata.get(METADATA_KEY)
+            if isinstance(chaos, dict):
+                chaos["outcome"], chaos["status"] = outcome, status
         method, url = request.method, request.pretty_url  # each costs header look-ups: once
         self.decisions.add(
             DecisionRecord(
