@@ -254,12 +254,24 @@ class ChaosAddon:
         }
         flow.marked = ":zap:"
         flow.comment = f"chaosproxy: rule {decision.name} injected {fault}"
+        method, url = flow.request.method, flow.request.pretty_url
         logger.info(
             "injected %s [%s] into %s %s",
             decision.name,
             fault,
-            flow.request.method,
-            flow.request.pretty_url,
+            method,
+            url,
+            # --log-format json: these become fields of the line
+            extra={
+                "chaos": {
+                    "event": "injected",
+                    "rule": decision.name,
+                    "fault": fault,
+                    "phase": decision.phase,
+                    "method": method,
+                    "url": url,
+                }
+            },
         )
         if wire.has(Stage.REQUEST):
             return wire.run(Stage.REQUEST)
