@@ -22,6 +22,7 @@ from proxy_addons import scenario as scenario_mod
 from proxy_addons.chaos import ChaosAddon
 from proxy_addons.control import check_admin, parse_admin
 from proxy_addons.decisions import DecisionRecord
+from proxy_addons.oracle import Calls
 from proxy_addons.runner import ProxySettings, StartupError, Upstream, serve, stop
 from proxy_addons.scenario import Scenario
 
@@ -204,6 +205,12 @@ class ChaosProxy:
         """Recent requests (the newest 1000), oldest first, faulted or not: one
         :class:`~proxy_addons.decisions.DecisionRecord` each."""
         return self.addon.decisions.records()
+
+    @property
+    def calls(self) -> Calls:
+        """The same requests with the resilience oracle's expectations
+        (:class:`~proxy_addons.oracle.Calls`: attempts, backoff, Retry-After, breaker)."""
+        return Calls(self.decisions)
 
     def on_decision(self, listener: Callable[[DecisionRecord], object]) -> Callable[[], None]:
         """Call ``listener`` (on the proxy's thread) with each new record; returns the

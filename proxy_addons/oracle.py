@@ -19,7 +19,6 @@ may come from ``ChaosProxy.decisions``, ``GET /decisions`` or a ``--decision-log
 from __future__ import annotations
 
 import fnmatch
-import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -530,15 +529,3 @@ def _longest_streak(calls: Sequence[Any]) -> int:
 def _in_order(wanted: list[str], seen: list[str]) -> bool:
     it = iter(seen)
     return all(any(s == w for s in it) for w in wanted)
-
-
-def summary(calls: Calls) -> dict[str, Any]:
-    """Counts for reports: requests, injected, failures, distinct requests, attempts."""
-    attempts = list(calls.attempts().values())
-    return {
-        "requests": len(calls),
-        "injected": len(calls.injected),
-        "failures": len(calls.failures),
-        "distinct": len(attempts),
-        "mean_attempts": statistics.fmean(attempts) if attempts else 0.0,
-    }

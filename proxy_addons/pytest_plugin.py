@@ -75,7 +75,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "(a shipped name, a path, a dict or YAML text) applied to the chaos_proxy fixture",
     )
     config.stash[_summary_key] = []
-    _configured_seed(config)  # a bad seed stops the run before any test
+    _configured_seed(config)  # a bad seed or directory stops the run before any test
+    _scenario_dirs(config)
 
 
 def _int_seed(value: object, where: str) -> int:
@@ -293,25 +294,11 @@ def chaos_proxy(
     proxy = _chaos_proxy_pool.get(upstream)
     fixture = ChaosFixture(proxy, request.config)
     fixture.begin()
-    marker = request.node.get_closest_marker(MARKER)
-    if marker is not None:
-        if len(marker.args) != 1:
-            pytest.fail(
-                f"@pytest.mark.{MARKER} takes one scenario (a name, path, dict or YAML text), "
-                f"got {len(marker.args)} arguments",
-                pytrace=False,
-            )
-        unknown = set(marker.kwargs) - {"seed"}
-        if unknown:
-            pytest.fail(
-                f"@pytest.mark.{MARKER}: unknown argument(s) {', '.join(sorted(unknown))}; "
-                "valid: seed",
-                pytrace=False,
-            )
-        seed = marker.kwargs.get("seed")
-        fixture.apply(marker.args[0], seed=None if seed is None else _int_seed(seed, "seed="))
     request.node.stash[_fixture_key] = fixture
     try:
+        marker = request.node.get_closest_marker(MARKER)
+        if marker is not None:
+            _apply_marker(fixture, marker)
         yield fixture
     finally:
         requests, injected = fixture.counts()
@@ -327,6 +314,27 @@ def chaos_proxy(
             )
         )
         fixture.close()
+
+
+def _apply_marker(fixture: ChaosFixture, marker: pytest.Mark) -> None:
+    if len(marker.args) != 1:
+        pytest.fail(
+            f"@pytest.mark.{MARKER} takes one scenario (a name, path, dict or YAML text), "
+            f"got {len(marker.args)} arguments",
+            pytrace=False,
+        )
+    unknown = set(marker.kwargs) - {"seed"}
+    if unknown:
+        pytest.fail(
+            f"@pytest.mark.{MARKER}: unknown argument(s) {', '.join(sorted(unknown))}; valid: seed",
+            pytrace=False,
+        )
+    seed = marker.kwargs.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        pytest.fail(
+            f"@pytest.mark.{MARKER}: seed must be a whole number, got {seed!r}", pytrace=False
+        )
+    fixture.apply(marker.args[0], seed=seed)
 
 
 @pytest.fixture(autouse=True)

@@ -182,6 +182,21 @@ def running_upstream() -> Iterator[UpstreamServer]:
         server.server_close()
 
 
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """A WSGI app (e.g. Flask) served on a free loopback port in a thread; yields its URL."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def curl(url: str, *args: str, timeout: float = 30) -> tuple[int, str, float]:
     """Run curl; return (exit code, HTTP status or '000', total seconds)."""
     import subprocess

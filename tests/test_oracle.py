@@ -229,3 +229,21 @@ def test_retry_after_with_a_cap() -> None:
         Calls(capped).expect_retry_after()
     with pytest.raises(ResilienceError, match=r"no sooner than Retry-After \(2.00s\)"):
         Calls([fail(0, retry_after=5), ok(1)]).expect_retry_after(cap=2)
+
+
+def test_records_from_a_decision_log_file() -> None:
+    from proxy_addons.decisions import DecisionRecord, read_json_lines
+
+    def record(seq: int, t: float, status: int, rule: str | None) -> DecisionRecord:
+        return DecisionRecord(
+            seq=seq, time=T0 + t, monotonic=t, duration=0.01, method="GET",
+            url="http://up/a", host="up", path="/a", request_key="sha256:aa", rule=rule,
+            faults=("error",) if rule else (), fault="error 503" if rule else None,
+            phase=None, outcome="response", status=status, upstream_status=None,
+            retry_after=1.0 if rule else None,
+        )  # fmt: skip
+
+    lines = [record(1, 0, 503, "r").to_json(), record(2, 1.2, 200, None).to_json()]
+    calls = Calls(read_json_lines(lines))
+    calls.expect_attempts(2)
+    assert calls.expect_retry_after(slack=0.5) == 1

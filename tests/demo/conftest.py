@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -12,6 +11,7 @@ from flask.testing import FlaskClient
 from demo_app import create_app
 from demo_app.state import DemoState
 from demo_app.upstream import create_upstream
+from tests.support import serving
 
 #: the upstream and admin addresses of app fixtures whose HTTP calls `responses` answers
 UPSTREAM = "http://weather.test"
@@ -21,14 +21,8 @@ ADMIN = "http://admin.test"
 @pytest.fixture(scope="session")
 def fake_upstream() -> Iterator[str]:
     """The real fake weather service on a free loopback port, for the session."""
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, create_upstream(), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.port}"
-    server.shutdown()
-    server.server_close()
+    with serving(create_upstream()) as url:
+        yield url
 
 
 @pytest.fixture

@@ -118,3 +118,27 @@ def test_breaker_inferred_from_traffic(make_proxy) -> None:
     # a client without a breaker keeps calling: the oracle says so, with the timeline
     with pytest.raises(ResilienceError, match="no calls for 5.00s while the breaker is open"):
         calls.expect_breaker(fail_max=2, reset_timeout=5.0)
+
+
+def test_non_idempotent_retries_seen_on_the_wire(make_proxy) -> None:
+    proxy = make_proxy(
+        {
+            "seed": 1,
+            "rules": [{"per_request": {"times": 1}, "fault": {"type": "error", "status": 503}}],
+        }
+    )
+    naive = tenacity.Retrying(stop=tenacity.stop_after_attempt(2), reraise=True)
+
+    def post(path: str, headers: dict[str, str] | None = None) -> requests.Response:
+        r = requests.post(f"{proxy.url}{path}", data=b'{"qty": 1}', headers=headers, timeout=5)
+        if r.status_code >= 500:
+            raise Unavailable(r)
+        return r
+
+    assert naive(post, "/orders").status_code == 200
+    assert naive(post, "/keyed", {"Idempotency-Key": "order-1"}).status_code == 200
+    calls = calls_of(proxy, 4)
+    calls.matching(path="/keyed").expect_no_retry_of_non_idempotent()
+    with pytest.raises(ResilienceError) as info:
+        calls.expect_no_retry_of_non_idempotent()
+    assert "seen:     POST http" in str(info.value) and "/orders sent 2 times" in str(info.value)

@@ -108,6 +108,7 @@ def test_apply_accepts_a_name_a_path_a_dict_yaml_text_and_a_scenarios_dir(
     )
     project.makepyfile(
         """
+        import pytest
         import requests
 
         def status(proxy):
@@ -130,10 +131,22 @@ def test_apply_accepts_a_name_a_path_a_dict_yaml_text_and_a_scenarios_dir(
 
         def test_bad_scenario_fails_with_the_located_problem(chaos_proxy):
             chaos_proxy.apply("rules:\\n  - fault: {type: error, status: 999}\\n")
+
+        @pytest.mark.chaos("flakey")
+        def test_unknown_name(chaos_proxy):
+            pass
+
+        @pytest.mark.chaos("flaky", sed=3)
+        def test_bad_marker(chaos_proxy):
+            pass
         """
     )
     result = run(project, "--chaos-scenarios", "chaos")
-    result.assert_outcomes(passed=1, failed=1)
+    result.assert_outcomes(passed=1, failed=1, errors=2)
+    result.stdout.fnmatch_lines(
+        ["*no scenario file or shipped scenario named 'flakey' (did you mean 'flaky'?)*"]
+    )
+    result.stdout.fnmatch_lines(["*@pytest.mark.chaos: unknown argument(s) sed; valid: seed"])
     result.stdout.fnmatch_lines(
         [
             "*cannot apply chaos scenario:",

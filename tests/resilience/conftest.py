@@ -9,7 +9,6 @@ the proxy saw, and the seed that replays it.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,21 +20,18 @@ from flask import Flask
 from demo_app import create_app
 from demo_app.state import DemoState
 from demo_app.upstream import create_upstream
+from tests.support import serving
 
 CITIES = ("berlin", "paris", "tokyo", "lima", "oslo")
+#: The breaker the suites expect: open after this many failures in a row.
+FAIL_MAX = 5
 
 
 @pytest.fixture(scope="session")
 def chaos_proxy_upstream() -> Iterator[str]:
     """The demo's fake weather service on a free loopback port."""
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, create_upstream(), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.port}"
-    server.shutdown()
-    server.server_close()
+    with serving(create_upstream()) as url:
+        yield url
 
 
 @dataclass
@@ -114,6 +110,21 @@ def make_demo(chaos_proxy: Any) -> Iterator[Callable[..., Demo]]:
 @pytest.fixture
 def demo(make_demo: Callable[..., Demo]) -> Demo:
     return make_demo()
+
+
+def warm_then_apply(demo: Demo, chaos_proxy: Any, scenario: str, cities: tuple[str, ...]) -> int:
+    """Fill the app's cache while the proxy passes everything through, then apply
+    ``scenario``. Returns how many calls came before: ``chaos_proxy.calls[before:]`` are
+    the scenario's."""
+    demo.warm(cities)
+    before = len(chaos_proxy.decisions)
+    chaos_proxy.apply(scenario)
+    return before
+
+
+def assert_from_cache(lookups: list[Lookup]) -> None:
+    """Every lookup was answered, by the cache (the fallback)."""
+    assert all(r.status == 200 and r.source == "cache" for r in lookups), explain(lookups)
 
 
 def explain(lookups: list[Lookup]) -> str:

@@ -5,13 +5,11 @@ last good answer from its cache instead."""
 from __future__ import annotations
 
 from demo_app.weather import validate_forecast
-from tests.resilience.conftest import CITIES, Demo, explain
+from tests.resilience.conftest import CITIES, Demo, explain, warm_then_apply
 
 
 def test_broken_json_is_never_a_500_and_the_fallback_is_served(demo: Demo, chaos_proxy) -> None:
-    demo.warm()
-    before = len(chaos_proxy.decisions)
-    chaos_proxy.apply("malformed-json")
+    before = warm_then_apply(demo, chaos_proxy, "malformed-json", CITIES)
     lookups = [demo.lookup(city) for city in CITIES * 3]
     errors = [r for r in lookups if r.status >= 500]
     assert not errors, f"expected never a 5xx from the app:\n{explain(errors)}"

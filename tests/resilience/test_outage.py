@@ -6,17 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.resilience.conftest import Demo, explain
-
-FAIL_MAX = 5
+from tests.resilience.conftest import FAIL_MAX, Demo, assert_from_cache, explain, warm_then_apply
 
 
 def test_breaker_opens_after_5_failures_and_the_fallback_is_fast(demo: Demo, chaos_proxy) -> None:
-    demo.warm(("berlin",))
-    before = len(chaos_proxy.decisions)
-    chaos_proxy.apply("outage")
+    before = warm_then_apply(demo, chaos_proxy, "outage", ("berlin",))
     lookups = [demo.lookup("berlin") for _ in range(6)]
-    assert all(r.status == 200 and r.source == "cache" for r in lookups), explain(lookups)
+    assert_from_cache(lookups)
     calls = chaos_proxy.calls[before:]
     calls.expect_breaker_opened(fail_max=FAIL_MAX, within=demo.breaker.reset_timeout)
     while_open = lookups[-3:]  # by then 5 calls have failed (3 + 2 attempts)

@@ -4,17 +4,13 @@ the cached answer comes back at once instead of after seconds."""
 
 from __future__ import annotations
 
-from tests.resilience.conftest import Demo, explain
-
-FAIL_MAX = 5
+from tests.resilience.conftest import FAIL_MAX, Demo, assert_from_cache, explain, warm_then_apply
 
 
 def test_breaker_stops_paying_for_slow_failures(demo: Demo, chaos_proxy) -> None:
-    demo.warm(("lima",))
-    before = len(chaos_proxy.decisions)
-    chaos_proxy.apply("slow-then-fail")
+    before = warm_then_apply(demo, chaos_proxy, "slow-then-fail", ("lima",))
     lookups = [demo.lookup("lima") for _ in range(3)]
-    assert all(r.status == 200 and r.source == "cache" for r in lookups), explain(lookups)
+    assert_from_cache(lookups)
     limit = demo.settings.max_retry_time + 1.5 + 1.0  # the last attempt may start just before
     slow = [r for r in lookups if r.seconds > limit]
     assert not slow, f"expected each lookup within {limit:g}s:\n{explain(slow)}"

@@ -10,10 +10,9 @@ import time
 import pytest
 
 from demo_app.weather import transitions
-from tests.resilience.conftest import CITIES, Demo, explain
+from tests.resilience.conftest import CITIES, FAIL_MAX, Demo, explain
 from tests.support import wait_until
 
-FAIL_MAX = 5
 RESET_TIMEOUT = 1.0
 CYCLE = ["closed", "open", "half-open", "closed"]
 

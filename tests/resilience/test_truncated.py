@@ -6,13 +6,17 @@ forecast."""
 from __future__ import annotations
 
 from demo_app.weather import validate_forecast
-from tests.resilience.conftest import CITIES, Demo, expect_attempts_per_lookup, explain
+from tests.resilience.conftest import (
+    CITIES,
+    Demo,
+    expect_attempts_per_lookup,
+    explain,
+    warm_then_apply,
+)
 
 
 def test_cut_answers_are_retried_never_passed_on(demo: Demo, chaos_proxy) -> None:
-    demo.warm()
-    before = len(chaos_proxy.decisions)
-    chaos_proxy.apply("truncated")
+    before = warm_then_apply(demo, chaos_proxy, "truncated", CITIES)
     lookups = [demo.lookup(city) for city in CITIES * 2]
     errors = [r for r in lookups if r.status >= 500]
     assert not errors, f"expected never a 5xx from the app:\n{explain(errors)}"
