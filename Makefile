@@ -37,6 +37,12 @@ BENCH_ARGS ?= --peers
 bench: $(STAMP) sysdeps
 	$(PY) -m bench $(BENCH_ARGS)
 
+## soak: the proxy under moderate mixed load for SOAK_SECONDS (default 600 = 10 minutes),
+## then its log, memory, decision log and /stats checked against what the clients saw
+SOAK_SECONDS ?= 600
+soak: $(STAMP)
+	$(PY) scripts/soak.py --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check proxy_addons demo_app tests bench
 	$(VENV)/bin/mypy

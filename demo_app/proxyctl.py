@@ -54,7 +54,8 @@ class ProxyControl:
         return response.status_code, body
 
     def status(self) -> dict[str, Any]:
-        """``{"admin_url", "reachable", "scenario", "description", "phase", "error"}``."""
+        """``{"admin_url", "reachable", "scenario", "description", "phase", "phases",
+        "paused", "error"}``."""
         now = self.clock()
         with self._lock:
             if self._cached is not None and now - self._cached[0] < self.ttl:
@@ -66,6 +67,7 @@ class ProxyControl:
             "scenario": None,
             "description": None,
             "phase": None,
+            "phases": [],
             "paused": None,
             "error": None,
         }
@@ -75,6 +77,8 @@ class ProxyControl:
             phase = body.get("phase")
             info["phase"] = phase.get("name") if isinstance(phase, dict) else phase
             info["paused"] = body.get("paused")
+            phases = body.get("phases") or []
+            info["phases"] = [p.get("name") if isinstance(p, dict) else p for p in phases]
         else:
             info["error"] = body.get("error") if isinstance(body, dict) else str(body)
         with self._lock:

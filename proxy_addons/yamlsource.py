@@ -112,9 +112,14 @@ def format_path(path: Path) -> str:
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif not _PLAIN_KEY.match(str(part)):
+            out += f"[{str(part)!r}]"  # quoted: empty, spaces, dots, control characters
         else:
             out += f".{part}" if out else str(part)
     return out or "scenario"
+
+
+_PLAIN_KEY = re.compile(r"^[^\s.\[\]:'\"\x00-\x1f\x7f]+$")
 
 
 def _resolve_plain(text: str) -> Any:
@@ -266,12 +271,18 @@ def parse(text: str) -> Document:
     Syntax errors raise YamlSourceError; refused values (bad tags, duplicate keys) are
     kept in ``Document.problems`` so validation can report them with everything else.
     """
-    loader = _Loader(text)
     try:
+        loader = _Loader(text)
         try:
             node = loader.get_single_node()
         finally:
             loader.dispose()
+    except yaml.reader.ReaderError as exc:  # a control character, raised before any mark
+        at = max(0, min(exc.position, len(text)))
+        line, col = text.count("\n", 0, at) + 1, at - text.rfind("\n", 0, at)
+        char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        message = f"character {char} is not allowed in YAML (a control character)"
+        raise YamlSourceError([Problem("syntax", message, line, col)]) from None
     except yaml.MarkedYAMLError as exc:
         return _json_fallback(text, exc)
     except yaml.YAMLError as exc:

@@ -18,6 +18,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -34,6 +35,11 @@ if TYPE_CHECKING:
 
 #: Delays longer than this are refused unless the fault says ``allow_long: true``.
 MAX_DELAY = 600.0
+#: No duration in a scenario may be longer than this (a phase, a ttl, a rate window, and a
+#: delay even with ``allow_long``): beyond it, a value is a typo, not a test.
+MAX_DURATION = 7 * 24 * 3600.0
+#: Throttle rates below this (bytes per second) need ``allow_long: true``.
+MIN_RATE = 1.0
 
 
 class Stage(enum.StrEnum):
@@ -155,9 +161,19 @@ def _json_number_or(pattern: str, description: str) -> WithJsonSchema:
     )
 
 
+def _at_most_a_week(value: float) -> float:
+    if value > MAX_DURATION:
+        raise ValueError(
+            f"{value / 3600:.6g}h is longer than {units.format_duration(MAX_DURATION)} "
+            "(a week): no scenario needs that much"
+        )
+    return value
+
+
 Duration = Annotated[
     float,
     BeforeValidator(units.parse_duration),
+    AfterValidator(_at_most_a_week),
     _json_number_or(units.DURATION_PATTERN, "a duration: 250ms, 1.5s, 2m, 1h, or seconds"),
 ]
 Size = Annotated[
@@ -189,7 +205,7 @@ class Range:
     message: str
 
     def _check(self, value: Any) -> Any:
-        if value < self.lo or (self.hi is not None and value > self.hi):
+        if value != value or value < self.lo or (self.hi is not None and value > self.hi):
             raise PydanticCustomError("range", self.message)
         return value
 

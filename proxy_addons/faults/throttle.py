@@ -12,7 +12,16 @@ from typing import ClassVar, Literal
 
 from pydantic import model_validator
 
-from proxy_addons.faults.base import Duration, Fault, Rate, Size, Wire, check_delay, register
+from proxy_addons.faults.base import (
+    MIN_RATE,
+    Duration,
+    Fault,
+    Rate,
+    Size,
+    Wire,
+    check_delay,
+    register,
+)
 from proxy_addons.units import format_duration
 
 #: In ``rate`` mode each write carries this many seconds' worth of bytes (well under the
@@ -69,6 +78,14 @@ class Throttle(Fault):
         elif self.chunk < 1 or self.interval <= 0:
             raise ValueError("chunk must be at least 1 byte and interval above 0")
         check_delay(self.first_byte, "first_byte", self.allow_long)
+        if self.interval is not None:
+            check_delay(self.interval, "interval", self.allow_long)
+        rate = self.pacing().rate
+        if rate < MIN_RATE and not self.allow_long:
+            raise ValueError(
+                f"a rate of {rate:g} bytes/s is below {MIN_RATE:g} byte/s (a 10 KB body would "
+                f"take {10_000 / rate / 3600:.3g} hours); set allow_long: true if you mean it"
+            )
         return self
 
     def pacing(self) -> Pacing:

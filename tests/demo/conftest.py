@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -63,3 +64,80 @@ def mocked() -> Iterator[responses_lib.RequestsMock]:
 def demo(app: Flask) -> DemoState:
     state: DemoState = app.extensions["chaosdemo"]
     return state
+
+
+class DemoProcess:
+    """``chaosproxy demo --no-browser`` as a subprocess, its output collected line by line."""
+
+    def __init__(self, *args: str, port: int | None = None) -> None:
+        import subprocess
+        import sys
+
+        from tests.support import free_port
+
+        self.port = port or free_port()
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "proxy_addons.cli", "demo", "--no-browser",
+             "--port", str(self.port), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_ready(self, timeout: float = 90) -> DemoProcess:
+        from tests.support import wait_until
+
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"demo exited {self.proc.returncode}:\n{self.output}")
+            return "Ctrl-C stops everything." in self.lines
+
+        wait_until(ready, timeout=timeout, interval=0.05)
+        return self
+
+    def url_of(self, name: str) -> str:
+        for line in self.lines:
+            label, _, url = line.strip().rpartition("  ")
+            if label.strip() == name:
+                return url.strip()
+        raise AssertionError(f"no {name} URL in:\n{self.output}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self, timeout: float = 15) -> int:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        self._reader.join(5)
+        return code
+
+
+@pytest.fixture
+def start_demo() -> Iterator[Callable[..., DemoProcess]]:
+    started: list[DemoProcess] = []
+
+    def start(*args: str, port: int | None = None) -> DemoProcess:
+        process = DemoProcess(*args, port=port)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.proc.poll() is None:
+            process.stop()

@@ -92,7 +92,13 @@ def test_status_shape(client: FlaskClient, mocked: responses.RequestsMock) -> No
     mocked.add(
         responses.GET,
         f"{ADMIN}/scenario",
-        json={"name": "storm", "description": "d", "phase": "outage", "seed": 3, "phases": []},
+        json={
+            "name": "storm",
+            "description": "d",
+            "phase": "outage",
+            "seed": 3,
+            "phases": [{"name": "calm", "duration": 10}, {"name": "outage", "duration": 20}],
+        },
     )
     client.get("/weather/berlin")
     status = client.get("/status").get_json()
@@ -105,6 +111,7 @@ def test_status_shape(client: FlaskClient, mocked: responses.RequestsMock) -> No
         "scenario": "storm",
         "description": "d",
         "phase": "outage",
+        "phases": ["calm", "outage"],
         "paused": None,
         "error": None,
     }
@@ -234,6 +241,16 @@ def test_scenario_errors_are_passed_back(
     answer = client.put("/proxy/scenario", json={"name": "nope"})
     assert answer.status_code == 400 and answer.get_json() == problems
     assert client.put("/proxy/scenario", json={}).status_code == 400
+
+
+def test_phase_jump_goes_through_the_control_api(
+    client: FlaskClient, mocked: responses.RequestsMock
+) -> None:
+    post = mocked.add(responses.POST, f"{ADMIN}/scenario/phase", json={"phase": "outage"})
+    answer = client.post("/proxy/phase", json={"phase": "outage"})
+    assert answer.status_code == 200
+    assert json.loads(post.calls[0].request.body) == {"phase": "outage"}
+    assert client.post("/proxy/phase", json={"phase": ""}).status_code == 400
 
 
 def test_proxy_unreachable_is_a_502(client: FlaskClient, mocked: responses.RequestsMock) -> None:

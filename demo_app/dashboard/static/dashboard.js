@@ -59,10 +59,31 @@ function renderProxy(p) {
   $("proxy-description").textContent = p.description || "";
   $("proxy-error").hidden = p.reachable;
   $("proxy-error").textContent = p.reachable ? "" : (p.error || "control API unreachable");
+  renderPhases(p);
   const picker = $("scenario-picker");
   if (p.scenario && document.activeElement !== picker && !picker.dataset.touched) {
     picker.value = p.scenario;
   }
+}
+
+function renderPhases(p) {
+  const box = $("phase-buttons");
+  const phases = p.phases || [];
+  const key = phases.join(",") + "|" + p.phase;
+  if (box.dataset.key === key) return;
+  box.dataset.key = key;
+  box.replaceChildren(...phases.map((name) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "phase" + (name === p.phase ? " active" : "");
+    button.textContent = name;
+    button.title = "jump to this phase";
+    button.addEventListener("click", async () => {
+      await api("POST", "/proxy/phase", { phase: name });
+      poll();
+    });
+    return button;
+  }));
 }
 
 function renderControls(s) {
@@ -196,13 +217,17 @@ async function loadScenarios() {
   if (lastStatus && lastStatus.proxy.scenario) picker.value = lastStatus.proxy.scenario;
 }
 
-function setup() {
-  const legend = $("legend");
-  legend.replaceChildren(...OUTCOMES.flatMap(([, label, color]) => {
+function legend(id, entries) {
+  $(id).replaceChildren(...entries.flatMap(([label, color]) => {
     const dot = document.createElement("i");
     dot.style.background = css(color);
     return [dot, document.createTextNode(label)];
   }));
+}
+
+function setup() {
+  legend("legend", OUTCOMES.map(([, label, color]) => [label, color]));
+  legend("latency-legend", [["p50", "--ok"], ["p95", "--error"]]);
   $("scenario-picker").addEventListener("change", () => {
     $("scenario-picker").dataset.touched = "1";
   });
