@@ -277,7 +277,7 @@ class ControlServer:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
         try:
             while True:
-                reply, keep = await self._one(conn, reader)
+                reply, keep = await self._one(conn, reader, writer)
                 if reply is None:
                     break
                 await self._send(conn, writer, reply, keep)
@@ -306,7 +306,7 @@ class ControlServer:
             conn.receive_data(data)
 
     async def _one(
-        self, conn: h11.Connection, reader: asyncio.StreamReader
+        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> tuple[Reply | None, bool]:
         """Read one request and answer it; (None, False) when the client is gone."""
         try:
@@ -329,6 +329,11 @@ class ControlServer:
             size = request.headers.get("content-length")
             if size is not None and size.isdigit() and int(size) > MAX_BODY:
                 return Reply.error(413, f"the body is over {MAX_BODY} bytes"), False
+            if conn.they_are_waiting_for_100_continue:
+                # a client that sent Expect (curl does for large bodies) waits for this
+                # before the body, or a second without it
+                go_on = h11.InformationalResponse(status_code=100, headers=[])
+                writer.write(conn.send(go_on) or b"")
             chunks: list[bytes] = []
             total = 0
             while True:
