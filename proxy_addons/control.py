@@ -14,6 +14,7 @@ request from another origin (``Origin`` header), token or not.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import hmac
 import ipaddress
 import json
@@ -189,7 +190,22 @@ def _shipped(data: dict[str, Any]) -> tuple[Scenario, str]:
         raise ScenarioError(BODY_SOURCE, [yamlsource.Problem("name", "must be a string")])
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise ScenarioError(BODY_SOURCE, [yamlsource.Problem("seed", "must be an integer")])
-    found, path = scenario_mod.resolve(name)
+    # shipped names only: the API never reads other files from the proxy's disk
+    entries = {entry.name: entry for entry in scenario_mod.shipped()}
+    entry = entries.get(name)
+    if entry is None:
+        close = difflib.get_close_matches(name, entries, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ScenarioError(
+            BODY_SOURCE,
+            [
+                yamlsource.Problem(
+                    "name",
+                    f"no shipped scenario named {name!r}{hint}; shipped: {', '.join(entries)}",
+                )
+            ],
+        )
+    found, path = entry.load(), entry.path
     if seed is not None:
         found = found.model_copy(update={"seed": seed})
     return found, str(path)

@@ -74,6 +74,10 @@ def test_put_a_shipped_scenario_by_name_and_get_output_round_trips(proxy) -> Non
         requests.get(f"{proxy.url}/x")
     bad = api(proxy, "PUT", "/scenario", json={"name": "outgae"})
     assert bad.status_code == 400 and "did you mean 'outage'" in bad.json()["problems"][0]
+    # a name is a shipped scenario, never a file on the proxy's disk
+    for path in ("/etc/hostname", "../scenarios/outage.yaml", "outage.yaml"):
+        refused = api(proxy, "PUT", "/scenario", json={"name": path})
+        assert refused.status_code == 400 and "no shipped scenario named" in refused.text
     # what GET returns can be PUT back as it is
     doc = api(proxy, "GET", "/scenario").json()
     assert api(proxy, "PUT", "/scenario", data=json.dumps(doc)).status_code == 200
