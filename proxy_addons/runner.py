@@ -26,9 +26,12 @@ from mitmproxy.addons import (
 )
 from mitmproxy.proxy import mode_specs
 
+from proxy_addons import mitmctx
 from proxy_addons.chaos import ChaosAddon
 
 logger = logging.getLogger("chaosproxy")
+
+mitmctx.install()  # several in-process proxies each see their own master (see mitmctx)
 
 
 class StartupError(Exception):
