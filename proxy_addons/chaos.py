@@ -99,6 +99,8 @@ class ChaosAddon:
         self.admin_required = admin_required
         self.control: ControlServer | None = None
         self.control_error: str | None = None
+        #: flows held in other processes (``--workers``: the coordinator adds its workers')
+        self.held_elsewhere = 0
         #: log what was injected when the proxy stops (not in ``--workers`` workers: their
         #: coordinator has the one engine)
         self.summary_at_exit = True
@@ -487,7 +489,7 @@ class ChaosAddon:
     @property
     def held(self) -> int:
         """Flows currently waiting in a fault (delayed or held)."""
-        return sum(len(w) for w in self._waiters.values())
+        return sum(len(w) for w in self._waiters.values()) + self.held_elsewhere
 
     @property
     def in_flight(self) -> int:

@@ -51,6 +51,8 @@ logger = logging.getLogger("chaosproxy")
 
 #: Workers report passthrough requests (and decision records) this often, at most.
 FLUSH_INTERVAL = 0.05
+#: Workers report how many flows they hold (for /stats and metrics) this often, on change.
+HELD_INTERVAL = 0.2
 #: A worker that dies is restarted, unless this many died within a minute.
 MAX_RESTARTS_PER_MINUTE = 5
 
@@ -171,7 +173,7 @@ class _WorkerConn:
         self.index = index
         self.writer = writer
         self.passed = 0
-        self.asked = 0
+        self.held = 0
 
     def send(self, message: Any) -> None:
         if not self.writer.is_closing():
@@ -330,6 +332,9 @@ class Coordinator:
                     log = self.addon.decisions
                     for record in records:
                         log.add(dataclasses.replace(record, seq=log.next_seq()))
+                elif kind == "held":
+                    conn.held = message[1]
+                    self.addon.held_elsewhere = sum(c.held for c in self.conns.values())
                 elif kind == "ready":
                     fut = self._ready.get(index)
                     if fut is not None and not fut.done():
@@ -339,6 +344,7 @@ class Coordinator:
         finally:
             if conn is not None and self.conns.get(conn.index) is conn:
                 del self.conns[conn.index]
+                self.addon.held_elsewhere = sum(c.held for c in self.conns.values())
             writer.close()
 
     def _passed(self, conn: _WorkerConn, n: int) -> None:
@@ -527,9 +533,20 @@ async def _worker_main(path: str, index: int) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_stop)
     listening = asyncio.ensure_future(follow())
+    tasks: list[asyncio.Future[None]] = []
+
+    async def report_held() -> None:
+        """Tell the coordinator how many flows this worker holds, when that changes."""
+        sent = 0
+        while not link.closed:
+            await asyncio.sleep(HELD_INTERVAL)
+            if addon.held != sent:
+                sent = addon.held
+                link.send(("held", sent))
 
     def ready(_: Any) -> None:
         link.send(("ready",))
+        tasks.append(asyncio.ensure_future(report_held()))
 
     try:
         await serve(addon, setup.settings, on_ready=ready, on_master=masters.append)
@@ -538,6 +555,8 @@ async def _worker_main(path: str, index: int) -> None:
         with contextlib.suppress(ConnectionError):
             await writer.drain()
         listening.cancel()
+        for task in tasks:
+            task.cancel()
         writer.close()
 
 

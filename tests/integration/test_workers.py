@@ -228,3 +228,29 @@ def test_workers_share_one_ca_created_before_they_start(
     ca = (confdir / "mitmproxy-ca.pem").read_bytes()
     ensure_ca(ProxySettings(confdir=str(confdir)))  # an existing CA is kept
     assert (confdir / "mitmproxy-ca.pem").read_bytes() == ca
+
+
+HOLD = """
+name: hold
+rules: [{name: hang, match: {path: /hang}, fault: {type: timeout}}]
+"""
+
+
+def test_stats_count_the_flows_every_worker_holds(upstream: UpstreamServer, tmp_path: Path) -> None:
+    import socket
+
+    path = tmp_path / "hold.yaml"
+    path.write_text(HOLD)
+    with running(upstream, path, 2) as proxy:
+        port = int(proxy.url.rsplit(":", 1)[1])
+        clients = []
+        for _ in range(6):  # fresh connections: spread over both workers
+            client = socket.create_connection(("127.0.0.1", port), timeout=10)
+            client.sendall(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+            clients.append(client)
+        try:
+            wait_until(lambda: proxy.stats()["held"] == 6, timeout=15, interval=0.05)
+        finally:
+            for client in clients:
+                client.close()
+        wait_until(lambda: proxy.stats()["held"] == 0, timeout=15, interval=0.05)
