@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-py312 lint bench soak schema sysdeps clean
+.PHONY: demo test test-py312 lint bench bench-profile soak schema sysdeps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ test-py312:
 BENCH_ARGS ?= --peers
 bench: $(STAMP) sysdeps
 	$(PY) -m bench $(BENCH_ARGS)
+
+## bench-profile: sample chaosproxy under passthrough load with py-spy, print the hot spots
+bench-profile: $(STAMP) sysdeps
+	$(PY) -m bench.profile $(PROFILE_ARGS)
 
 ## soak: the proxy under moderate mixed load for SOAK_SECONDS (default 600 = 10 minutes),
 ## then its log, memory, decision log and /stats checked against what the clients saw

@@ -136,14 +136,16 @@ def markdown(results: dict[str, Any]) -> str:
         f"mitmproxy {m['mitmproxy']}; load: {m['load_tool']}; upstream: {m['upstream']}; "
         f"{results['seconds_per_run']:g} s per run.",
         "",
-        "| proxy | c=1 req/s (p50) | c=32 req/s (p50 / p99) |",
-        "|---|---|---|",
+        "| proxy | c=1 req/s (p50) | c=32 req/s (p50 / p99) | CPU per request (c=32) |",
+        "|---|---|---|---|",
     ]
     for row in results.get("throughput", []):
         c1, c32 = row.get("c1"), row.get("c32")
         a = f"{_fmt_rps(c1)} ({c1['p50_ms']:.2f} ms)" if c1 else "-"
         b = f"{_fmt_rps(c32)} ({c32['p50_ms']:.2f} / {c32['p99_ms']:.2f} ms)" if c32 else "-"
-        lines.append(f"| {row['proxy']} | {a} | {b} |")
+        cpu = c32.get("cpu_us_per_request") if c32 else None
+        c = f"{cpu / 1000:.2f} ms" if cpu else "-"
+        lines.append(f"| {row['proxy']} | {a} | {b} | {c} |")
     if results.get("accuracy"):
         lines += ["", "Latency injection, 100 ms asked:", ""]
         lines += ["| proxy | connections | p50 | p90 | p99 | req/s | errors |"]
@@ -236,7 +238,8 @@ def chart(results: dict[str, Any], path: Path) -> bool:
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(concs))], [f"c={c}" for c in concs])
     ax.set_ylabel("latency ms (bar: p50, shaded to p99)")
     ax.set_title("100 ms injected")
-    ax.legend(fontsize=7)
+    if proxies:
+        ax.legend(fontsize=7)
     m = results["machine"]
     fig.suptitle(
         f"chaosproxy benchmark {results['date']} - {m['cpu']} ({m['cores']} cores), "

@@ -83,10 +83,17 @@ class Bench:
         self.seconds = args.duration
         self.notes: list[str] = []
 
-    def measure(self, url: str, conns: int) -> dict[str, Any]:
+    def measure(self, url: str, conns: int, target: targets.Target | None = None) -> dict[str, Any]:
+        """One load run; with ``target``, also the proxy's CPU time per request, which the
+        other processes on the machine disturb far less than requests per second."""
         # A short warm-up so connection setup and first-request costs are not measured.
         load.run_asyncio(url, min(conns, 8), count=min(200, 20 * conns))
-        return load.run(url, conns, self.seconds, use_wrk=self.use_wrk).as_dict()
+        proc = target.proc if target is not None else None
+        cpu0 = proc.cpu_seconds() if proc else 0.0
+        out = load.run(url, conns, self.seconds, use_wrk=self.use_wrk).as_dict()
+        if proc and out["requests"]:
+            out["cpu_us_per_request"] = round(1e6 * (proc.cpu_seconds() - cpu0) / out["requests"])
+        return out
 
     # ------------------------------------------------------------------ sections
 
@@ -111,15 +118,17 @@ class Bench:
                 with make() as target:
                     row: dict[str, Any] = {"proxy": target.name}
                     for conns in (1, 32):
-                        row[f"c{conns}"] = self.measure(target.url + path, conns)
+                        row[f"c{conns}"] = self.measure(target.url + path, conns, target)
                     rows.append(row)
             except RuntimeError as exc:
                 self.notes.append(f"{label}: not measured ({exc})")
         return rows
 
     @staticmethod
-    def _workers(up: Upstream, n: int) -> Callable[[], targets.Target]:
-        return lambda: targets.chaosproxy(up.url, "passthrough-20", workers=n)
+    def _workers(
+        up: Upstream, n: int, scenario: str = "passthrough-20"
+    ) -> Callable[[], targets.Target]:
+        return lambda: targets.chaosproxy(up.url, scenario, workers=n)
 
     def accuracy(self, up: Upstream) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
@@ -127,6 +136,9 @@ class Bench:
             ("chaosproxy", lambda: targets.chaosproxy(up.url, "latency-100")),
             ("mitmdump + sleep addon", lambda: targets.mitmdump(up.url, script="naive_sleep.py")),
         ]
+        for n in self.args.workers:
+            if n > 1:
+                runs.insert(1, (f"chaosproxy --workers {n}", self._workers(up, n, "latency-100")))
         if self.toxy_ok:
             runs.append(("toxy", lambda: targets.toxy(up.url, 100)))
         for label, make in runs:
@@ -169,11 +181,17 @@ class Bench:
             assert target.proc is not None
             load.run_asyncio(target.url + "/bench", 32, count=2000)
             before = target.proc.rss_mb()
-            r = load.run_asyncio(target.url + "/bench", 32, count=n)
+            requests = errors = 0
+            while requests < n:
+                if self.use_wrk:  # in bursts of a few seconds until n are done
+                    r = load.run_wrk(target.url + "/bench", 32, 5)
+                else:
+                    r = load.run_asyncio(target.url + "/bench", 32, count=n - requests)
+                requests, errors = requests + r.requests, errors + r.errors
             after = target.proc.rss_mb()
         return {
-            "requests": r.requests,
-            "errors": r.errors,
+            "requests": requests,
+            "errors": errors,
             "before_mb": round(before, 1),
             "after_mb": round(after, 1),
             "growth_mb": round(after - before, 1),

@@ -64,9 +64,9 @@ class Target:
         self.stop()
 
 
-def _launch(name: str, cmd: list[str], port: int) -> Target:
+def _launch(name: str, cmd: list[str], port: int, env: dict[str, str] | None = None) -> Target:
     t0 = time.monotonic()
-    proc = start(name, cmd)
+    proc = start(name, cmd, env)
     target = Target(name, proc, port, t0)
     try:
         target.ready_after = wait_port(port, proc=proc)
@@ -76,13 +76,15 @@ def _launch(name: str, cmd: list[str], port: int) -> Target:
     return target
 
 
-def chaosproxy(upstream: str, scenario: str, *, workers: int = 1, optimize: bool = False) -> Target:
+def chaosproxy(
+    upstream: str, scenario: str, *, workers: int = 1, env: dict[str, str] | None = None
+) -> Target:
+    """``chaosproxy run`` as users start it (the console script's entry point)."""
     port = free_port()
-    py = [sys.executable, "-O"] if optimize else [sys.executable]
     cmd = [
-        *py,
+        sys.executable,
         "-m",
-        "proxy_addons.cli",
+        "proxy_addons.launch",
         "run",
         "--upstream",
         upstream,
@@ -97,7 +99,7 @@ def chaosproxy(upstream: str, scenario: str, *, workers: int = 1, optimize: bool
     if workers > 1:
         cmd += ["--workers", str(workers)]
     name = "chaosproxy" if workers == 1 else f"chaosproxy --workers {workers}"
-    return _launch(name, cmd, port)
+    return _launch(name, cmd, port, env)
 
 
 def mitmdump(upstream: str, *, script: str | None = None) -> Target:

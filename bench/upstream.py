@@ -17,9 +17,9 @@ from pathlib import Path
 from bench.procs import Proc, start, wait_port
 
 BODY = b"ok\n"
-RESPONSE = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
-    % (len(BODY), BODY)
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (
+    len(BODY),
+    BODY,
 )
 
 NGINX_CONF = """

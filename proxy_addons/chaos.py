@@ -99,6 +99,13 @@ class ChaosAddon:
         self.admin_required = admin_required
         self.control: ControlServer | None = None
         self.control_error: str | None = None
+        #: flows held in other processes (``--workers``: the coordinator adds its workers')
+        self.held_elsewhere = 0
+        #: log what was injected when the proxy stops (not in ``--workers`` workers: their
+        #: coordinator has the one engine)
+        self.summary_at_exit = True
+        #: called after a scenario is applied (``--workers``: tell the workers)
+        self.on_apply: Callable[[], object] | None = None
         #: with --watch: the scenario file to apply again whenever it changes
         self.watch_path: str | None = None
         self._watcher: Watcher | None = None
@@ -240,6 +247,11 @@ class ChaosAddon:
             decision = self.engine.decide(self._view(flow))
         else:
             decision = early
+        return self._inject(flow, decision)
+
+    def _inject(self, flow: http.HTTPFlow, decision: Decision | None) -> Any:
+        """Apply ``decision`` (None: untouched) to the flow; its request-stage faults are
+        returned as a coroutine for mitmproxy to await."""
         if decision is None:
             return None
         wire = FlowWire(self, flow, decision)
@@ -433,7 +445,7 @@ class ChaosAddon:
         for writer in self._writers:
             writer.close()
         self.relay.close()
-        for line in summary_lines(self.engine):
+        for line in summary_lines(self.engine) if self.summary_at_exit else ():
             logger.info("%s", line)
 
     def _view(self, flow: http.HTTPFlow) -> FlowRequest:
@@ -491,7 +503,7 @@ class ChaosAddon:
     @property
     def held(self) -> int:
         """Flows currently waiting in a fault (delayed or held)."""
-        return sum(len(w) for w in self._waiters.values())
+        return sum(len(w) for w in self._waiters.values()) + self.held_elsewhere
 
     @property
     def in_flight(self) -> int:
@@ -516,6 +528,8 @@ class ChaosAddon:
     def apply(self, scenario: Scenario, source: str | None = None) -> None:
         """Make ``scenario`` the active one (thread-safe)."""
         self.engine.apply(scenario, source)
+        if self.on_apply is not None:
+            self.on_apply()
         logger.info(
             "scenario %s applied (seed %d, %d rules)",
             scenario.label,

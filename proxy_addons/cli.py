@@ -52,6 +52,12 @@ def _host_port(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
     return host, int(port)
 
 
+def _workers(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 64:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers from 1 to 64")
+    return int(text)
+
+
 def _load(spec: str, directories: Sequence[Path] = ()) -> tuple[scenario_mod.Scenario, Path]:
     try:
         return scenario_mod.resolve(spec, directories)
@@ -152,8 +158,19 @@ def cmd_run(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, on_signal)
         await serve(addon, settings, on_ready=ready, on_master=masters.append)
 
+    if args.workers > 1:
+        from proxy_addons.workers import coordinate
+
+        def run_workers() -> Any:
+            return coordinate(
+                addon, settings, args.workers, args.log_format, args.quiet, lambda: ready(None)
+            )
+
+        entry = run_workers
+    else:
+        entry = main
     try:
-        asyncio.run(main())
+        asyncio.run(entry())
     except StartupError as exc:
         _fail(f"cannot start the proxy: {exc}")
     return EXIT_OK
@@ -503,6 +520,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--decision-log",
         metavar="PATH",
         help="append one JSON line per request (rule, fault, outcome) to PATH",
+    )
+    run.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="N proxy processes sharing the port (SO_REUSEPORT), one shared engine (default 1)",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     run.set_defaults(func=cmd_run)

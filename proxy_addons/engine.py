@@ -85,9 +85,13 @@ class SimpleRequest:
     content: bytes = b""
     upstream: str | None = None
     scheme: str = "http"
+    as_requested: str | None = None
+    """The URL as the client sent it, when known (else rebuilt from the parts)."""
 
     @property
     def url(self) -> str:
+        if self.as_requested is not None:
+            return self.as_requested
         query = f"?{urlencode(list(self.query_pairs))}" if self.query_pairs else ""
         return f"{self.scheme}://{self.host}{quote(self.path)}{query}"
 
@@ -617,6 +621,22 @@ class Engine:
         for event in events:
             self._emit(event)
         return decided, decision
+
+    def could_match(self, req: RequestView, *, head_only: bool = False) -> bool:
+        """True when a rule of any phase matches ``req`` (``head_only``: its head, the body
+        conditions aside). Counts nothing: ``--workers`` asks the coordinator's engine to
+        decide only for requests this says a rule could match."""
+        cache = _BodyCache(req)
+        for state in self._all:
+            checks = state.head_checks if head_only else state.checks
+            if _first_failure(checks, req, cache) is None:
+                return True
+        return False
+
+    def count_unmatched(self, n: int) -> None:
+        """Count ``n`` requests no rule could match (decided elsewhere: ``--workers``)."""
+        with self._lock:
+            self.requests += n
 
     def _body_could_decide(self, req: RequestView) -> bool:
         """True when a rule of the active phase matches the head and has body conditions."""

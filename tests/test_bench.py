@@ -119,10 +119,11 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     for name in ("mitmdump", "chaosproxy"):
         assert rows[name]["c32"]["requests"] > 0 and rows[name]["c32"]["errors"] == 0
     assert results["held"]["connected"] == 20 and results["held"]["busy"]["errors"] == 0
-    assert results["rss"]["requests"] == 300
+    assert results["rss"]["requests"] >= 300 and results["rss"]["errors"] == 0
     md = data.with_suffix(".md").read_text()
     assert "| chaosproxy |" in md and "| target (issue 7) |" in md
     assert "| proxy | c=1 req/s (p50) | c=32 req/s (p50 / p99) |" in out.stdout
+    assert rows["chaosproxy"]["c32"]["cpu_us_per_request"] > 0
     png = data.with_suffix(".png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -139,3 +140,18 @@ def test_bench_scenarios_are_valid_and_passthrough_20_matches_nothing() -> None:
     request = SimpleRequest("GET", "127.0.0.1", "/bench", headers=[("User-Agent", "wrk")])
     assert all(engine.decide(request) is None for _ in range(50))
     assert engine.stats()["injected"] == 0
+
+
+def test_profile_summary_groups_samples_by_origin() -> None:
+    from bench.profile import summarize
+
+    collapsed = (
+        "main (proxy_addons/cli.py:1);run (asyncio/base_events.py:2);hook (mitmproxy/server.py:3) 6\n"
+        "main (proxy_addons/cli.py:1);run (asyncio/base_events.py:2);decide (proxy_addons/engine.py:9) 2\n"
+        "main (proxy_addons/cli.py:1);write (asyncio/selector_events.py:5) 2\n"
+    )
+    text = summarize(collapsed)
+    assert text.startswith("10 samples; self time by origin:")
+    assert "mitmproxy    60.0%" in text and "chaosproxy   20.0%" in text
+    assert "100.0%  main (proxy_addons/cli.py:1)" in text
+    assert summarize("") == "no samples"

@@ -228,7 +228,10 @@ def test_malformed_requests_get_an_error_or_a_close_and_the_proxy_serves_on(make
         with connect(proxy.port) as sock:
             start = time.monotonic()
             sock.sendall(raw)
-            sock.shutdown(socket.SHUT_WR)
+            if not raw.startswith(b"\x16"):
+                # mitmproxy 12 leaves a client that half-closes after a broken ClientHello
+                # open (mitmproxy 11 closes it); a real TLS client never half-closes there
+                sock.shutdown(socket.SHUT_WR)
             data = _answer(sock)
             assert time.monotonic() - start < 10, name
         status = data.split(b" ", 2)[1] if data.startswith(b"HTTP/1.1 ") else b""

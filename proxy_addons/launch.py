@@ -1,0 +1,92 @@
+"""The ``chaosproxy`` console script: makes ``chaosproxy run`` lean, then hands over to cli.
+
+Two things make a proxy process cheaper; both apply to ``run`` only (other commands, the
+in-process Python API and ``mitmdump -s`` are untouched), and ``CHAOSPROXY_NO_LEAN=1``
+turns them off:
+
+- **Only the mitmproxy addons it runs.** Importing ``mitmproxy.addons`` imports all ~36
+  default addons (the onboarding app's Flask, LDAP proxy auth, ...). The package is
+  registered without running its ``__init__``, so the lean set imports alone; the first
+  use of anything else from the package loads it whole, as usual.
+- **No debug-only type checks per message.** Unless Python runs with -O, mitmproxy
+  type-checks every field of every HTTP request and response it builds (about a tenth of
+  a passthrough request's CPU). Those checks only exist under ``__debug__``; they are
+  skipped as -O would skip them. Running the whole process under ``python -O`` works
+  too (chaosproxy never relies on ``assert`` for behaviour) but recompiles every module
+  on each start where bytecode caches cannot be written.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+NO_LEAN_ENV = "CHAOSPROXY_NO_LEAN"
+
+
+def _is_run(argv: Sequence[str]) -> bool:
+    return bool(argv) and argv[0] == "run" and not any(a in ("-h", "--help") for a in argv)
+
+
+def defer_mitmproxy_default_addons() -> bool:
+    """Register ``mitmproxy.addons`` without importing every default addon (see above)."""
+    if "mitmproxy.addons" in sys.modules:
+        return False
+    spec = importlib.util.find_spec("mitmproxy.addons")
+    if spec is None or spec.loader is None:
+        return False
+    loader = spec.loader
+    module = importlib.util.module_from_spec(spec)
+
+    def __getattr__(name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        submodule = f"{spec.name}.{name}"
+        if importlib.util.find_spec(submodule) is not None:  # `from mitmproxy.addons import x`
+            return importlib.import_module(submodule)
+        delattr(module, "__getattr__")
+        loader.exec_module(module)  # the real __init__: every default addon
+        return getattr(module, name)
+
+    setattr(module, "__getattr__", __getattr__)  # noqa: B010 - a module-level __getattr__
+    sys.modules["mitmproxy.addons"] = module
+    setattr(sys.modules["mitmproxy"], "addons", module)  # noqa: B010 - as an import would
+    return True
+
+
+def skip_debug_typechecks() -> bool:
+    """Drop mitmproxy's ``__debug__``-only per-message type check (what -O does)."""
+    from mitmproxy import http
+
+    check = vars(http.MessageData).get("__post_init__")
+    if check is None or check is _no_check:
+        return False  # running under -O, already skipped, or mitmproxy changed
+
+    http.MessageData.__post_init__ = _no_check  # type: ignore[method-assign]
+    return True
+
+
+def _no_check(self: Any) -> None:
+    """Stands in for ``MessageData.__post_init__``, which only type-checks."""
+
+
+def lean() -> None:
+    """Both of the above; call before anything imports mitmproxy."""
+    defer_mitmproxy_default_addons()
+    skip_debug_typechecks()
+
+
+def main() -> int:
+    argv = sys.argv[1:]
+    if _is_run(argv) and not os.environ.get(NO_LEAN_ENV):
+        lean()
+    from proxy_addons.cli import main as cli_main
+
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
