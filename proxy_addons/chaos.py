@@ -266,12 +266,24 @@ class ChaosAddon:
         }
         flow.marked = ":zap:"
         flow.comment = f"chaosproxy: rule {decision.name} injected {fault}"
+        method, url = flow.request.method, flow.request.pretty_url
         logger.info(
             "injected %s [%s] into %s %s",
             decision.name,
             fault,
-            flow.request.method,
-            flow.request.pretty_url,
+            method,
+            url,
+            # --log-format json: these become fields of the line
+            extra={
+                "chaos": {
+                    "event": "injected",
+                    "rule": decision.name,
+                    "fault": fault,
+                    "phase": decision.phase,
+                    "method": method,
+                    "url": url,
+                }
+            },
         )
         if wire.has(Stage.REQUEST):
             return wire.run(Stage.REQUEST)
@@ -357,22 +369,24 @@ class ChaosAddon:
             upstream_status = wire.upstream_status
         body = request.raw_content or b""
         decision = wire.decision if wire is not None else None
+        if decision is not None:  # mitmweb shows what the client got, next to the rule
+            got = outcome if status is None else f"{outcome} {status}"
+            flow.comment = f"{flow.comment} -> client got: {got}"
+            chaos = flow.metadata.get(METADATA_KEY)
+            if isinstance(chaos, dict):
+                chaos["outcome"], chaos["status"] = outcome, status
+        method, url = request.method, request.pretty_url  # each costs header look-ups: once
         self.decisions.add(
             DecisionRecord(
                 seq=self.decisions.next_seq(),
                 time=arrived,
                 monotonic=now_mono - (now_wall - arrived),
                 duration=max(0.0, now_wall - arrived),
-                method=request.method,
-                url=request.pretty_url,
-                host=request.pretty_host,
+                method=method,
+                url=url,
+                host=request.host,
                 path=FlowRequest(flow, None).path,
-                request_key=request_key(
-                    request.method,
-                    request.pretty_url,
-                    body,
-                    request.headers.get(IDEMPOTENCY_HEADER),
-                ),
+                request_key=request_key(method, url, body, request.headers.get(IDEMPOTENCY_HEADER)),
                 rule=decision.name if decision is not None else None,
                 faults=tuple(f.type for f in decision.faults) if decision is not None else (),
                 fault=decision.rule.describe() if decision is not None else None,

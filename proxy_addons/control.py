@@ -14,6 +14,7 @@ request from another origin (``Origin`` header), token or not.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import hmac
 import ipaddress
 import json
@@ -189,7 +190,22 @@ def _shipped(data: dict[str, Any]) -> tuple[Scenario, str]:
         raise ScenarioError(BODY_SOURCE, [yamlsource.Problem("name", "must be a string")])
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise ScenarioError(BODY_SOURCE, [yamlsource.Problem("seed", "must be an integer")])
-    found, path = scenario_mod.resolve(name)
+    # shipped names only: the API never reads other files from the proxy's disk
+    entries = {entry.name: entry for entry in scenario_mod.shipped()}
+    entry = entries.get(name)
+    if entry is None:
+        close = difflib.get_close_matches(name, entries, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ScenarioError(
+            BODY_SOURCE,
+            [
+                yamlsource.Problem(
+                    "name",
+                    f"no shipped scenario named {name!r}{hint}; shipped: {', '.join(entries)}",
+                )
+            ],
+        )
+    found, path = entry.load(), entry.path
     if seed is not None:
         found = found.model_copy(update={"seed": seed})
     return found, str(path)
@@ -277,7 +293,7 @@ class ControlServer:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
         try:
             while True:
-                reply, keep = await self._one(conn, reader)
+                reply, keep = await self._one(conn, reader, writer)
                 if reply is None:
                     break
                 await self._send(conn, writer, reply, keep)
@@ -306,7 +322,7 @@ class ControlServer:
             conn.receive_data(data)
 
     async def _one(
-        self, conn: h11.Connection, reader: asyncio.StreamReader
+        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> tuple[Reply | None, bool]:
         """Read one request and answer it; (None, False) when the client is gone."""
         try:
@@ -329,6 +345,11 @@ class ControlServer:
             size = request.headers.get("content-length")
             if size is not None and size.isdigit() and int(size) > MAX_BODY:
                 return Reply.error(413, f"the body is over {MAX_BODY} bytes"), False
+            if conn.they_are_waiting_for_100_continue:
+                # a client that sent Expect (curl does for large bodies) waits for this
+                # before the body, or a second without it
+                go_on = h11.InformationalResponse(status_code=100, headers=[])
+                writer.write(conn.send(go_on) or b"")
             chunks: list[bytes] = []
             total = 0
             while True:

@@ -17,7 +17,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -93,7 +93,8 @@ class DecisionRecord:
         return self.rule is not None
 
     def to_dict(self) -> dict[str, Any]:
-        doc = asdict(self)
+        # every field is a plain value: no need for asdict's deep copy
+        doc = {name: getattr(self, name) for name in self.__dataclass_fields__}
         doc["faults"] = list(self.faults)
         return doc
 

@@ -170,3 +170,22 @@ def test_stats_without_a_running_proxy_says_so() -> None:
 def test_watch_needs_a_scenario_file(upstream: UpstreamServer) -> None:
     out = cli("run", "--upstream", upstream.url, "--watch", "--admin", "off")
     assert out.returncode == 2 and "--watch needs --scenario" in out.stderr
+
+
+def test_json_log_lines_carry_the_injection_as_fields(upstream: UpstreamServer) -> None:
+    port = free_port()
+    proc = start(
+        "--upstream", upstream.url, "--listen", f"127.0.0.1:{port}", "--scenario", "outage",
+        "--log-format", "json",
+    )  # fmt: skip
+    try:
+        wait_until(lambda: listening(port), timeout=15)
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/v1/x")
+    finally:
+        out = stop(proc)
+    lines = [json.loads(line) for line in out.splitlines()]
+    injected = [line for line in lines if line.get("event") == "injected"]
+    assert injected and injected[0]["rule"] == "connection-reset"
+    assert injected[0]["fault"] == "abort reset" and injected[0]["method"] == "GET"
+    assert injected[0]["url"] == f"{upstream.url}/v1/x"

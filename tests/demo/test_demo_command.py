@@ -139,7 +139,10 @@ def test_a_named_scenario_and_a_bad_one(start_demo: Callable[..., DemoProcess]) 
     demo = start_demo("--scenario", "outage").wait_ready()
     status = requests.get(f"{demo.url}/status", timeout=5).json()
     assert status["proxy"]["scenario"] == "outage"
-    assert demo.stop() == 0
+    kids = children(demo.proc.pid)
+    demo.proc.send_signal(signal.SIGINT)  # Ctrl-C
+    assert demo.proc.wait(30) == 0
+    assert not [pid for pid in kids if alive(pid)]
 
 
 def test_a_busy_port_is_a_clear_error(start_demo: Callable[..., DemoProcess]) -> None:

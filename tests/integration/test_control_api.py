@@ -74,6 +74,10 @@ def test_put_a_shipped_scenario_by_name_and_get_output_round_trips(proxy) -> Non
         requests.get(f"{proxy.url}/x")
     bad = api(proxy, "PUT", "/scenario", json={"name": "outgae"})
     assert bad.status_code == 400 and "did you mean 'outage'" in bad.json()["problems"][0]
+    # a name is a shipped scenario, never a file on the proxy's disk
+    for path in ("/etc/hostname", "../scenarios/outage.yaml", "outage.yaml"):
+        refused = api(proxy, "PUT", "/scenario", json={"name": path})
+        assert refused.status_code == 400 and "no shipped scenario named" in refused.text
     # what GET returns can be PUT back as it is
     doc = api(proxy, "GET", "/scenario").json()
     assert api(proxy, "PUT", "/scenario", data=json.dumps(doc)).status_code == 200
@@ -227,6 +231,19 @@ def test_keep_alive_and_curl(proxy) -> None:
         timeout=30,
     )
     assert json.loads(out.stdout)["rules"][0]["name"] == "teapot"
+
+
+def test_curl_put_of_a_large_file_does_not_wait_for_100_continue(proxy, tmp_path) -> None:
+    curl = require_tool("curl")
+    big = tmp_path / "big.yaml"
+    big.write_text("# " + "padding " * 500 + "\n" + ERROR_418)
+    out = subprocess.run(
+        [curl, "-s", "-o", "/dev/null", "-w", "%{http_code} %{time_total}", "-X", "PUT",
+         "-H", "Expect: 100-continue", "--data-binary", f"@{big}", f"{proxy.admin_url}/scenario"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    code, seconds = out.stdout.split()
+    assert code == "200" and float(seconds) < 0.9  # curl waits 1 s when not told to go on
 
 
 def test_ttl_reverts_to_passthrough(make_proxy) -> None:

@@ -106,3 +106,21 @@ def test_paused_requests_are_recorded_untouched(make_proxy) -> None:
         assert requests.get(f"{proxy.url}/echo").status_code == 200
     records = last(proxy, 3)
     assert all(r.rule is None and r.status == 200 for r in records)
+
+
+def test_faulted_flows_are_marked_and_commented_with_the_outcome(make_proxy) -> None:
+    proxy = make_proxy(rules({"name": "rst", "fault": {"type": "abort", "how": "reset"}}))
+    seen = []
+    real = proxy.addon._record
+
+    def spy(flow, wire):
+        real(flow, wire)
+        seen.append((flow.marked, flow.comment, dict(flow.metadata["chaos"])))
+
+    proxy.addon._record = spy
+    assert curl(f"{proxy.url}/x")[0] == 56
+    wait_until(lambda: seen)
+    marked, comment, meta = seen[0]
+    assert marked == ":zap:"
+    assert comment == "chaosproxy: rule rst injected abort reset -> client got: reset"
+    assert meta["rule"] == "rst" and meta["outcome"] == "reset" and meta["status"] is None

@@ -196,5 +196,7 @@ def test_200_concurrent_delays_do_not_block_each_other(make_proxy) -> None:
     assert {status for _, _, status in results} == {b"HTTP/1.1 200 OK"}
     assert all(end - start >= 0.3 for start, end, _ in results)
     ends = [end for _, end, _ in results]
-    # Serialised, 200 x 300 ms would take a minute; concurrent, they finish together.
-    assert max(ends) - min(ends) < 1.0, max(ends) - min(ends)
+    # Serialised, 200 x 300 ms would take a minute; concurrent, they finish close
+    # together (about 0.3 s apart on an idle machine: the bench measures accuracy, this
+    # bound only has to tell concurrency from serialisation on a loaded CI machine).
+    assert max(ends) - min(ends) < 10.0, max(ends) - min(ends)
