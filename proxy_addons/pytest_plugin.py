@@ -122,7 +122,7 @@ class ChaosFixture:
         self.proxy = proxy
         self._config = config
         self._dirs = _scenario_dirs(config)
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._records: list[DecisionRecord] = []
         self._unsubscribe = proxy.on_decision(self._collect)
         self.started = time.time()
@@ -131,6 +131,7 @@ class ChaosFixture:
     def _collect(self, record: DecisionRecord) -> None:
         with self._lock:
             self._records.append(record)
+            self._lock.notify_all()
 
     def begin(self) -> None:
         """Back to passthrough with fresh counters and an empty traffic log."""
@@ -205,9 +206,9 @@ class ChaosFixture:
 
     def _settle(self, timeout: float = 1.0) -> None:
         """Let requests whose fault is still ending (a reset being recorded) reach the log."""
-        deadline = time.monotonic() + timeout
-        while self.proxy.addon.in_flight and time.monotonic() < deadline:
-            time.sleep(0.005)
+        # A flow leaves in_flight just before its record is added, which wakes this wait.
+        with self._lock:
+            self._lock.wait_for(lambda: not self.proxy.addon.in_flight, timeout)
 
     @property
     def decisions(self) -> list[DecisionRecord]:
