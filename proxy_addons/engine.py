@@ -150,19 +150,46 @@ def _json_lookup(doc: Any, dotted: str) -> tuple[bool, Any]:
 _NO_JSON = object()
 
 
-class _BodyCache:
-    """Reads the body (and its JSON) at most once per request, and only if asked."""
+class _Facts:
+    """What the checks read about one request, each looked up at most once, and only if
+    asked: the path, the method, header values, the body and its JSON."""
 
-    __slots__ = ("_doc", "_req", "_text")
+    __slots__ = ("_doc", "_headers", "_method", "_path", "_text", "req")
 
     def __init__(self, req: RequestView) -> None:
-        self._req = req
+        self.req = req
+        self._path: str | None = None
+        self._method: str | None = None
+        self._headers: dict[str, Sequence[str]] | None = None
         self._text: str | None = None
         self._doc: Any = None
 
+    @property
+    def path(self) -> str:
+        if self._path is None:
+            self._path = self.req.path
+        return self._path
+
+    @property
+    def method(self) -> str:
+        if self._method is None:
+            self._method = self.req.method.upper()
+        return self._method
+
+    def header(self, name: str) -> Sequence[str]:
+        if self._headers is None:
+            self._headers = {}
+        values = self._headers.get(name)
+        if values is None:
+            values = self._headers[name] = self.req.header(name)
+        return values
+
+    def query(self, name: str) -> Sequence[str]:
+        return self.req.query(name)
+
     def text(self) -> str:
         if self._text is None:
-            self._text = self._req.body().decode("utf-8", "replace")
+            self._text = self.req.body().decode("utf-8", "replace")
         return self._text
 
     def json(self) -> Any:
@@ -174,90 +201,111 @@ class _BodyCache:
         return self._doc
 
 
-Check = Callable[[RequestView, _BodyCache], str | None]
-"""Returns None when the condition holds, else why not (for ``explain``)."""
+class Check:
+    """One condition of a match block: ``test`` says whether it holds (the hot path, no
+    text built); ``why`` says why not, for ``explain``."""
+
+    __slots__ = ("test", "why")
+
+    def __init__(self, test: Callable[[_Facts], bool], why: Callable[[_Facts], str]) -> None:
+        self.test = test
+        self.why = why
 
 
 def _compile_match(match: Match) -> tuple[Check, ...]:
     checks: list[Check] = []
     if match.method:
         methods = frozenset(match.method)
-
-        def method(req: RequestView, _: _BodyCache) -> str | None:
-            m = req.method.upper()
-            return None if m in methods else f"method {m} is not {'/'.join(match.method)}"
-
-        checks.append(method)
+        wanted = "/".join(match.method)
+        checks.append(
+            Check(
+                lambda f: f.method in methods,
+                lambda f: f"method {f.method} is not {wanted}",
+            )
+        )
     if match.path is not None:
         path_test, path_pattern = compile_pattern(match.path), match.path
-
-        def path(req: RequestView, _: _BodyCache) -> str | None:
-            p = req.path
-            return None if path_test(p) else f"path {p} does not match {path_pattern!r}"
-
-        checks.append(path)
+        checks.append(
+            Check(
+                lambda f: path_test(f.path),
+                lambda f: f"path {f.path} does not match {path_pattern!r}",
+            )
+        )
     if match.host is not None:
         host_test, host_pattern = compile_pattern(match.host, ignore_case=True), match.host
 
-        def host(req: RequestView, _: _BodyCache) -> str | None:
-            if host_test(req.host) or (req.upstream is not None and host_test(req.upstream)):
-                return None
-            return f"host {req.host} does not match {host_pattern!r}"
+        def host(f: _Facts) -> bool:
+            upstream = f.req.upstream
+            return host_test(f.req.host) or (upstream is not None and host_test(upstream))
 
-        checks.append(host)
+        checks.append(Check(host, lambda f: f"host {f.req.host} does not match {host_pattern!r}"))
     for name, pattern in match.headers.items():
-        checks.append(_values_check("header", name, pattern, lambda r, n: r.header(n)))
+        checks.append(_values_check("header", name, pattern, _Facts.header))
     for name, pattern in match.query.items():
-        checks.append(_values_check("query parameter", name, pattern, lambda r, n: r.query(n)))
+        checks.append(_values_check("query parameter", name, pattern, _Facts.query))
     if match.body is not None:
         body_test, body_pattern = compile_pattern(match.body), match.body
-
-        def body(_: RequestView, cache: _BodyCache) -> str | None:
-            return None if body_test(cache.text()) else f"body does not match {body_pattern!r}"
-
-        checks.append(body)
+        checks.append(
+            Check(
+                lambda f: body_test(f.text()),
+                lambda f: f"body does not match {body_pattern!r}",
+            )
+        )
     for dotted, pattern in match.json_.items():
         checks.append(_json_check(dotted, pattern))
     return tuple(checks)
 
 
 def _values_check(
-    what: str, name: str, pattern: str, get: Callable[[RequestView, str], Sequence[str]]
+    what: str, name: str, pattern: str, get: Callable[[_Facts, str], Sequence[str]]
 ) -> Check:
     test = compile_pattern(pattern)
 
-    def check(req: RequestView, _: _BodyCache) -> str | None:
-        values = get(req, name)
-        if any(test(v) for v in values):
-            return None
+    def holds(f: _Facts) -> bool:
+        return any(test(v) for v in get(f, name))
+
+    def why(f: _Facts) -> str:
+        values = get(f, name)
         if not values:
             return f"no {what} {name}"
         return f"{what} {name}: {values[0]!r} does not match {pattern!r}"
 
-    return check
+    return Check(holds, why)
 
 
 def _json_check(dotted: str, pattern: str) -> Check:
     test = compile_pattern(pattern)
 
-    def check(_: RequestView, cache: _BodyCache) -> str | None:
-        doc = cache.json()
+    def holds(f: _Facts) -> bool:
+        doc = f.json()
+        if doc is _NO_JSON:
+            return False
+        found, value = _json_lookup(doc, dotted)
+        return found and test(_json_text(value))
+
+    def why(f: _Facts) -> str:
+        doc = f.json()
         if doc is _NO_JSON:
             return "the body is not JSON"
         found, value = _json_lookup(doc, dotted)
         if not found:
             return f"the JSON body has no {dotted}"
-        text = _json_text(value)
-        return None if test(text) else f"JSON {dotted} = {text!r} does not match {pattern!r}"
+        return f"JSON {dotted} = {_json_text(value)!r} does not match {pattern!r}"
 
-    return check
+    return Check(holds, why)
 
 
-def _first_failure(checks: tuple[Check, ...], req: RequestView, cache: _BodyCache) -> str | None:
+def _holds(checks: tuple[Check, ...], facts: _Facts) -> bool:
     for check in checks:
-        why = check(req, cache)
-        if why is not None:
-            return why
+        if not check.test(facts):
+            return False
+    return True
+
+
+def _first_failure(checks: tuple[Check, ...], facts: _Facts) -> str | None:
+    for check in checks:
+        if not check.test(facts):
+            return check.why(facts)
     return None
 
 
@@ -626,10 +674,9 @@ class Engine:
         """True when a rule of any phase matches ``req`` (``head_only``: its head, the body
         conditions aside). Counts nothing: ``--workers`` asks the coordinator's engine to
         decide only for requests this says a rule could match."""
-        cache = _BodyCache(req)
+        facts = _Facts(req)
         for state in self._all:
-            checks = state.head_checks if head_only else state.checks
-            if _first_failure(checks, req, cache) is None:
+            if _holds(state.head_checks if head_only else state.checks, facts):
                 return True
         return False
 
@@ -642,9 +689,9 @@ class Engine:
         """True when a rule of the active phase matches the head and has body conditions."""
         if self.paused:
             return False
-        cache = _BodyCache(req)
+        facts = _Facts(req)
         return any(
-            state.needs_body and _first_failure(state.head_checks, req, cache) is None
+            state.needs_body and _holds(state.head_checks, facts)
             for state in self._phases[self._phase_index][1]
         )
 
@@ -659,9 +706,9 @@ class Engine:
         states = self._phases[self._phase_index][1]
         if not states:
             return None
-        cache = _BodyCache(req)
+        facts = _Facts(req)
         for state in states:
-            if _first_failure(state.checks, req, cache) is not None:
+            if not _holds(state.checks, facts):
                 continue
             rule = state.rule
             state.seen += 1
@@ -705,24 +752,22 @@ class Engine:
         """What each rule of the active phase would do with ``req`` next; changes nothing."""
         with self._lock:
             states = self._phases[self._phase_index][1]
-            cache = _BodyCache(req)
+            facts = _Facts(req)
             verdicts: list[Verdict] = []
             winner: str | None = None
             for state in states:
-                verdicts.append(self._verdict(state, req, cache, winner))
+                verdicts.append(self._verdict(state, facts, winner))
                 if verdicts[-1].fires:
                     winner = state.name
             return verdicts
 
-    def _verdict(
-        self, state: RuleState, req: RequestView, cache: _BodyCache, winner: str | None
-    ) -> Verdict:
-        rule = state.rule
+    def _verdict(self, state: RuleState, facts: _Facts, winner: str | None) -> Verdict:
+        rule, req = state.rule, facts.req
 
         def out(fires: bool, reason: str) -> Verdict:
             return Verdict(state.name, state.phase, fires, reason, rule.describe())
 
-        why = _first_failure(state.checks, req, cache)
+        why = _first_failure(state.checks, facts)
         if why is not None:
             return out(False, f"does not match: {why}")
         if winner is not None:
