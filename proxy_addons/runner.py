@@ -26,7 +26,7 @@ from mitmproxy.addons import (
 )
 from mitmproxy.proxy import mode_specs
 
-from proxy_addons import mitmctx
+from proxy_addons import fasthooks, mitmctx
 from proxy_addons.chaos import ChaosAddon
 
 logger = logging.getLogger("chaosproxy")
@@ -179,6 +179,9 @@ def build_master(addon: ChaosAddon, settings: ProxySettings) -> master.Master:
     opts = options.Options()
     m = master.Master(opts, with_termlog=False)
     m.addons.add(*lean_addons(), addon)
+    if not os.environ.get("CHAOSPROXY_NO_LEAN"):
+        fasthooks.install(m.addons)
+        m.addons.add(fasthooks.InlineHooks())
     updates: dict[str, Any] = {
         "mode": specs,
         "listen_host": settings.listen_host,
@@ -221,6 +224,7 @@ async def serve(
             ready.set_result(True)
 
     addon.when_ready(on_running)
+    addon.hold_until_open = True  # requests wait for on_ready's announcement
     run: asyncio.Future[None] = asyncio.ensure_future(m.run())
     try:
         waiting: list[asyncio.Future[Any]] = [run, ready]
@@ -237,6 +241,7 @@ async def serve(
         root.removeHandler(errors)
     if on_ready is not None:
         on_ready(m)
+    addon.open()
     await run
 
 
