@@ -77,6 +77,12 @@ class ChaosAddon:
         self.upstream_names = dict(upstream_names or {})
         self.ready = threading.Event()
         self._ready_callbacks: list[Callable[[], object]] = []
+        #: requests wait until the proxy is open: it announced itself and its engine started.
+        #: ``serve()`` sets ``hold_until_open`` and calls :meth:`open` after its banner;
+        #: otherwise (``mitmdump -s``) ``running`` opens it.
+        self.hold_until_open = False
+        self._is_open = False
+        self._open_waiters: list[asyncio.Future[None]] = []
         self._master: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wires: dict[str, FlowWire] = {}
@@ -226,11 +232,32 @@ class ChaosAddon:
         self.ready.set()
         for callback in self._ready_callbacks:
             callback()
+        if not self.hold_until_open:
+            self.open()
+
+    def open(self) -> None:
+        """Let requests through (those that arrived during startup wait for this)."""
+        self._is_open = True
+        waiters, self._open_waiters = self._open_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def _when_open(self, hook: Callable[[http.HTTPFlow], Any], flow: http.HTTPFlow) -> None:
+        if not self._is_open:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._open_waiters.append(fut)
+            await fut
+        result = hook(flow)
+        if result is not None:
+            await result
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Let a large request body stream upstream when no rule needs it to decide."""
         if flow.response or flow.error or not flow.live or not _large(flow.request, True):
             return
+        if not self._is_open:
+            return  # decided in the request hook, once the proxy is open
         decided, decision = self.engine.decide_without_body(self._view(flow))
         if not decided:
             return  # a rule matches on the body: it is read whole before deciding
@@ -239,6 +266,8 @@ class ChaosAddon:
             flow.request.stream = True
 
     def request(self, flow: http.HTTPFlow) -> Any:
+        if not self._is_open:
+            return self._when_open(self.request, flow)
         early = self._early.pop(flow.id, _UNDECIDED)
         if flow.response or flow.error or not flow.live:
             return None
@@ -433,6 +462,7 @@ class ChaosAddon:
         return self.control.url if self.control is not None else None
 
     def done(self) -> None:
+        self.open()
         if self._timer is not None:
             self._timer.cancel()
         if self.control is not None:
