@@ -13,6 +13,8 @@ def test_each_thread_sees_the_master_it_set_and_others_the_last_one() -> None:
     mitmctx.install()
     mitmctx.install()  # idempotent
     before = dict(mitmctx._last)
+    # this thread must not have set a master of its own (another test may have made one)
+    own = {n: mitmctx._local.__dict__.pop(n) for n in list(vars(mitmctx._local))}
     seen: dict[str, object] = {}
     ready = threading.Barrier(2)
 
@@ -32,3 +34,4 @@ def test_each_thread_sees_the_master_it_set_and_others_the_last_one() -> None:
     finally:
         mitmctx._last.clear()
         mitmctx._last.update(before)
+        vars(mitmctx._local).update(own)
