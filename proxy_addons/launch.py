@@ -1,6 +1,6 @@
 """The ``chaosproxy`` console script: makes ``chaosproxy run`` lean, then hands over to cli.
 
-Two things make a proxy process cheaper; both apply to ``run`` only (other commands, the
+Three things make a proxy process cheaper; all apply to ``run`` only (other commands, the
 in-process Python API and ``mitmdump -s`` are untouched), and ``CHAOSPROXY_NO_LEAN=1``
 turns them off:
 
@@ -14,6 +14,11 @@ turns them off:
   skipped as -O would skip them. Running the whole process under ``python -O`` works
   too (chaosproxy never relies on ``assert`` for behaviour) but recompiles every module
   on each start where bytecode caches cannot be written.
+- **Header look-ups without detours.** mitmproxy reads a message's headers many times per
+  request (Content-Length, Transfer-Encoding, Host, ...); each read calls a key-converting
+  method per header field, and a missing header costs a raised and caught KeyError. The
+  same look-ups, with the same results, are done in one comprehension (about a tenth of a
+  passthrough request's CPU).
 """
 
 from __future__ import annotations
@@ -73,10 +78,47 @@ def _no_check(self: Any) -> None:
     """Stands in for ``MessageData.__post_init__``, which only type-checks."""
 
 
+def direct_header_lookups() -> bool:
+    """Replace ``Headers.get_all``, ``get``, ``__getitem__`` and ``__contains__`` with
+    equivalent implementations that skip the per-field method calls and the KeyError."""
+    from mitmproxy import http
+    from mitmproxy.utils.strutils import always_bytes
+
+    headers = http.Headers
+    if getattr(headers.get_all, "_chaosproxy", False):
+        return False
+
+    def get_all(self: http.Headers, name: str | bytes) -> list[str]:
+        key = always_bytes(name, "utf-8", "surrogateescape").lower()
+        return [v.decode("utf-8", "surrogateescape") for k, v in self.fields if k.lower() == key]
+
+    def get(self: http.Headers, key: str | bytes, default: Any = None) -> Any:
+        values = get_all(self, key)
+        return ", ".join(values) if values else default
+
+    def getitem(self: http.Headers, key: str | bytes) -> str:
+        values = get_all(self, key)
+        if not values:
+            raise KeyError(key)
+        return ", ".join(values)
+
+    def contains(self: http.Headers, key: object) -> bool:
+        return bool(get_all(self, key))  # type: ignore[arg-type]
+
+    get_all.__doc__ = headers.get_all.__doc__
+    get_all._chaosproxy = True  # type: ignore[attr-defined]
+    headers.get_all = get_all  # type: ignore[method-assign]
+    headers.get = get  # type: ignore[method-assign,assignment]
+    headers.__getitem__ = getitem  # type: ignore[method-assign,assignment]
+    headers.__contains__ = contains  # type: ignore[method-assign,assignment]
+    return True
+
+
 def lean() -> None:
-    """Both of the above; call before anything imports mitmproxy."""
+    """All of the above; call before anything imports mitmproxy."""
     defer_mitmproxy_default_addons()
     skip_debug_typechecks()
+    direct_header_lookups()
 
 
 def main() -> int:

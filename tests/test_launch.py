@@ -68,3 +68,55 @@ def test_only_run_is_made_lean() -> None:
     assert not launch._is_run(["run", "--help"])
     assert not launch._is_run(["validate", "x.yaml"])
     assert not launch._is_run([])
+
+
+def test_direct_header_lookups_answer_exactly_as_mitmproxys_own() -> None:
+    """Every look-up on a spread of headers (case, repeats, bytes keys, non-UTF-8 values,
+    missing names, a bad key type) gives the same value or the same exception type."""
+    out = _python(
+        r"""
+        from mitmproxy import http
+
+        def cases():
+            h = http.Headers(
+                [
+                    (b"Host", b"example.com"),
+                    (b"Set-Cookie", b"a=1"),
+                    (b"set-cookie", b"b=2"),
+                    (b"X-Raw", b"\xff\xfe bytes"),
+                    (b"Content-Length", b"0"),
+                    (b"EMPTY", b""),
+                ]
+            )
+            names = ["host", "HOST", b"host", "set-cookie", b"Set-Cookie", "x-raw", "empty",
+                     "missing", b"missing", "content-length", "", 42]
+            out = []
+            for name in names:
+                for op in ("get_all", "get", "getitem", "contains"):
+                    try:
+                        if op == "get_all":
+                            value = h.get_all(name)
+                        elif op == "get":
+                            value = h.get(name, "default")
+                        elif op == "getitem":
+                            value = h[name]
+                        else:
+                            value = name in h
+                        out.append((op, repr(name), "=", value))
+                    except Exception as exc:
+                        out.append((op, repr(name), "raises", type(exc).__name__))
+            return out
+
+        before = cases()
+        from proxy_addons import launch
+        first, again = launch.direct_header_lookups(), launch.direct_header_lookups()
+        after = cases()
+        print(first, again, len(before))
+        for b, a in zip(before, after):
+            if b != a:
+                print("DIFF", b, a)
+        """
+    )
+    lines = out.splitlines()
+    assert lines[0] == "True False 48"
+    assert lines[1:] == []
