@@ -127,6 +127,27 @@ def compile_pattern(pattern: str, *, ignore_case: bool = False) -> TextTest:
     return lambda text: rx.match(text) is not None
 
 
+_REGEX_SPECIAL = frozenset("\\.^$*+?{}[]|()")
+
+
+def literal_prefix(pattern: str) -> str:
+    """A prefix every text ``pattern`` matches starts with ("" when there is none known):
+    a glob's text before its first wildcard; an anchored regex's leading literal text."""
+    if not pattern.startswith("re:"):
+        found = _WILDCARDS.search(pattern)
+        return pattern if found is None else pattern[: found.start()]
+    rx = pattern[3:]
+    if not rx.startswith("^") or "|" in rx:  # unanchored, or alternatives: no prefix
+        return ""
+    end = 1
+    while end < len(rx) and rx[end] not in _REGEX_SPECIAL:
+        end += 1
+    prefix = rx[1:end]
+    if end < len(rx) and rx[end] in "*?{":  # the last literal is quantified
+        prefix = prefix[:-1]
+    return prefix
+
+
 def _json_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
@@ -154,13 +175,14 @@ class _Facts:
     """What the checks read about one request, each looked up at most once, and only if
     asked: the path, the method, header values, the body and its JSON."""
 
-    __slots__ = ("_doc", "_headers", "_method", "_path", "_text", "req")
+    __slots__ = ("_all_headers", "_doc", "_headers", "_method", "_path", "_text", "req")
 
     def __init__(self, req: RequestView) -> None:
         self.req = req
         self._path: str | None = None
         self._method: str | None = None
         self._headers: dict[str, Sequence[str]] | None = None
+        self._all_headers = False
         self._text: str | None = None
         self._doc: Any = None
 
@@ -178,7 +200,12 @@ class _Facts:
 
     def header(self, name: str) -> Sequence[str]:
         if self._headers is None:
-            self._headers = {}
+            every = getattr(self.req, "headers_by_name", None)
+            self._headers = every() if every is not None else {}
+            self._all_headers = every is not None
+        if self._all_headers:  # the names are lower case, as bytes.lower() makes them
+            key = name.encode("utf-8", "surrogateescape").lower()
+            return self._headers.get(key.decode("utf-8", "surrogateescape"), ())
         values = self._headers.get(name)
         if values is None:
             values = self._headers[name] = self.req.header(name)
@@ -371,6 +398,8 @@ class RuleState:
     head_checks: tuple[Check, ...] = ()
     """The checks that do not read the body (all of them when the rule has no body match)."""
     needs_body: bool = False
+    path_prefix: str = ""
+    """Every path the rule matches starts with this: a quick first test."""
     seen: int = 0
     """Matching requests in the current phase (selection counts these)."""
     injected: int = 0
@@ -460,7 +489,8 @@ def _compile_rules(rules: Sequence[Rule], phase: str | None) -> list[RuleState]:
             if body_match
             else checks
         )
-        out.append(RuleState(rule, phase, checks, gate, head, needs_body))
+        prefix = literal_prefix(rule.match.path) if rule.match.path is not None else ""
+        out.append(RuleState(rule, phase, checks, gate, head, needs_body, prefix))
     return out
 
 
@@ -675,7 +705,10 @@ class Engine:
         conditions aside). Counts nothing: ``--workers`` asks the coordinator's engine to
         decide only for requests this says a rule could match."""
         facts = _Facts(req)
+        path = facts.path
         for state in self._all:
+            if not path.startswith(state.path_prefix):
+                continue
             if _holds(state.head_checks if head_only else state.checks, facts):
                 return True
         return False
@@ -707,8 +740,9 @@ class Engine:
         if not states:
             return None
         facts = _Facts(req)
+        path = facts.path
         for state in states:
-            if not _holds(state.checks, facts):
+            if not path.startswith(state.path_prefix) or not _holds(state.checks, facts):
                 continue
             rule = state.rule
             state.seen += 1

@@ -59,8 +59,20 @@ class FlowRequest:
     def header(self, name: str) -> list[str]:
         return self._flow.request.headers.get_all(name)
 
+    def headers_by_name(self) -> dict[str, list[str]]:
+        """Every header's values under its lower-case name (as ``header`` looks them up),
+        in one pass: for callers that look up several names."""
+        out: dict[str, list[str]] = {}
+        for key, value in self._flow.request.headers.fields:
+            name = key.lower().decode("utf-8", "surrogateescape")
+            out.setdefault(name, []).append(value.decode("utf-8", "surrogateescape"))
+        return out
+
     def query(self, name: str) -> list[str]:
-        return self._flow.request.query.get_all(name)
+        request = self._flow.request
+        if "?" not in request.path:  # no query string: skip parsing the URL
+            return []
+        return request.query.get_all(name)
 
     def body(self) -> bytes:
         return self._flow.request.get_content(strict=False) or b""

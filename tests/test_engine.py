@@ -490,3 +490,92 @@ def test_compile_pattern_exact_and_glob() -> None:
     exact: Callable[[str], bool] = eng.compile_pattern("/health")
     assert exact("/health") and not exact("/healthz")
     assert eng.compile_pattern("*")("/anything/at/all")
+
+
+# --------------------------------------------------------------------------- quick path test
+
+
+@pytest.mark.parametrize(
+    ("pattern", "prefix"),
+    [
+        ("/api/checkout/*", "/api/checkout/"),
+        ("/healthz", "/healthz"),
+        ("/static/img/*.png", "/static/img/"),
+        ("/v?/x", "/v"),
+        ("/[ab]/x", "/"),
+        ("*", ""),
+        ("re:^/v2/users/[0-9]+$", "/v2/users/"),
+        ("re:^/v2/(users|orders)", ""),  # alternatives: no prefix claimed
+        ("re:/v2/users", ""),  # unanchored: matches anywhere
+        ("re:^/abc*", "/ab"),  # c is quantified
+        ("re:^/abc?d", "/ab"),
+        ("re:^/ab{2}", "/a"),
+        ("re:^/a\\.b", "/a"),
+    ],
+)
+def test_literal_prefix(pattern: str, prefix: str) -> None:
+    assert eng.literal_prefix(pattern) == prefix
+
+
+def test_every_path_a_pattern_matches_starts_with_its_literal_prefix() -> None:
+    rng = random.Random(7)
+    pieces = ["/", "a", "b", "ab", "v2", "*", "?", "[ab]", ".", "x"]
+    regex_pieces = ["/", "a", "b", "c", "*", "+", "?", ".", "[ab]", "(a|b)", "{2}", "\\."]
+    texts = [
+        "/" + "".join(rng.choice("ab/.vx2c") for _ in range(rng.randrange(8))) for _ in range(300)
+    ]
+    for _ in range(400):
+        if rng.random() < 0.5:
+            pattern = "".join(rng.choice(pieces) for _ in range(rng.randrange(1, 6)))
+        else:
+            pattern = "re:^" + "".join(rng.choice(regex_pieces) for _ in range(rng.randrange(1, 6)))
+        try:
+            test = eng.compile_pattern(pattern)
+        except Exception:  # an invalid regex from the random pieces: not a pattern
+            continue
+        prefix = eng.literal_prefix(pattern)
+        for text in texts:
+            if test(text):
+                assert text.startswith(prefix), (pattern, prefix, text)
+
+
+def test_rules_after_a_prefix_miss_still_match_on_headers_and_query() -> None:
+    engine = rules(
+        {"name": "api", "match": {"path": "/api/*"}, "fault": ERR},
+        {"name": "tenant", "match": {"headers": {"X-Tenant": "acme"}}, "fault": ERR},
+        {"name": "debug", "match": {"query": {"debug": "1"}}, "fault": ERR},
+    )
+    decided = fired(
+        engine,
+        [
+            req("/api/x"),
+            req("/other", headers=[("x-tenant", "acme")]),
+            req("/other", query_pairs=[("debug", "1")]),
+            req("/other"),
+        ],
+    )
+    assert decided == ["api", "tenant", "debug", None]
+
+
+def test_flow_request_reads_headers_in_one_pass_as_it_reads_them_one_by_one() -> None:
+    from mitmproxy.http import Headers
+    from mitmproxy.test import tflow
+
+    from proxy_addons.wire import FlowRequest
+
+    flow = tflow.tflow()
+    flow.request.headers = Headers(
+        [(b"X-Tenant", b"acme"), (b"x-tenant", b"beta"), (b"Accept", b"\xff/raw"), (b"Host", b"h")]
+    )
+    view = FlowRequest(flow, None)
+    every = view.headers_by_name()
+    for name in ("X-Tenant", "x-tenant", "ACCEPT", "host", "missing"):
+        assert every.get(name.lower(), []) == view.header(name)
+    facts = eng._Facts(view)
+    assert list(facts.header("X-TENANT")) == ["acme", "beta"]
+    assert list(facts.header("missing")) == []
+
+    flow.request.path = "/p"
+    assert view.query("debug") == []
+    flow.request.path = "/p?debug=1&debug=2&x=%20"
+    assert view.query("debug") == ["1", "2"] and view.query("x") == [" "]
