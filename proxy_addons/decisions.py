@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import json
 import logging
+import operator
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -108,6 +109,20 @@ class DecisionRecord:
         fields = {name: doc[name] for name in cls.__dataclass_fields__ if name in doc}
         fields["faults"] = tuple(fields.get("faults") or ())
         return cls(**fields)
+
+
+#: A record's values in field order, as a plain tuple (cheap to pickle: ``--workers``
+#: forwards every record to its coordinator); :func:`record_from_values` is the inverse.
+record_values: Callable[[DecisionRecord], tuple[Any, ...]] = operator.attrgetter(
+    *DecisionRecord.__dataclass_fields__
+)
+
+
+def record_from_values(values: tuple[Any, ...], seq: int | None = None) -> DecisionRecord:
+    """The record :func:`record_values` gave ``values`` for; ``seq`` replaces its seq."""
+    if seq is None:
+        return DecisionRecord(*values)
+    return DecisionRecord(seq, *values[1:])
 
 
 Listener = Callable[[DecisionRecord], object]

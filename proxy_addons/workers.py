@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from proxy_addons.decisions import DecisionRecord, record_from_values, record_values
 from proxy_addons.engine import SimpleRequest
 
 logger = logging.getLogger("chaosproxy")
@@ -330,8 +331,8 @@ class Coordinator:
                     _, passed, records = message
                     self._passed(conn, passed)
                     log = self.addon.decisions
-                    for record in records:
-                        log.add(dataclasses.replace(record, seq=log.next_seq()))
+                    for values in records:
+                        log.add(record_from_values(values, seq=log.next_seq()))
                 elif kind == "held":
                     conn.held = message[1]
                     self.addon.held_elsewhere = sum(c.held for c in self.conns.values())
@@ -403,7 +404,7 @@ class Link:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
         self.passed = 0
-        self.records: list[Any] = []
+        self.records: list[tuple[Any, ...]] = []
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._flush: asyncio.TimerHandle | None = None
@@ -413,8 +414,8 @@ class Link:
         self.passed += 1
         self._soon()
 
-    def note_record(self, record: Any) -> None:
-        self.records.append(record)
+    def note_record(self, record: DecisionRecord) -> None:
+        self.records.append(record_values(record))
         self._soon()
 
     def _soon(self) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import pickle
 from pathlib import Path
 
 from proxy_addons.decisions import (
@@ -11,6 +13,8 @@ from proxy_addons.decisions import (
     DecisionRecord,
     JsonLinesWriter,
     read_json_lines,
+    record_from_values,
+    record_values,
     request_key,
 )
 
@@ -68,6 +72,16 @@ def test_record_round_trips_through_json() -> None:
     assert DecisionRecord.from_dict(doc) == r
     assert r.injected and not record(1).injected
     assert set(OUTCOMES) >= {"response", "reset", "closed", "client_disconnected", "error"}
+
+
+def test_record_round_trips_through_plain_values_with_a_new_seq() -> None:
+    r = record(3, rule="down", faults=("error",), fault="error 503", retry_after=2.0)
+    values = record_values(r)
+    assert type(values) is tuple and values[0] == 3
+    assert pickle.loads(pickle.dumps(values)) == values
+    assert record_from_values(values) == r
+    renumbered = record_from_values(values, seq=9)
+    assert renumbered.seq == 9 and renumbered == dataclasses.replace(r, seq=9)
 
 
 def test_ring_keeps_the_newest_and_pages_by_seq() -> None:
