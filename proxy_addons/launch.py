@@ -88,8 +88,14 @@ def direct_header_lookups() -> bool:
     if getattr(headers.get_all, "_chaosproxy", False):
         return False
 
+    keys: dict[str | bytes, bytes] = {}  # header name -> its lower-case bytes
+
     def get_all(self: http.Headers, name: str | bytes) -> list[str]:
-        key = always_bytes(name, "utf-8", "surrogateescape").lower()
+        key = keys.get(name)
+        if key is None:
+            key = always_bytes(name, "utf-8", "surrogateescape").lower()
+            if len(keys) < 256:  # the names code asks for; never grows without bound
+                keys[name] = key
         return [v.decode("utf-8", "surrogateescape") for k, v in self.fields if k.lower() == key]
 
     def get(self: http.Headers, key: str | bytes, default: Any = None) -> Any:
