@@ -1,6 +1,6 @@
 """The ``chaosproxy`` console script: makes ``chaosproxy run`` lean, then hands over to cli.
 
-Three things make a proxy process cheaper; all apply to ``run`` only (other commands, the
+Four things make a proxy process cheaper; all apply to ``run`` only (other commands, the
 in-process Python API and ``mitmdump -s`` are untouched), and ``CHAOSPROXY_NO_LEAN=1``
 turns them off:
 
@@ -19,6 +19,10 @@ turns them off:
   method per header field, and a missing header costs a raised and caught KeyError. The
   same look-ups, with the same results, are done in one comprehension (about a tenth of a
   passthrough request's CPU).
+- **Option reads without copies of plain values.** mitmproxy reads a few options per
+  request (body size limits, header validation, ...); each read deep-copies the value,
+  twice. A value of an immutable type (None, bool, int, float, str, bytes) is returned
+  as it is, which is what those copies return; any other value is copied as before.
 """
 
 from __future__ import annotations
@@ -120,11 +124,39 @@ def direct_header_lookups() -> bool:
     return True
 
 
+#: Types whose deep copy is the value itself.
+_IMMUTABLE = frozenset({type(None), bool, int, float, str, bytes})
+
+
+def plain_option_reads() -> bool:
+    """Let ``_Option.current`` return immutable values without deep-copying them."""
+    from mitmproxy import optmanager
+
+    option = optmanager._Option
+    copying = option.current
+    if getattr(copying, "_chaosproxy", False):
+        return False
+    unset = optmanager.unset
+
+    def current(self: optmanager._Option) -> Any:
+        value = self.value
+        if value is unset:
+            value = self._default
+        if type(value) in _IMMUTABLE:
+            return value
+        return copying(self)
+
+    current._chaosproxy = True  # type: ignore[attr-defined]
+    option.current = current  # type: ignore[method-assign]
+    return True
+
+
 def lean() -> None:
     """All of the above; call before anything imports mitmproxy."""
     defer_mitmproxy_default_addons()
     skip_debug_typechecks()
     direct_header_lookups()
+    plain_option_reads()
 
 
 def main() -> int:

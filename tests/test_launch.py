@@ -120,3 +120,28 @@ def test_direct_header_lookups_answer_exactly_as_mitmproxys_own() -> None:
     lines = out.splitlines()
     assert lines[0] == "True False 48"
     assert lines[1:] == []
+
+
+def test_plain_option_reads_give_the_same_values_and_still_copy_mutable_ones() -> None:
+    out = _python(
+        """
+        from mitmproxy import options
+        from proxy_addons import launch
+
+        def snapshot(o):
+            return {name: getattr(o, name) for name in sorted(o._options)}
+
+        o = options.Options()
+        o.update(listen_host="127.0.0.1", confdir="/tmp/c", mode=["reverse:http://x"])
+        before = snapshot(o)
+        first, again = launch.plain_option_reads(), launch.plain_option_reads()
+        after = snapshot(o)
+        print(first, again, before == after, len(after) > 10)
+        modes = o.mode
+        modes.append("regular")  # a copy: the option keeps its value
+        print(o.mode, o.listen_host, o.confdir, o.ssl_insecure)
+        """
+    )
+    flags, values = out.splitlines()
+    assert flags == "True False True True"
+    assert values == "['reverse:http://x'] 127.0.0.1 /tmp/c False"
