@@ -86,6 +86,32 @@ def test_judge_says_met_not_met_and_not_measured() -> None:
     assert verdicts["start to first proxied request < 1.5 s"] is True
     assert verdicts["c=32 throughput with --workers 2 >= toxy"] is None
     assert verdicts["1000 held connections: probe p50 within 2x of idle"] is None
+    assert not any("--workers" in t and "injected" in t for t in verdicts)  # none measured
+
+
+def test_judge_rates_injection_accuracy_per_worker_count_against_toxy() -> None:
+    results = {
+        "accuracy": [
+            {"proxy": "chaosproxy", "connections": 32, "result": _result(300, 102, 121)},
+            {"proxy": "chaosproxy", "connections": 100, "result": _result(900, 102, 150)},
+            {
+                "proxy": "chaosproxy --workers 2",
+                "connections": 32,
+                "result": _result(300, 102, 109),
+            },
+            {"proxy": "chaosproxy --workers 2", "connections": 100, "result": _result(9, 102, 127)},
+            {"proxy": "toxy (100 ms poison)", "connections": 100, "result": _result(8, 116, 129)},
+        ]
+    }
+    verdicts = {t["target"]: t["met"] for t in report.judge(results)}
+    assert verdicts["100 ms injected at c=32: p50 in 100-105 ms, p99 <= 115 ms"] is False
+    assert verdicts["100 ms injected at c=100: p50 and p99 better than toxy's"] is False
+    assert (
+        verdicts["100 ms injected at c=32 (--workers 2): p50 in 100-105 ms, p99 <= 115 ms"] is True
+    )
+    assert (
+        verdicts["100 ms injected at c=100 (--workers 2): p50 and p99 better than toxy's"] is True
+    )
 
 
 def test_quick_run_end_to_end(tmp_path: Path) -> None:
