@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import requests
 
 from tests.demo.conftest import DemoProcess
-from tests.support import free_port, wait_until
+from tests.support import free_port, port_free, wait_until
 
 
 def children(pid: int) -> list[int]:
@@ -42,19 +42,6 @@ def alive(pid: int) -> bool:
         return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
-
-
-def port_free(port: int) -> bool:
-    """Whether a new server can listen on ``port`` (as servers do, with SO_REUSEADDR, so
-    connections of the old one still in TIME_WAIT do not count)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-            s.listen()
-        except OSError:
-            return False
-    return True
 
 
 def demo_ports(demo: DemoProcess) -> list[int]:

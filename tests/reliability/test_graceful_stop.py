@@ -17,7 +17,7 @@ import requests
 from proxy_addons.api import ChaosProxy
 from tests.integration.test_mitmdump_control import answers
 from tests.reliability.census import census
-from tests.support import UpstreamServer, free_port, wait_until
+from tests.support import UpstreamServer, free_port, port_free, wait_until
 
 EXE = str(Path(sys.executable).with_name("chaosproxy"))
 SCENARIO = """\
@@ -27,19 +27,6 @@ rules:
   - {name: delay, match: {path: /delay}, fault: {type: latency, delay: 20s}}
   - {name: trickle, match: {path: "/bytes/*"}, fault: {type: throttle, rate: 2KB/s}}
 """
-
-
-def _free(port: int) -> bool:
-    """The port can be listened on again, as a restarted server would (SO_REUSEADDR, which
-    asyncio sets too, lets it past the TIME_WAIT of connections the proxy closed)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-            s.listen()
-        except OSError:
-            return False
-        return True
 
 
 class Outcomes:
@@ -129,7 +116,7 @@ def test_a_signal_stops_the_proxy_cleanly_and_frees_its_ports(
     idle.close()
     assert "summary: 8 faults injected into 8 requests" in log
     assert "Traceback" not in log and " ERROR " not in log.upper().replace("ERROR 5", "")
-    assert _free(port) and _free(admin)
+    assert port_free(port) and port_free(admin)
 
 
 def test_stopping_the_in_process_proxy_releases_held_flows_and_the_port(
@@ -146,11 +133,11 @@ def test_stopping_the_in_process_proxy_releases_held_flows_and_the_port(
     assert time.monotonic() - started < 3.0
     outcomes.join(10)
     assert outcomes.seen["hold"] == ["closed"] * 5
-    assert _free(port)
+    assert port_free(port)
     # and a new proxy can take the very same port at once
     again = ChaosProxy(upstream=upstream.url, port=port).start()
     try:
         assert requests.get(f"{again.url}/echo", timeout=10).status_code == 200
     finally:
         again.stop()
-    assert _free(port)
+    assert port_free(port)

@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from proxy_addons.api import ChaosProxy
-from tests.reliability.mirror import Mirror, self_signed
+from tests.reliability.mirror import Mirror
 from tests.reliability.transparency import (
     Answer,
     Case,
@@ -32,6 +32,7 @@ from tests.reliability.transparency import (
     generate,
     run_all,
 )
+from tests.support import self_signed
 
 #: Rules that never match anything this suite sends: the proxy decides for every request.
 QUIET = {
