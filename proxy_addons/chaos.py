@@ -44,7 +44,13 @@ from proxy_addons.metrics import Metrics
 from proxy_addons.relay import Relay
 from proxy_addons.scenario import PASSTHROUGH, Scenario, ScenarioError, resolve
 from proxy_addons.watch import Watcher
-from proxy_addons.wire import FlowRequest, FlowWire, resolve_future, wait_future
+from proxy_addons.wire import (
+    FlowRequest,
+    FlowWire,
+    client_data_waiting,
+    resolve_future,
+    wait_future,
+)
 
 logger = logging.getLogger("chaosproxy")
 
@@ -88,6 +94,10 @@ class ChaosAddon:
         self._wires: dict[str, FlowWire] = {}
         #: flows decided from the request head (their body may stream): flow id -> decision
         self._early: dict[str, Decision | None] = {}
+        #: client id -> when its first bytes already waited as its connection was set up;
+        #: flow id -> that time, for the connection's first request (see :meth:`arrival`)
+        self._data_since: dict[str, float] = {}
+        self._arrivals: dict[str, float] = {}
         self._waiters: dict[str, set[asyncio.Future[bool | None]]] = {}
         self._timer: asyncio.TimerHandle | None = None
         #: loopback relay that paces throttled answers (listens only once one is needed)
@@ -252,8 +262,42 @@ class ChaosAddon:
         if result is not None:
             await result
 
+    def client_connected(self, client: Any) -> None:
+        handler = self.connection_handler(client.id)
+        if handler is not None and client_data_waiting(handler):
+            self._data_since[client.id] = time.time()
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        self._data_since.pop(flow.client_conn.id, None)  # those bytes were the CONNECT
+
+    def note_arrival(self, flow: http.HTTPFlow) -> None:
+        """Remember when a connection's first request really arrived (see :meth:`arrival`)."""
+        since = self._data_since.pop(flow.client_conn.id, None)
+        request = flow.request
+        if (
+            since is not None
+            and since < request.timestamp_start
+            and not flow.client_conn.tls
+            and request.http_version in ("HTTP/1.1", "HTTP/1.0")
+        ):
+            self._arrivals[flow.id] = since
+
+    def arrival(self, flow: http.HTTPFlow) -> float:
+        """When the request arrived at the proxy; delays count from here.
+
+        mitmproxy stamps a request when it has parsed its head, which under load can be
+        well after its bytes came in: a burst of new connections is set up one after the
+        other before any of their requests is read. When the bytes of a plain HTTP/1
+        connection's first request already waited as the connection was set up, that
+        earlier moment is the arrival (the request was there by then, so no delay comes
+        out shorter than asked from the client's point of view).
+        """
+        return self._arrivals.get(flow.id, flow.request.timestamp_start)
+
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Let a large request body stream upstream when no rule needs it to decide."""
+        if self._data_since:
+            self.note_arrival(flow)
         if flow.response or flow.error or not flow.live or not _large(flow.request, True):
             return
         if not self._is_open:
@@ -371,10 +415,10 @@ class ChaosAddon:
         """Add the finished request to the decision log (it never reached the request hook:
         nothing to record)."""
         request = flow.request
+        arrived = self._arrivals.pop(flow.id, request.timestamp_start)
         if request.timestamp_end is None or request.method == "CONNECT":
             return
         now_wall, now_mono = time.time(), time.monotonic()
-        arrived = request.timestamp_start
         error = flow.error.msg if flow.error is not None else None
         status: int | None = None
         if wire is not None and wire.outcome is not None:
@@ -436,6 +480,7 @@ class ChaosAddon:
         )
 
     def client_disconnected(self, client: Any) -> None:
+        self._data_since.pop(client.id, None)
         for fut in self._waiters.pop(client.id, ()):
             resolve_future(fut, False)
 

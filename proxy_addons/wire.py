@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 import socket
 import struct
 import time
@@ -128,6 +129,22 @@ def reset_client(handler: Any) -> bool:
     return True
 
 
+def client_data_waiting(handler: Any) -> bool:
+    """Whether bytes from the client already wait to be read, in its socket or its stream's
+    buffer. Internal mitmproxy API, as :func:`reset_client`; False when not reachable."""
+    try:
+        io = handler.transports[handler.client]
+        if len(getattr(io.reader, "_buffer", b"")) > 0:
+            return True
+        fd = io.writer.get_extra_info("socket").fileno()
+        if fd < 0:
+            return False
+        readable, _, _ = select.select([fd], [], [], 0)
+    except (AttributeError, KeyError, OSError, TypeError, ValueError):
+        return False
+    return bool(readable)
+
+
 class FlowWire:
     """One flow a rule fired for: the faults act on it through these methods."""
 
@@ -136,7 +153,7 @@ class FlowWire:
         self._flow = flow
         self.decision = decision
         self.rule = decision.name
-        self.arrival = flow.request.timestamp_start
+        self.arrival = addon.arrival(flow)
         self.retry_after = decision.retry_after
         self.ended = False
         self._rng: random.Random | None = None

@@ -471,6 +471,8 @@ def make_worker_addon(setup: WorkerSetup, link: Link) -> Any:
         """The ChaosAddon of a worker: decisions come from the coordinator."""
 
         def requestheaders(self, flow: Any) -> None:
+            if self._data_since:
+                self.note_arrival(flow)
             if flow.response or flow.error or not flow.live or not _large(flow.request, True):
                 return
             if self.engine.could_match(self._view(flow), head_only=True):

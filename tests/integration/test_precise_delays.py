@@ -4,6 +4,8 @@ time the request spent queued in the proxy is not added on top of the scenario's
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
 import time
 from typing import Any
 
@@ -46,3 +48,87 @@ def test_queueing_before_the_hook_is_not_added_to_the_delay(make_proxy, tmp_path
     assert queued_only >= 0.6  # the stand-in queue really holds requests
     # 800 ms asked: counted from arrival, the 600 ms queue is inside it (not 1.4 s)
     assert 0.8 <= slow < 1.25, slow
+
+
+def _get_raw(port: int, path: str, wait_before_sending: float = 0.0) -> tuple[bytes, float]:
+    """GET ``path`` on a new connection; the seconds from sending to the end of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        if wait_before_sending:
+            time.sleep(wait_before_sending)
+        started = time.monotonic()
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        return data, time.monotonic() - started
+
+
+class BusyAfterConnect:
+    """Stands in for a burst of new connections: each one's set-up holds the proxy 300 ms
+    after chaosproxy saw its bytes waiting and before mitmproxy reads its request."""
+
+    def client_connected(self, client: Any) -> None:
+        time.sleep(0.3)
+
+
+SHORT = """
+name: short
+rules:
+  - {name: slow, match: {path: /slow}, fault: {type: latency, delay: 300ms}}
+"""
+
+
+def test_a_first_request_waiting_while_its_connection_is_set_up_counts_from_then(
+    make_proxy, tmp_path
+) -> None:
+    path = tmp_path / "short.yaml"
+    path.write_text(SHORT)
+    proxy = make_proxy(str(path))
+    _add_addon(proxy, BusyAfterConnect())
+    frozen = threading.Event()
+
+    def freeze() -> None:  # the request's bytes arrive while the proxy is busy
+        frozen.set()
+        time.sleep(0.2)
+
+    proxy._loop.call_soon_threadsafe(freeze)
+    assert frozen.wait(5)
+    answer, took = _get_raw(proxy.port, "/slow")
+    assert answer.startswith(b"HTTP/1.1 200")
+    # counted from when its bytes were seen waiting: the 300 ms set-up is inside the
+    # 300 ms delay (about 0.5 s in all, with what is left of the freeze), not added (0.8 s)
+    assert 0.3 <= took < 0.65, took
+    record = proxy.decisions[-1]
+    assert record.rule == "slow" and record.duration >= 0.3
+
+
+def test_a_request_sent_after_its_connection_waited_counts_from_its_own_arrival(
+    make_proxy, tmp_path
+) -> None:
+    path = tmp_path / "short.yaml"
+    path.write_text(SHORT)
+    proxy = make_proxy(str(path))
+    answer, took = _get_raw(proxy.port, "/slow", wait_before_sending=0.3)
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert took >= 0.3, took  # nothing was waiting at connect: no earlier arrival is taken
+
+
+def test_client_data_waiting_looks_at_the_socket_and_the_stream_buffer() -> None:
+    from types import SimpleNamespace
+
+    from proxy_addons.wire import client_data_waiting
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        writer = SimpleNamespace(get_extra_info=lambda name: ours)
+        io = SimpleNamespace(reader=SimpleNamespace(_buffer=bytearray()), writer=writer)
+        handler = SimpleNamespace(client="c", transports={"c": io})
+        assert client_data_waiting(handler) is False
+        theirs.sendall(b"GET / HTTP/1.1\r\n")
+        assert client_data_waiting(handler) is True
+        ours.recv(100)
+        io.reader._buffer += b"GET"  # already read into the stream
+        assert client_data_waiting(handler) is True
+    assert client_data_waiting(SimpleNamespace()) is False  # not reachable: no claim
+    io.reader._buffer.clear()
+    assert client_data_waiting(handler) is False  # a closed socket: no claim either
