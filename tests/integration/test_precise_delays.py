@@ -9,6 +9,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 import requests
 
 SCENARIO = """
@@ -78,12 +79,18 @@ rules:
 """
 
 
-def test_a_first_request_waiting_while_its_connection_is_set_up_counts_from_then(
-    make_proxy, tmp_path
-) -> None:
+@pytest.fixture
+def short_proxy(make_proxy: Any, tmp_path: Any) -> Any:
+    """A proxy delaying /slow by 300 ms."""
     path = tmp_path / "short.yaml"
     path.write_text(SHORT)
-    proxy = make_proxy(str(path))
+    return make_proxy(str(path))
+
+
+def test_a_first_request_waiting_while_its_connection_is_set_up_counts_from_then(
+    short_proxy: Any,
+) -> None:
+    proxy = short_proxy
     _add_addon(proxy, BusyAfterConnect())
     frozen = threading.Event()
 
@@ -103,12 +110,9 @@ def test_a_first_request_waiting_while_its_connection_is_set_up_counts_from_then
 
 
 def test_a_request_sent_after_its_connection_waited_counts_from_its_own_arrival(
-    make_proxy, tmp_path
+    short_proxy: Any,
 ) -> None:
-    path = tmp_path / "short.yaml"
-    path.write_text(SHORT)
-    proxy = make_proxy(str(path))
-    answer, took = _get_raw(proxy.port, "/slow", wait_before_sending=0.3)
+    answer, took = _get_raw(short_proxy.port, "/slow", wait_before_sending=0.3)
     assert answer.startswith(b"HTTP/1.1 200")
     assert took >= 0.3, took  # nothing was waiting at connect: no earlier arrival is taken
 
