@@ -47,7 +47,7 @@ from proxy_addons.watch import Watcher
 from proxy_addons.wire import (
     FlowRequest,
     FlowWire,
-    client_data_waiting,
+    head_waiting,
     resolve_future,
     wait_future,
 )
@@ -83,18 +83,17 @@ class ChaosAddon:
         self.upstream_names = dict(upstream_names or {})
         self.ready = threading.Event()
         self._ready_callbacks: list[Callable[[], object]] = []
-        #: requests wait until the proxy is open: it announced itself and its engine started.
-        #: ``serve()`` sets ``hold_until_open`` and calls :meth:`open` after its banner;
-        #: otherwise (``mitmdump -s``) ``running`` opens it.
-        self.hold_until_open = False
-        self._is_open = False
+        #: requests wait while the proxy is held: ``serve()`` holds it until it has
+        #: announced itself (its engine started); ``mitmdump -s`` never holds it
+        self._is_open = True
         self._open_waiters: list[asyncio.Future[None]] = []
         self._master: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wires: dict[str, FlowWire] = {}
         #: flows decided from the request head (their body may stream): flow id -> decision
         self._early: dict[str, Decision | None] = {}
-        #: client id -> when its first bytes already waited as its connection was set up;
+        #: client id -> when its first request's whole head already waited as its connection
+        #: was set up;
         #: flow id -> that time, for the connection's first request (see :meth:`arrival`)
         self._data_since: dict[str, float] = {}
         self._arrivals: dict[str, float] = {}
@@ -242,8 +241,10 @@ class ChaosAddon:
         self.ready.set()
         for callback in self._ready_callbacks:
             callback()
-        if not self.hold_until_open:
-            self.open()
+
+    def hold(self) -> None:
+        """Requests wait until :meth:`open` (``serve()`` holds them during startup)."""
+        self._is_open = False
 
     def open(self) -> None:
         """Let requests through (those that arrived during startup wait for this)."""
@@ -264,7 +265,7 @@ class ChaosAddon:
 
     def client_connected(self, client: Any) -> None:
         handler = self.connection_handler(client.id)
-        if handler is not None and client_data_waiting(handler):
+        if handler is not None and head_waiting(handler):
             self._data_since[client.id] = time.time()
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
@@ -287,7 +288,7 @@ class ChaosAddon:
 
         mitmproxy stamps a request when it has parsed its head, which under load can be
         well after its bytes came in: a burst of new connections is set up one after the
-        other before any of their requests is read. When the bytes of a plain HTTP/1
+        other before any of their requests is read. When the whole head of a plain HTTP/1
         connection's first request already waited as the connection was set up, that
         earlier moment is the arrival (the request was there by then, so no delay comes
         out shorter than asked from the client's point of view).

@@ -12,7 +12,9 @@ that exist, built once per chain, and skips ``update`` when nothing handles it. 
 in the same order with the same semantics: an ``AddonHalt`` stops the chain, an
 ``OptionsError`` propagates, any other exception is logged as mitmproxy logs it and the next
 addon runs; a handler that returns an awaitable is awaited. A chain with nested addons
-(``addons`` attributes, as script loaders have) uses mitmproxy's own dispatch.
+(``addons`` attributes, as script loaders have) uses mitmproxy's own dispatch. Handlers
+are looked up once per chain: an addon that swaps its hook methods while running must be
+added again for the change to be seen (mitmproxy looks them up on every hook).
 
 :class:`InlineHooks` (an addon) removes the other half of the cost: mitmproxy starts an
 asyncio task for every hook a connection's layers raise, even when every handler is a plain
@@ -166,7 +168,7 @@ class InlineHooks:
 
     def __init__(self) -> None:
         self.master: Any = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[None]] = set()
 
     def load(self, loader: Any) -> None:
         self.master = loader.master
@@ -186,16 +188,41 @@ class InlineHooks:
             queue = collections.deque((event,))
             while queue:
                 raised: list[commands.StartHook] = []
-                for command in original(queue.popleft()):
-                    if isinstance(command, commands.StartHook) and table.is_flat():
-                        raised.append(command)  # run once the event is handled, as a task would
-                    else:
-                        yield command
+                try:
+                    for command in original(queue.popleft()):
+                        if isinstance(command, commands.StartHook) and table.is_flat():
+                            raised.append(command)  # run once the event is handled
+                        else:
+                            yield command
+                except Exception:
+                    # mitmproxy crashed on this event (server_event logs it): the hooks it
+                    # raised and the completions still queued each go on separately, as
+                    # mitmproxy's tasks would, so other flows are not stranded
+                    self._complete_apart(handler, table, raised, queue)
+                    raise
                 for hook in raised:
                     if self._complete(handler, table, hook) and hook.blocking:
                         queue.append(events.HookCompleted(hook))
 
         layer.handle_event = handle_event
+
+    def _complete_apart(
+        self,
+        handler: Any,
+        table: HookTable,
+        raised: list[commands.StartHook],
+        queue: collections.deque[events.Event],
+    ) -> None:
+        for hook in raised:
+            if self._complete(handler, table, hook) and hook.blocking:
+                queue.append(events.HookCompleted(hook))
+        for event in queue:
+            self._keep(asyncio.ensure_future(handler.server_event(event)))
+        queue.clear()
+
+    def _keep(self, task: asyncio.Future[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _complete(self, handler: Any, table: HookTable, hook: commands.StartHook) -> bool:
         """Run ``hook``; True when it is complete, False when a task completes it later."""
@@ -203,9 +230,7 @@ class InlineHooks:
         data = table.args(hook)[0]
         if rest is None and not (isinstance(data, flow.Flow) and data.intercepted):
             return True
-        task = asyncio.ensure_future(self._later(handler, hook, rest, data))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._keep(asyncio.ensure_future(self._later(handler, hook, rest, data)))
         return False
 
     @staticmethod

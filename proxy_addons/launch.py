@@ -92,13 +92,14 @@ def direct_header_lookups() -> bool:
     if getattr(headers.get_all, "_chaosproxy", False):
         return False
 
-    keys: dict[str | bytes, bytes] = {}  # header name -> its lower-case bytes
+    keys: dict[str, bytes] = {}  # str header name -> its lower-case bytes (str keys only:
+    # "host" and b"host" hash alike, and comparing them warns under python -b)
 
     def get_all(self: http.Headers, name: str | bytes) -> list[str]:
-        key = keys.get(name)
+        key = keys.get(name) if type(name) is str else None
         if key is None:
             key = always_bytes(name, "utf-8", "surrogateescape").lower()
-            if len(keys) < 256:  # the names code asks for; never grows without bound
+            if type(name) is str and len(keys) < 256:  # the names code asks for; bounded
                 keys[name] = key
         return [v.decode("utf-8", "surrogateescape") for k, v in self.fields if k.lower() == key]
 

@@ -224,7 +224,7 @@ async def serve(
             ready.set_result(True)
 
     addon.when_ready(on_running)
-    addon.hold_until_open = True  # requests wait for on_ready's announcement
+    addon.hold()  # requests wait for on_ready's announcement
     run: asyncio.Future[None] = asyncio.ensure_future(m.run())
     try:
         waiting: list[asyncio.Future[Any]] = [run, ready]
@@ -239,9 +239,11 @@ async def serve(
         widen_backlog(ps)
     finally:
         root.removeHandler(errors)
-    if on_ready is not None:
-        on_ready(m)
-    addon.open()
+    try:
+        if on_ready is not None:
+            on_ready(m)
+    finally:
+        addon.open()
     await run
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import select
+import os
 import socket
 import struct
 import time
@@ -129,20 +129,27 @@ def reset_client(handler: Any) -> bool:
     return True
 
 
-def client_data_waiting(handler: Any) -> bool:
-    """Whether bytes from the client already wait to be read, in its socket or its stream's
-    buffer. Internal mitmproxy API, as :func:`reset_client`; False when not reachable."""
+def head_waiting(handler: Any) -> bool:
+    """Whether a complete HTTP/1 request head from the client already waits to be read (in
+    its socket, or read into its stream's buffer), peeked without consuming it. Internal
+    mitmproxy API, as :func:`reset_client`; False when not reachable."""
     try:
         io = handler.transports[handler.client]
-        if len(getattr(io.reader, "_buffer", b"")) > 0:
-            return True
+        data = bytes(getattr(io.reader, "_buffer", b""))
         fd = io.writer.get_extra_info("socket").fileno()
-        if fd < 0:
-            return False
-        readable, _, _ = select.select([fd], [], [], 0)
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            try:
+                data += sock.recv(_PEEK, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                pass
     except (AttributeError, KeyError, OSError, TypeError, ValueError):
         return False
-    return bool(readable)
+    line, sep, _ = data.partition(b"\r\n")
+    return bool(sep) and line.endswith((b" HTTP/1.1", b" HTTP/1.0")) and b"\r\n\r\n" in data
+
+
+#: How much of a new connection's waiting bytes :func:`head_waiting` looks at.
+_PEEK = 16 * 1024
 
 
 class FlowWire:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -229,7 +230,7 @@ def test_requests_arriving_before_the_proxy_is_open_wait_for_it() -> None:
 
     async def go() -> list[str]:
         addon = ChaosAddon()
-        addon.hold_until_open = True
+        addon.hold()
         flow = tflow.tflow()
         flow.request.path = "/x"
         pending = addon.request(flow)
@@ -243,3 +244,53 @@ def test_requests_arriving_before_the_proxy_is_open_wait_for_it() -> None:
         return order
 
     assert asyncio.run(go()) == ["waiting", "decided 1"]
+
+
+def test_a_standalone_addon_is_never_held() -> None:
+    """``mitmdump -s`` (and its script reloads, which never call ``running`` again) serve
+    requests without waiting for an announcement only ``serve()`` makes."""
+    addon = ChaosAddon()
+    flow = tflow.tflow()
+    assert addon.request(flow) is None and addon.engine.requests == 1
+
+
+def test_when_mitmproxy_crashes_on_an_event_its_hooks_and_queued_completions_go_on() -> None:
+    """The hooks raised before the crash still run, and every completion still queued is
+    delivered in a server_event of its own, as mitmproxy's per-hook tasks would."""
+    seen: list[tuple[str, str, Any]] = []
+    first, second = tflow.tflow(), tflow.tflow()
+
+    async def go() -> list[Any]:
+        m = master.Master(options.Options(), with_termlog=False)
+        m.addons.add(Recorder("a", seen))
+        fasthooks.install(m.addons)
+        delivered: list[Any] = []
+
+        def layer_events(event: Any) -> Any:
+            if event == "start":
+                yield HttpRequestHook(first)
+                yield HttpRequestHook(second)
+                raise RuntimeError("mitmproxy crashed")
+
+        class Handler:
+            layer = SimpleNamespace(handle_event=layer_events)
+
+            async def server_event(self, event: Any) -> None:
+                delivered.append(event)
+
+        handler = Handler()
+        client = SimpleNamespace(id="c1")
+        proxyserver = SimpleNamespace(connections={"c1": handler})
+        m.addons.get = lambda name: proxyserver if name == "proxyserver" else None  # type: ignore[method-assign]
+        inline = fasthooks.InlineHooks()
+        inline.master = m
+        inline.client_connected(client)
+        with pytest.raises(RuntimeError, match="crashed"):
+            list(handler.layer.handle_event("start"))
+        await asyncio.sleep(0.01)
+        return delivered
+
+    delivered = asyncio.run(go())
+    assert [arg for _, _, arg in seen] == [first, second]  # both hooks ran
+    assert [type(e).__name__ for e in delivered] == ["HookCompleted", "HookCompleted"]
+    assert [e.command.flow for e in delivered] == [first, second]

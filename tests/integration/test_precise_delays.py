@@ -117,22 +117,51 @@ def test_a_request_sent_after_its_connection_waited_counts_from_its_own_arrival(
     assert took >= 0.3, took  # nothing was waiting at connect: no earlier arrival is taken
 
 
-def test_client_data_waiting_looks_at_the_socket_and_the_stream_buffer() -> None:
+def test_a_head_sent_in_pieces_counts_from_when_it_was_complete(short_proxy: Any) -> None:
+    """Only a whole head waiting at set-up moves the arrival earlier: a client that sends
+    part of its head, pauses, then the rest, still gets the whole delay."""
+    frozen = threading.Event()
+
+    def freeze() -> None:  # the first piece waits while the proxy sets the connection up
+        frozen.set()
+        time.sleep(0.2)
+
+    short_proxy._loop.call_soon_threadsafe(freeze)
+    assert frozen.wait(5)
+    with socket.create_connection(("127.0.0.1", short_proxy.port), timeout=10) as sock:
+        sock.sendall(b"GET /slow HTTP/1.1\r\n")
+        time.sleep(0.5)
+        started = time.monotonic()
+        sock.sendall(b"Host: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        took = time.monotonic() - started
+    assert data.startswith(b"HTTP/1.1 200")
+    assert took >= 0.3, took
+
+
+def test_head_waiting_wants_a_whole_http1_head_in_the_socket_or_the_stream_buffer() -> None:
     from types import SimpleNamespace
 
-    from proxy_addons.wire import client_data_waiting
+    from proxy_addons.wire import head_waiting
 
     ours, theirs = socket.socketpair()
     with ours, theirs:
         writer = SimpleNamespace(get_extra_info=lambda name: ours)
         io = SimpleNamespace(reader=SimpleNamespace(_buffer=bytearray()), writer=writer)
         handler = SimpleNamespace(client="c", transports={"c": io})
-        assert client_data_waiting(handler) is False
-        theirs.sendall(b"GET / HTTP/1.1\r\n")
-        assert client_data_waiting(handler) is True
-        ours.recv(100)
-        io.reader._buffer += b"GET"  # already read into the stream
-        assert client_data_waiting(handler) is True
-    assert client_data_waiting(SimpleNamespace()) is False  # not reachable: no claim
-    io.reader._buffer.clear()
-    assert client_data_waiting(handler) is False  # a closed socket: no claim either
+        assert head_waiting(handler) is False  # nothing yet
+        theirs.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        assert head_waiting(handler) is False  # part of the head
+        theirs.sendall(b"\r\n")
+        assert head_waiting(handler) is True
+        assert head_waiting(handler) is True  # peeked, not consumed
+        io.reader._buffer += ours.recv(10)  # the start already read into the stream
+        assert head_waiting(handler) is True
+        io.reader._buffer.clear()
+        ours.recv(100)  # the rest: nothing waits any more
+        theirs.sendall(b"\x05\x01\x00\r\n\r\n")  # not an HTTP/1 request line (SOCKS)
+        assert head_waiting(handler) is False
+    assert head_waiting(SimpleNamespace()) is False  # not reachable: no claim
+    assert head_waiting(handler) is False  # a closed socket: no claim either
