@@ -92,9 +92,8 @@ class ChaosAddon:
         self._wires: dict[str, FlowWire] = {}
         #: flows decided from the request head (their body may stream): flow id -> decision
         self._early: dict[str, Decision | None] = {}
-        #: client id -> when its first request's whole head already waited as its connection
-        #: was set up;
-        #: flow id -> that time, for the connection's first request (see :meth:`arrival`)
+        #: client id -> when its first request's whole head already waited as the connection
+        #: was set up; flow id -> that time, for that first request (see :meth:`arrival`)
         self._data_since: dict[str, float] = {}
         self._arrivals: dict[str, float] = {}
         self._waiters: dict[str, set[asyncio.Future[bool | None]]] = {}
@@ -254,12 +253,12 @@ class ChaosAddon:
             if not fut.done():
                 fut.set_result(None)
 
-    async def _when_open(self, hook: Callable[[http.HTTPFlow], Any], flow: http.HTTPFlow) -> None:
+    async def _request_when_open(self, flow: http.HTTPFlow) -> None:
         if not self._is_open:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._open_waiters.append(fut)
             await fut
-        result = hook(flow)
+        result = self.request(flow)
         if result is not None:
             await result
 
@@ -312,7 +311,7 @@ class ChaosAddon:
 
     def request(self, flow: http.HTTPFlow) -> Any:
         if not self._is_open:
-            return self._when_open(self.request, flow)
+            return self._request_when_open(flow)
         early = self._early.pop(flow.id, _UNDECIDED)
         if flow.response or flow.error or not flow.live:
             return None

@@ -91,10 +91,9 @@ class HookTable:
             return
         args = self.args(event)
         await self._trigger(self.handlers(event.name), args)
-        if isinstance(args[0], flow.Flow):
-            updates = self.handlers(hooks.UpdateHook.name)
-            if updates:
-                await self._trigger(updates, [[args[0]]])
+        update = self._update(args)
+        if update is not None:
+            await update
 
     @staticmethod
     async def _trigger(handlers: Handlers, args: list[Any]) -> None:
@@ -127,6 +126,10 @@ class HookTable:
                 continue
             if result is not None and inspect.isawaitable(result):
                 return self._rest(result, handlers[i + 1 :], args)
+        return self._update(args)
+
+    def _update(self, args: list[Any]) -> Awaitable[None] | None:
+        """mitmproxy's ``update`` hook after a flow's hook, when an addon handles it."""
         updates = self.handlers(hooks.UpdateHook.name)
         if updates and isinstance(args[0], flow.Flow):
             return self._trigger(updates, [[args[0]]])
@@ -140,9 +143,9 @@ class HookTable:
         except Exception:
             _log_addon_error()
         await self._trigger(handlers, args)
-        updates = self.handlers(hooks.UpdateHook.name)
-        if updates and isinstance(args[0], flow.Flow):
-            await self._trigger(updates, [[args[0]]])
+        update = self._update(args)
+        if update is not None:
+            await update
 
 
 def _log_addon_error() -> None:
