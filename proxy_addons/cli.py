@@ -15,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from proxy_addons import logs
+from proxy_addons import launch, logs
 from proxy_addons import scenario as scenario_mod
 from proxy_addons.scenario import ScenarioError
 
@@ -142,6 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             control,
             f" | watching {source}" if args.watch else "",
         )
+        launch.settle_heap()
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

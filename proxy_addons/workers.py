@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from proxy_addons import launch
 from proxy_addons.decisions import DecisionRecord, record_from_values, record_values
 from proxy_addons.engine import SimpleRequest
 
@@ -548,6 +549,7 @@ async def _worker_main(path: str, index: int) -> None:
                 link.send(("held", sent))
 
     def ready(_: Any) -> None:
+        launch.settle_heap()
         link.send(("ready",))
         tasks.append(asyncio.ensure_future(report_held()))
 
@@ -565,8 +567,6 @@ async def _worker_main(path: str, index: int) -> None:
 
 def worker_main(argv: Sequence[str] | None = None) -> int:
     """A worker process: ``worker_main([COORDINATOR_SOCKET, INDEX])``."""
-    from proxy_addons import launch
-
     launch.lean()
     path, index = (argv if argv is not None else sys.argv[1:])[:2]
     try:

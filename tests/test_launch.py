@@ -145,3 +145,77 @@ def test_plain_option_reads_give_the_same_values_and_still_copy_mutable_ones() -
     flags, values = out.splitlines()
     assert flags == "True False True True"
     assert values == "['reverse:http://x'] 127.0.0.1 /tmp/c False"
+
+
+_STREAMS = """
+    import gc, sys, weakref
+    import requests
+    from proxy_addons import launch
+    if sys.argv[1] == "lean":
+        launch.lean()
+    from mitmproxy.proxy.layers import http as layers_http
+    from proxy_addons.api import ChaosProxy
+    from tests.support import free_port, running_upstream, wait_until
+
+    streams = weakref.WeakSet()
+    init = layers_http.HttpStream.__init__
+    def tracked(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        streams.add(self)
+    layers_http.HttpStream.__init__ = tracked
+
+    scenario = {"name": "s", "rules": [
+        {"name": "slow", "match": {"path": "/slow"}, "fault": {"type": "latency", "delay": "10ms"}},
+        {"name": "boom", "match": {"path": "/boom"}, "fault": {"type": "error", "status": 503}},
+    ]}
+    gc.collect()
+    gc.disable()  # only reference counting frees anything from here on
+    statuses = []
+    with running_upstream() as up:
+        with ChaosProxy(upstream=up.url, scenario=scenario) as proxy, requests.Session() as s:
+            for path in ["/a", "/slow", "/boom"] * 5:
+                statuses.append(s.get(proxy.url + path, timeout=10).status_code)
+            # a refused upstream: mitmproxy ends these streams through its error path
+            with ChaosProxy(upstream=f"http://127.0.0.1:{free_port()}") as down:
+                for _ in range(3):
+                    statuses.append(s.get(down.url + "/x", timeout=10).status_code)
+            made = len(streams)  # every stream ever made is still counted while alive
+            freed = wait_until(lambda: len(streams) == 0, timeout=2) if sys.argv[1] == "lean" else False
+            print(sorted(set(statuses)), statuses.count(502), len(streams), bool(freed))
+"""
+
+
+def test_finished_streams_are_freed_by_reference_counting_alone() -> None:
+    """With the lean start, no request leaves its stream (flow, request, response, ...) to
+    the garbage collector; without it, every one waits for a full collection."""
+
+    def run(mode: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(_STREAMS), mode],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    assert run("lean") == "[200, 502, 503] 3 0 True"
+    statuses, refused, alive, _ = run("plain").rsplit(" ", 3)
+    assert statuses == "[200, 502, 503]" and refused == "3"
+    assert int(alive) >= 18  # the control: mitmproxy's own streams outlive their requests
+
+
+def test_heap_is_settled_only_in_a_lean_process() -> None:
+    out = _python(
+        """
+        import gc
+        from proxy_addons import launch
+        plain = launch.settle_heap(), gc.get_freeze_count()
+        launch.lean()
+        import proxy_addons.runner
+        lean = launch.settle_heap(), gc.get_freeze_count() > 10000, gc.isenabled()
+        print(plain, lean)
+        """
+    )
+    assert out.strip() == "(False, 0) (True, True, True)"
