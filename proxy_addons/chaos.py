@@ -23,6 +23,7 @@ from mitmproxy import http
 from mitmproxy.exceptions import OptionsError
 
 from proxy_addons import scenario as scenario_mod
+from proxy_addons import warmup
 from proxy_addons.control import (
     TOKEN_ENV,
     AdminConfigError,
@@ -481,6 +482,7 @@ class ChaosAddon:
 
     def client_disconnected(self, client: Any) -> None:
         self._data_since.pop(client.id, None)
+        warmup.discard(client.id)
         for fut in self._waiters.pop(client.id, ()):
             resolve_future(fut, False)
 

@@ -1,6 +1,6 @@
 """The ``chaosproxy`` console script: makes ``chaosproxy run`` lean, then hands over to cli.
 
-Six things make a proxy process cheaper; all apply to ``run`` only (other commands, the
+Seven things make a proxy process cheaper; all apply to ``run`` only (other commands, the
 in-process Python API and ``mitmdump -s`` are untouched), and ``CHAOSPROXY_NO_LEAN=1``
 turns them off:
 
@@ -28,6 +28,7 @@ turns them off:
   collector's full collections: at ~1,000 requests/s, one every few seconds, stalling
   every request for 30-50 ms. Their cycles are cut once they are dropped, and reference
   counting frees them at once.
+- **Upstream connections opened during delays**, see :mod:`proxy_addons.warmup`.
 - **A settled heap.** Once the proxy is ready, the start-up garbage is collected and what
   is left (imports, the scenario model) is frozen, so later collections do not scan it.
 """
@@ -41,6 +42,8 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
+
+from proxy_addons import warmup
 
 NO_LEAN_ENV = "CHAOSPROXY_NO_LEAN"
 
@@ -259,6 +262,7 @@ def lean() -> None:
     direct_header_lookups()
     plain_option_reads()
     free_finished_streams()
+    warmup.install()
     _leaned.append(True)
 
 

@@ -14,6 +14,7 @@ from urllib.parse import unquote
 
 from mitmproxy import http
 
+from proxy_addons import warmup
 from proxy_addons.engine import Decision
 from proxy_addons.faults import Stage
 from proxy_addons.faults.throttle import Pacing
@@ -175,6 +176,8 @@ class FlowWire:
         self.pacing: Pacing | None = None
         self.relay_token: str | None = None
         self._origin: tuple[str, str, int, str | None] | None = None
+        #: waits of this stage may open the upstream connection ahead (see warmup)
+        self._ahead = False
 
     @property
     def rng(self) -> random.Random:
@@ -192,7 +195,11 @@ class FlowWire:
 
     async def run(self, stage: Stage) -> None:
         """Apply this decision's faults of ``stage``, in order, until the flow ends."""
-        for fault in self.decision.faults:
+        faults = self.decision.faults
+        self._ahead = stage is Stage.REQUEST and all(
+            f.passes_on for f in faults if f.stage is Stage.REQUEST
+        )
+        for fault in faults:
             if fault.stage is not stage:
                 continue
             if self.ended or not self._flow.live:
@@ -250,11 +257,21 @@ class FlowWire:
         delay = when - time.time()
         if delay <= 0:
             return not self.ended
+        if self._ahead:
+            self._open_ahead(when)
         ok = await self._wait(delay)
         if ok is False:
             self._client_left()
             return False
         return True
+
+    def _open_ahead(self, when: float) -> None:
+        """The request goes upstream once this wait ends: its connection may be opened
+        during the wait (``chaosproxy run``; see :mod:`proxy_addons.warmup`)."""
+        flow = self._flow
+        request = flow.request
+        if flow.response is None and flow.server_conn.via is None:
+            warmup.prepare(flow.client_conn.id, (request.host, request.port), when)
 
     async def hold(self) -> None:
         if await self._wait(None) is False:

@@ -119,6 +119,9 @@ class Fault(BaseModel, abc.ABC):
     needs_body: ClassVar[bool] = False
     #: Fault types that act on the body as it streams through (no response stage after).
     streams_body: ClassVar[bool] = False
+    #: Fault types that, acting on the request, still send it upstream through mitmproxy
+    #: when they are done (its upstream connection can be opened while they wait).
+    passes_on: ClassVar[bool] = False
 
     @property
     def stage(self) -> Stage:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import math
 import random
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -113,6 +113,7 @@ class Latency(Fault):
     """
 
     type: Literal["latency"] = "latency"
+    passes_on: ClassVar[bool] = True
     delay: Duration | None = None
     jitter: Duration = 0.0
     distribution: Distribution | None = None

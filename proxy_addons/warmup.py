@@ -1,0 +1,194 @@
+"""Upstream connections opened while a delayed request waits (``chaosproxy run`` only).
+
+mitmproxy opens a client's upstream connection when its first request is ready to go,
+and in ``chaosproxy run`` only then (so that faults still answer while the upstream is
+down). A request held by a ``latency`` fault would open it after its delay, on top of
+the delay; under a burst of new connections, all of them at the same moment, queued one
+behind the other. Instead, when such a request will need a new upstream connection, the
+TCP connection is opened during the last :data:`LEAD` seconds of its wait and handed to
+mitmproxy when it asks for it, so the request goes out as soon as the delay ends.
+
+Nothing else changes: mitmproxy still runs its ``server_connect`` and ``server_connected``
+hooks, TLS to the upstream, and its errors. A connection opened early that fails, was
+closed by the upstream in the meantime, or goes to another address than mitmproxy asks
+for is not used: mitmproxy connects as usual. One not asked for (the client left, the
+flow was killed) is closed when its client disconnects, or :data:`KEEP` seconds after its
+delay ended. :func:`install` wraps mitmproxy's ``ConnectionHandler.open_connection``
+(internal API, the same in mitmproxy 11 and 12); without it, :func:`prepare` does nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+import types
+from typing import Any
+
+#: How long before a delay ends its upstream connection is opened (seconds).
+LEAD = 0.05
+#: How long after the delay ended an unused early connection is kept (seconds).
+KEEP = 1.0
+
+Address = tuple[str, int]
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+_installed: list[bool] = []
+#: client connection id -> upstream connections mitmproxy is opening or has open for it
+_upstreams: dict[str, int] = {}
+#: client connection id -> upstream address -> the connection opened early for it
+_early: dict[str, dict[Address, Early]] = {}
+#: the early connection for the ``open_connection`` running in this task, if any
+_handoff: contextvars.ContextVar[Early | None] = contextvars.ContextVar(
+    "chaosproxy_early_connection", default=None
+)
+
+
+class Early:
+    """One upstream connection opened ahead of its request."""
+
+    __slots__ = ("address", "task", "expiry", "used")
+
+    def __init__(self, address: Address) -> None:
+        self.address = address
+        self.task: asyncio.Task[Streams] | None = None
+        self.expiry: asyncio.TimerHandle | None = None
+        self.used = False
+
+    def start(self) -> None:
+        if not self.used:
+            self.task = asyncio.ensure_future(asyncio.open_connection(*self.address))
+
+    async def take(self) -> Streams | None:
+        """The open connection, if it opened and is still open; None otherwise (and
+        None again: it is handed over once)."""
+        if self.used:
+            return None
+        self.used = True
+        if self.expiry is not None:
+            self.expiry.cancel()
+        task = self.task
+        if task is None or task.cancelled():
+            return None
+        try:
+            reader, writer = await task
+        except OSError:
+            return None  # mitmproxy tries itself, and reports its own error
+        if reader.at_eof() or writer.is_closing():
+            writer.close()  # the upstream closed it while the request waited
+            return None
+        return reader, writer
+
+    def close(self) -> None:
+        """Give up on it (idempotent; a connection already taken is mitmproxy's)."""
+        if self.used:
+            return
+        self.used = True
+        if self.expiry is not None:
+            self.expiry.cancel()
+        task = self.task
+        if task is None:
+            return
+        if not task.done():
+            task.cancel()
+        elif not task.cancelled() and task.exception() is None:
+            task.result()[1].close()
+
+
+def prepare(client_id: str, address: Address, deadline: float) -> None:
+    """A request of ``client_id`` goes to ``address`` when its delay ends at ``deadline``
+    (wall clock): open the connection it will need ahead, unless it has one."""
+    if not _installed or _upstreams.get(client_id):
+        return
+    ahead = _early.get(client_id)
+    if ahead is not None and address in ahead:
+        return
+    remaining = deadline - time.time()
+    if remaining <= 0:
+        return
+    loop = asyncio.get_running_loop()
+    early = Early(address)
+    _early.setdefault(client_id, {})[address] = early
+    opens_in = max(0.0, remaining - LEAD)
+    loop.call_later(opens_in, early.start)
+    early.expiry = loop.call_later(remaining + KEEP, _expire, client_id, early)
+
+
+def _expire(client_id: str, early: Early) -> None:
+    ahead = _early.get(client_id)
+    if ahead is not None and ahead.get(early.address) is early:
+        del ahead[early.address]
+        if not ahead:
+            del _early[client_id]
+    early.close()
+
+
+def discard(client_id: str) -> None:
+    """The client disconnected: close what was opened for it and not used."""
+    for early in _early.pop(client_id, {}).values():
+        early.close()
+
+
+def install() -> bool:
+    """Hand early connections to mitmproxy's ``ConnectionHandler.open_connection``."""
+    from mitmproxy.proxy import server
+
+    handler = server.ConnectionHandler
+    opener = handler.open_connection
+    if getattr(opener, "_chaosproxy", False):
+        return False
+
+    async def open_connection(self: Any, command: Any) -> None:
+        client = self.client.id
+        _upstreams[client] = _upstreams.get(client, 0) + 1
+        early = None
+        ahead = _early.get(client)
+        if ahead is not None:
+            early = ahead.pop(command.connection.address, None)
+            if not ahead:
+                del _early[client]
+        token = _handoff.set(early)
+        try:
+            await opener(self, command)
+        finally:
+            _handoff.reset(token)
+            if early is not None:
+                early.close()  # not taken (say, killed in server_connect): closed
+            left = _upstreams.pop(client, 1) - 1
+            if left > 0:
+                _upstreams[client] = left
+
+    open_connection._chaosproxy = True  # type: ignore[attr-defined]
+    handler.open_connection = open_connection  # type: ignore[method-assign]
+    server.asyncio = _AsyncioWithHandoff()
+    _installed.append(True)
+    return True
+
+
+async def _open_connection(
+    host: Any = None, port: Any = None, *, local_addr: Any = None, **kwargs: Any
+) -> Streams:
+    """``asyncio.open_connection`` for mitmproxy's server module: the early connection
+    of the ``open_connection`` that calls it, when there is one and it is usable."""
+    early = _handoff.get()
+    if early is not None:
+        _handoff.set(None)
+        if local_addr is None and (host, port) == early.address:
+            streams = await early.take()
+            if streams is not None:
+                return streams
+    return await asyncio.open_connection(host, port, local_addr=local_addr, **kwargs)
+
+
+class _AsyncioWithHandoff(types.ModuleType):
+    """The ``asyncio`` module as mitmproxy's server module sees it: the same, but for
+    ``open_connection``."""
+
+    def __init__(self) -> None:
+        super().__init__("asyncio")
+        self.open_connection = _open_connection
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(asyncio, name)
+        setattr(self, name, value)
+        return value
