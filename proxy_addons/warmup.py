@@ -174,6 +174,9 @@ async def _open_connection(
     if early is not None:
         _handoff.set(None)
         if local_addr is None and (host, port) == early.address:
+            # mitmproxy registers the connection's task only once this call has
+            # suspended (with Python 3.12's eager tasks, it runs up to here at once)
+            await asyncio.sleep(0)
             streams = await early.take()
             if streams is not None:
                 return streams

@@ -211,11 +211,12 @@ def test_heap_is_settled_only_in_a_lean_process() -> None:
         """
         import gc
         from proxy_addons import launch
-        plain = launch.settle_heap(), gc.get_freeze_count()
+        frozen = gc.get_freeze_count()  # Python 3.12 starts with a few hundred
+        plain = launch.settle_heap(), gc.get_freeze_count() == frozen
         launch.lean()
         import proxy_addons.runner
-        lean = launch.settle_heap(), gc.get_freeze_count() > 10000, gc.isenabled()
+        lean = launch.settle_heap(), gc.get_freeze_count() > frozen + 10000, gc.isenabled()
         print(plain, lean)
         """
     )
-    assert out.strip() == "(False, 0) (True, True, True)"
+    assert out.strip() == "(False, True) (True, True, True)"
