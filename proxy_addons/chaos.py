@@ -48,6 +48,7 @@ from proxy_addons.watch import Watcher
 from proxy_addons.wire import (
     FlowRequest,
     FlowWire,
+    KernelStamps,
     head_waiting,
     resolve_future,
     wait_future,
@@ -97,6 +98,7 @@ class ChaosAddon:
         #: was set up; flow id -> that time, for that first request (see :meth:`arrival`)
         self._data_since: dict[str, float] = {}
         self._arrivals: dict[str, float] = {}
+        self._stamps = KernelStamps()
         self._waiters: dict[str, set[asyncio.Future[bool | None]]] = {}
         self._timer: asyncio.TimerHandle | None = None
         #: loopback relay that paces throttled answers (listens only once one is needed)
@@ -232,6 +234,7 @@ class ChaosAddon:
 
     async def running(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._stamps.start()
         self.engine.start()  # logs "phase X begins" for a timeline
         self._schedule()
         await self._start_control()
@@ -265,8 +268,10 @@ class ChaosAddon:
 
     def client_connected(self, client: Any) -> None:
         handler = self.connection_handler(client.id)
-        if handler is not None and head_waiting(handler):
-            self._data_since[client.id] = time.time()
+        if handler is not None:
+            since = head_waiting(handler)
+            if since is not None:
+                self._data_since[client.id] = since
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
         self._data_since.pop(flow.client_conn.id, None)  # those bytes were the CONNECT
@@ -289,9 +294,10 @@ class ChaosAddon:
         mitmproxy stamps a request when it has parsed its head, which under load can be
         well after its bytes came in: a burst of new connections is set up one after the
         other before any of their requests is read. When the whole head of a plain HTTP/1
-        connection's first request already waited as the connection was set up, that
-        earlier moment is the arrival (the request was there by then, so no delay comes
-        out shorter than asked from the client's point of view).
+        connection's first request already waited as the connection was set up, the
+        moment the kernel received it is the arrival, or where the kernel cannot say,
+        that set-up (the request was there by then, so no delay comes out shorter than
+        asked from the client's point of view).
         """
         return self._arrivals.get(flow.id, flow.request.timestamp_start)
 
@@ -522,6 +528,7 @@ class ChaosAddon:
         for writer in self._writers:
             writer.close()
         self.relay.close()
+        self._stamps.stop()
         for line in summary_lines(self.engine) if self.summary_at_exit else ():
             logger.info("%s", line)
 

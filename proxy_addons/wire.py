@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import struct
+import sys
 import time
 from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
@@ -130,27 +131,76 @@ def reset_client(handler: Any) -> bool:
     return True
 
 
-def head_waiting(handler: Any) -> bool:
-    """Whether a complete HTTP/1 request head from the client already waits to be read (in
-    its socket, or read into its stream's buffer), peeked without consuming it. Internal
-    mitmproxy API, as :func:`reset_client`; False when not reachable."""
+def head_waiting(handler: Any) -> float | None:
+    """When a complete HTTP/1 request head from the client was there to be read (in its
+    socket, or read into its stream's buffer), peeked without consuming it; None when
+    there is none. The time is when the kernel received its last bytes, where it can say
+    (they still wait in the socket and :class:`KernelStamps` runs), else now. Internal
+    mitmproxy API, as :func:`reset_client`; None when not reachable."""
+    received: float | None = None
     try:
         io = handler.transports[handler.client]
         data = bytes(getattr(io.reader, "_buffer", b""))
         fd = io.writer.get_extra_info("socket").fileno()
         with socket.socket(fileno=os.dup(fd)) as sock:
+            if _SO_TIMESTAMPNS:
+                sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
             try:
-                data += sock.recv(_PEEK, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                peeked, ancillary, _, _ = sock.recvmsg(
+                    _PEEK, _STAMP_SPACE, socket.MSG_PEEK | socket.MSG_DONTWAIT
+                )
             except BlockingIOError:
                 pass
+            else:
+                data += peeked
+                received = _stamp(ancillary)
     except (AttributeError, KeyError, OSError, TypeError, ValueError):
-        return False
+        return None
     line, sep, _ = data.partition(b"\r\n")
-    return bool(sep) and line.endswith((b" HTTP/1.1", b" HTTP/1.0")) and b"\r\n\r\n" in data
+    if not (sep and line.endswith((b" HTTP/1.1", b" HTTP/1.0")) and b"\r\n\r\n" in data):
+        return None
+    now = time.time()
+    return received if received is not None and 0 < received <= now else now
+
+
+def _stamp(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+    for level, kind, value in ancillary:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(value) >= 16:
+            seconds, nanoseconds = struct.unpack("qq", value[:16])
+            return float(seconds + nanoseconds / 1e9)
+    return None
+
+
+class KernelStamps:
+    """Has the kernel stamp received packets with their arrival time, for
+    :func:`head_waiting`. Linux stamps packets only while some socket asks for receive
+    timestamps; this one does, for as long as the proxy runs. Elsewhere, a no-op."""
+
+    def __init__(self) -> None:
+        self._sock: socket.socket | None = None
+
+    def start(self) -> None:
+        if self._sock is not None or not _SO_TIMESTAMPNS:
+            return
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        except OSError:
+            sock.close()
+            return
+        self._sock = sock
+
+    def stop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
 
 #: How much of a new connection's waiting bytes :func:`head_waiting` looks at.
 _PEEK = 16 * 1024
+#: Linux's SO_TIMESTAMPNS (receive times in nanoseconds; not named by Python's socket).
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35) if sys.platform == "linux" else 0
+_STAMP_SPACE = socket.CMSG_SPACE(16) if hasattr(socket, "CMSG_SPACE") else 0
 
 
 class FlowWire:
