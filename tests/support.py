@@ -252,6 +252,14 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+def read_to_end(sock: socket.socket) -> bytes:
+    """Everything ``sock`` receives until its peer closes."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
 def port_free(port: int) -> bool:
     """Whether a new server can listen on ``port`` (as servers do, with SO_REUSEADDR, so
     connections of an old one still in TIME_WAIT do not count)."""

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support import wait_until
+from tests.support import read_to_end, wait_until
 
 SCENARIO = """
 name: precise
@@ -53,6 +53,18 @@ def test_queueing_before_the_hook_is_not_added_to_the_delay(make_proxy, tmp_path
     assert 0.8 <= slow < 1.25, slow
 
 
+def freeze(proxy: Any, seconds: float) -> None:
+    """Block the proxy's event loop for ``seconds``; returns once it is blocked."""
+    frozen = threading.Event()
+
+    def block() -> None:
+        frozen.set()
+        time.sleep(seconds)
+
+    proxy._loop.call_soon_threadsafe(block)
+    assert frozen.wait(5)
+
+
 def _get_raw(port: int, path: str, wait_before_sending: float = 0.0) -> tuple[bytes, float]:
     """GET ``path`` on a new connection; the seconds from sending to the end of the answer."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
@@ -60,10 +72,7 @@ def _get_raw(port: int, path: str, wait_before_sending: float = 0.0) -> tuple[by
             time.sleep(wait_before_sending)
         started = time.monotonic()
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-        return data, time.monotonic() - started
+        return read_to_end(sock), time.monotonic() - started
 
 
 class BusyAfterConnect:
@@ -94,14 +103,7 @@ def test_a_first_request_waiting_while_its_connection_is_set_up_counts_from_then
 ) -> None:
     proxy = short_proxy
     _add_addon(proxy, BusyAfterConnect())
-    frozen = threading.Event()
-
-    def freeze() -> None:  # the request's bytes arrive while the proxy is busy
-        frozen.set()
-        time.sleep(0.2)
-
-    proxy._loop.call_soon_threadsafe(freeze)
-    assert frozen.wait(5)
+    freeze(proxy, 0.2)  # the request's bytes arrive while the proxy is busy
     answer, took = _get_raw(proxy.port, "/slow")
     assert answer.startswith(b"HTTP/1.1 200")
     # counted from when its bytes were seen waiting: the 300 ms set-up is inside the
@@ -117,14 +119,7 @@ def test_a_first_request_that_waited_in_the_kernel_counts_from_when_it_came_in(
     """The proxy is too busy even to accept the connection for 0.5 s: the kernel's
     receive time of the head is the arrival, so the 300 ms delay has passed by the time
     the proxy gets to it (where the kernel cannot say, the set-up is the arrival: 0.8 s)."""
-    frozen = threading.Event()
-
-    def freeze() -> None:
-        frozen.set()
-        time.sleep(0.5)
-
-    short_proxy._loop.call_soon_threadsafe(freeze)
-    assert frozen.wait(5)
+    freeze(short_proxy, 0.5)
     answer, took = _get_raw(short_proxy.port, "/slow")
     assert answer.startswith(b"HTTP/1.1 200")
     if not _kernel_stamps():
@@ -162,22 +157,13 @@ def test_a_request_sent_after_its_connection_waited_counts_from_its_own_arrival(
 def test_a_head_sent_in_pieces_counts_from_when_it_was_complete(short_proxy: Any) -> None:
     """Only a whole head waiting at set-up moves the arrival earlier: a client that sends
     part of its head, pauses, then the rest, still gets the whole delay."""
-    frozen = threading.Event()
-
-    def freeze() -> None:  # the first piece waits while the proxy sets the connection up
-        frozen.set()
-        time.sleep(0.2)
-
-    short_proxy._loop.call_soon_threadsafe(freeze)
-    assert frozen.wait(5)
+    freeze(short_proxy, 0.2)  # the first piece waits while the proxy sets the connection up
     with socket.create_connection(("127.0.0.1", short_proxy.port), timeout=10) as sock:
         sock.sendall(b"GET /slow HTTP/1.1\r\n")
         time.sleep(0.5)
         started = time.monotonic()
         sock.sendall(b"Host: x\r\nConnection: close\r\n\r\n")
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
+        data = read_to_end(sock)
         took = time.monotonic() - started
     assert data.startswith(b"HTTP/1.1 200")
     assert took >= 0.3, took

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from proxy_addons import warmup
-from tests.support import free_port, wait_until
+from tests.support import free_port, read_to_end, wait_until
 
 EXE = str(Path(sys.executable).with_name("chaosproxy"))
 
@@ -207,9 +207,7 @@ def test_an_upstream_that_is_down_still_gets_mitmproxys_own_answer(scenario: Pat
         with proxy.connect() as sock:
             started = time.monotonic()
             sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            data = b""
-            while chunk := sock.recv(65536):
-                data += chunk
+            data = read_to_end(sock)
             took = time.monotonic() - started
     finally:
         log = proxy.stop()
