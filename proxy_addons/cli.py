@@ -129,6 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     log = logging.getLogger("chaosproxy")
 
     def ready(m: Any) -> None:
+        launch.settle_heap()  # before the line that tells scripts the proxy is ready
         where = source or "no scenario: passing everything through"
         control = f"control API {addon.admin_url}" if addon.admin_url else "no control API"
         log.info(
@@ -142,7 +143,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             control,
             f" | watching {source}" if args.watch else "",
         )
-        launch.settle_heap()
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -27,10 +27,13 @@ turns them off:
   reference cycles, so each request's flow, messages and buffers waited for the garbage
   collector's full collections: at ~1,000 requests/s, one every few seconds, stalling
   every request for 30-50 ms. Their cycles are cut once they are dropped, and reference
-  counting frees them at once.
+  counting frees them at once. (A closed connection's own layers still form cycles: a
+  client that opens a connection per request still leaves those to the collector.)
 - **Upstream connections opened during delays**, see :mod:`proxy_addons.warmup`.
 - **A settled heap.** Once the proxy is ready, the start-up garbage is collected and what
   is left (imports, the scenario model) is frozen, so later collections do not scan it.
+  (What was frozen is never collected: a scenario replaced later by ``--watch`` or the
+  control API stays in memory, a few kilobytes.)
 """
 
 from __future__ import annotations
@@ -226,14 +229,15 @@ def _loosen(stream: Any) -> None:
         return
     if getattr(server, "__func__", None) not in _FINISHED:
         return
-    stream.client_state = stream.server_state = _consume
+    stream.client_state = stream.server_state = stream.handle_event = _consume
     layers = stream.context.layers
     if layers and layers[-1] is stream:
         layers.pop()
 
 
 def _consume(event: Any) -> Iterator[Any]:
-    """What ``state_done`` and ``state_errored`` do, without holding the stream."""
+    """What ``state_done`` and ``state_errored`` do, without holding the stream: any
+    event that still reached it is silently consumed."""
     yield from ()
 
 

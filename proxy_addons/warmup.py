@@ -8,12 +8,15 @@ behind the other. Instead, when such a request will need a new upstream connecti
 TCP connection is opened during the last :data:`LEAD` seconds of its wait and handed to
 mitmproxy when it asks for it, so the request goes out as soon as the delay ends.
 
-Nothing else changes: mitmproxy still runs its ``server_connect`` and ``server_connected``
-hooks, TLS to the upstream, and its errors. A connection opened early that fails, was
-closed by the upstream in the meantime, or goes to another address than mitmproxy asks
-for is not used: mitmproxy connects as usual. One not asked for (the client left, the
-flow was killed) is closed when its client disconnects, or :data:`KEEP` seconds after its
-delay ended. :func:`install` wraps mitmproxy's ``ConnectionHandler.open_connection``
+mitmproxy still runs its ``server_connect`` and ``server_connected`` hooks, TLS to the
+upstream, and its errors: a connect that failed early fails mitmproxy's connect with the
+same error (it is not tried twice). What differs: the upstream sees the TCP connection
+before ``server_connect`` runs (an addon that vetoes there cannot keep it from seeing
+one), and the flow's ``timestamp_tcp_setup`` shows no connect time. A connection the
+upstream closed or wrote to in the meantime, or to another address than mitmproxy asks
+for, is not used: mitmproxy connects as usual. One not asked for (the client left, the
+flow was killed) is closed when its client disconnects, or :data:`KEEP` seconds after
+its delay ended. :func:`install` wraps mitmproxy's ``ConnectionHandler.open_connection``
 (internal API, the same in mitmproxy 11 and 12); without it, :func:`prepare` does nothing.
 """
 
@@ -47,35 +50,48 @@ _handoff: contextvars.ContextVar[Early | None] = contextvars.ContextVar(
 class Early:
     """One upstream connection opened ahead of its request."""
 
-    __slots__ = ("address", "task", "expiry", "used")
+    __slots__ = ("address", "task", "timer", "expiry", "used")
 
     def __init__(self, address: Address) -> None:
         self.address = address
         self.task: asyncio.Task[Streams] | None = None
+        self.timer: asyncio.TimerHandle | None = None
         self.expiry: asyncio.TimerHandle | None = None
         self.used = False
 
+    def schedule(self, client_id: str, remaining: float) -> None:
+        """Open it ``LEAD`` before ``remaining`` seconds have passed; give up ``KEEP``
+        after (unless it was opened already: then only the giving up moves)."""
+        loop = asyncio.get_running_loop()
+        if self.task is None:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = loop.call_later(max(0.0, remaining - LEAD), self.start)
+        if self.expiry is not None:
+            self.expiry.cancel()
+        self.expiry = loop.call_later(remaining + KEEP, _expire, client_id, self)
+
     def start(self) -> None:
-        if not self.used:
+        if not self.used and self.task is None:
             self.task = asyncio.ensure_future(asyncio.open_connection(*self.address))
+            self.task.add_done_callback(_retrieve)
 
     async def take(self) -> Streams | None:
-        """The open connection, if it opened and is still open; None otherwise (and
-        None again: it is handed over once)."""
+        """The open connection, if it opened and is still unused by the upstream; None
+        otherwise (and None again: it is handed over once). Raises the OSError its
+        connect failed with, as mitmproxy's own connect would (not tried twice)."""
         if self.used:
             return None
         self.used = True
-        if self.expiry is not None:
-            self.expiry.cancel()
+        self._stop_timers()
         task = self.task
         if task is None or task.cancelled():
             return None
-        try:
-            reader, writer = await task
-        except OSError:
-            return None  # mitmproxy tries itself, and reports its own error
-        if reader.at_eof() or writer.is_closing():
-            writer.close()  # the upstream closed it while the request waited
+        reader, writer = await task
+        if reader.at_eof() or reader.exception() or len(getattr(reader, "_buffer", b"")):
+            # the upstream closed it, or said something before any request (an idle
+            # timeout's 408, say): not a connection to send a request on
+            writer.close()
             return None
         return reader, writer
 
@@ -84,8 +100,7 @@ class Early:
         if self.used:
             return
         self.used = True
-        if self.expiry is not None:
-            self.expiry.cancel()
+        self._stop_timers()
         task = self.task
         if task is None:
             return
@@ -94,24 +109,33 @@ class Early:
         elif not task.cancelled() and task.exception() is None:
             task.result()[1].close()
 
+    def _stop_timers(self) -> None:
+        for timer in (self.timer, self.expiry):
+            if timer is not None:
+                timer.cancel()
+
+
+def _retrieve(task: asyncio.Task[Streams]) -> None:
+    """Mark a failed early connect's error as seen (it is reported, if at all, by the
+    ``open_connection`` it is handed to): no "exception never retrieved" at exit."""
+    if not task.cancelled():
+        task.exception()
+
 
 def prepare(client_id: str, address: Address, deadline: float) -> None:
     """A request of ``client_id`` goes to ``address`` when its delay ends at ``deadline``
-    (wall clock): open the connection it will need ahead, unless it has one."""
+    (wall clock): open the connection it will need ahead, unless it has one. A later
+    wait of the same request moves the opening later."""
     if not _installed or _upstreams.get(client_id):
-        return
-    ahead = _early.get(client_id)
-    if ahead is not None and address in ahead:
         return
     remaining = deadline - time.time()
     if remaining <= 0:
         return
-    loop = asyncio.get_running_loop()
-    early = Early(address)
-    _early.setdefault(client_id, {})[address] = early
-    opens_in = max(0.0, remaining - LEAD)
-    loop.call_later(opens_in, early.start)
-    early.expiry = loop.call_later(remaining + KEEP, _expire, client_id, early)
+    ahead = _early.setdefault(client_id, {})
+    early = ahead.get(address)
+    if early is None:
+        early = ahead[address] = Early(address)
+    early.schedule(client_id, remaining)
 
 
 def _expire(client_id: str, early: Early) -> None:

@@ -160,7 +160,9 @@ def head_waiting(handler: Any) -> float | None:
     if not (sep and line.endswith((b" HTTP/1.1", b" HTTP/1.0")) and b"\r\n\r\n" in data):
         return None
     now = time.time()
-    return received if received is not None and 0 < received <= now else now
+    if received is None or not now - _STAMP_TRUSTED < received <= now:
+        return now  # no stamp, or not a plausible one (another clock, a clock step)
+    return received
 
 
 def _stamp(ancillary: list[tuple[int, int, bytes]]) -> float | None:
@@ -201,6 +203,8 @@ _PEEK = 16 * 1024
 #: Linux's SO_TIMESTAMPNS (receive times in nanoseconds; not named by Python's socket).
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35) if sys.platform == "linux" else 0
 _STAMP_SPACE = socket.CMSG_SPACE(16) if hasattr(socket, "CMSG_SPACE") else 0
+#: A kernel receive time further back than this (seconds) is not believed.
+_STAMP_TRUSTED = 30.0
 
 
 class FlowWire:
@@ -320,7 +324,8 @@ class FlowWire:
         during the wait (``chaosproxy run``; see :mod:`proxy_addons.warmup`)."""
         flow = self._flow
         request = flow.request
-        if flow.response is None and flow.server_conn.via is None:
+        server = flow.server_conn
+        if flow.response is None and server.via is None and server.transport_protocol == "tcp":
             warmup.prepare(flow.client_conn.id, (request.host, request.port), when)
 
     async def hold(self) -> None:

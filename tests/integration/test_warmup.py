@@ -34,7 +34,8 @@ class Upstream:
     """A raw HTTP/1.1 upstream that notes when each connection opened, when each request
     on it came in, and when the proxy closed it."""
 
-    def __init__(self) -> None:
+    def __init__(self, close_first: bool = False) -> None:
+        self.close_first = close_first  # hang up on the first connection at once
         self.connections: list[dict[str, Any]] = []
         self.port = free_port()
         self._loop = asyncio.new_event_loop()
@@ -55,6 +56,9 @@ class Upstream:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn: dict[str, Any] = {"opened": time.monotonic(), "requests": [], "closed": None}
         self.connections.append(conn)
+        if self.close_first and len(self.connections) == 1:
+            writer.close()
+            return
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -162,8 +166,8 @@ def test_a_delayed_request_finds_its_upstream_connection_open(
     first, second = raw_upstream.connections
     assert [p for _, p in first["requests"]] == ["/slow", "/slow"]
     # opened during the last LEAD (50 ms) of the 400 ms wait, not after it
-    assert 0.02 < _lead(first) < 0.3, _lead(first)
-    assert [p for _, p in second["requests"]] == ["/fast"] and _lead(second) < 0.02
+    assert 0.025 < _lead(first) < 0.3, _lead(first)
+    assert [p for _, p in second["requests"]] == ["/fast"] and _lead(second) < 0.01
 
 
 def test_without_the_lean_start_the_connection_opens_after_the_delay(
@@ -177,7 +181,7 @@ def test_without_the_lean_start_the_connection_opens_after_the_delay(
     finally:
         proxy.stop()
     (conn,) = raw_upstream.connections
-    assert _lead(conn) < 0.02
+    assert _lead(conn) < 0.01
 
 
 def test_a_client_that_leaves_during_the_delay_gets_no_upstream_connection(
@@ -199,6 +203,19 @@ def test_a_client_that_leaves_during_the_delay_gets_no_upstream_connection(
     finally:
         proxy.stop()
     assert [[p for _, p in c["requests"]] for c in raw_upstream.connections] == [["/fast"]]
+
+
+def test_an_early_connection_the_upstream_hung_up_on_is_not_used(scenario: Path) -> None:
+    upstream = Upstream(close_first=True)
+    proxy = Proxy(upstream.port, scenario)
+    try:
+        with proxy.connect() as sock:
+            assert ask(sock, "/slow").startswith(b"HTTP/1.1 200")
+    finally:
+        proxy.stop()
+        upstream.stop()
+    early, fresh = upstream.connections
+    assert early["requests"] == [] and [p for _, p in fresh["requests"]] == ["/slow"]
 
 
 def test_an_upstream_that_is_down_still_gets_mitmproxys_own_answer(scenario: Path) -> None:
@@ -270,6 +287,12 @@ def test_early_connections_are_taken_once_expire_and_are_discarded() -> None:
         await _until(lambda: len(accepted) == 2)
         await _until(lambda: "c3" not in warmup._early, timeout=2)
         await _until(accepted[1][0].at_eof)  # closed by the proxy side
+
+        warmup.prepare("c6", address, time.time() + 0.06)  # a second, later wait of
+        warmup.prepare("c6", address, time.time() + 5)  # the same request: opens later
+        await asyncio.sleep(0.2)
+        assert len(accepted) == 2
+        warmup.discard("c6")
 
         warmup.prepare("c4", address, time.time() + 5)  # not opened yet when it leaves
         warmup.discard("c4")
