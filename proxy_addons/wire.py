@@ -200,8 +200,14 @@ class KernelStamps:
 
 #: How much of a new connection's waiting bytes :func:`head_waiting` looks at.
 _PEEK = 16 * 1024
-#: Linux's SO_TIMESTAMPNS (receive times in nanoseconds; not named by Python's socket).
-_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35) if sys.platform == "linux" else 0
+#: Linux's SO_TIMESTAMPNS (receive times in nanoseconds; not named by Python's socket):
+#: 35 where the kernel uses the generic socket options (not alpha, mips, parisc, sparc).
+_SO_TIMESTAMPNS = (
+    getattr(socket, "SO_TIMESTAMPNS", 35)
+    if sys.platform == "linux"
+    and os.uname().machine in {"x86_64", "aarch64", "i686", "armv7l", "riscv64", "ppc64le", "s390x"}
+    else 0
+)
 _STAMP_SPACE = socket.CMSG_SPACE(16) if hasattr(socket, "CMSG_SPACE") else 0
 #: A kernel receive time further back than this (seconds) is not believed.
 _STAMP_TRUSTED = 30.0
