@@ -176,8 +176,8 @@ def free_finished_streams() -> bool:
     if getattr(init, "_chaosproxy", False):
         return False
     stream = layers_http.HttpStream
-    finished = (stream.state_done, stream.state_errored)
-    if not all(callable(state) for state in finished):
+    finished = (getattr(stream, "state_done", None), getattr(stream, "state_errored", None))
+    if None in finished:
         return False  # mitmproxy changed: leave it alone
     _FINISHED.update(finished)
     _FINISHED_TYPE.append(stream)

@@ -138,12 +138,21 @@ def prepare(client_id: str, address: Address, deadline: float) -> None:
     early.schedule(client_id, remaining)
 
 
+def _unpark(client_id: str, address: Address) -> Early | None:
+    """Remove and return the early connection for ``client_id`` and ``address``."""
+    ahead = _early.get(client_id)
+    if ahead is None:
+        return None
+    early = ahead.pop(address, None)
+    if not ahead:
+        del _early[client_id]
+    return early
+
+
 def _expire(client_id: str, early: Early) -> None:
     ahead = _early.get(client_id)
     if ahead is not None and ahead.get(early.address) is early:
-        del ahead[early.address]
-        if not ahead:
-            del _early[client_id]
+        _unpark(client_id, early.address)
     early.close()
 
 
@@ -165,12 +174,7 @@ def install() -> bool:
     async def open_connection(self: Any, command: Any) -> None:
         client = self.client.id
         _upstreams[client] = _upstreams.get(client, 0) + 1
-        early = None
-        ahead = _early.get(client)
-        if ahead is not None:
-            early = ahead.pop(command.connection.address, None)
-            if not ahead:
-                del _early[client]
+        early = _unpark(client, command.connection.address) if _early else None
         token = _handoff.set(early)
         try:
             await opener(self, command)
