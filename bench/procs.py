@@ -38,6 +38,28 @@ def wait_port(port: int, timeout: float = 20.0, proc: Proc | None = None) -> flo
     return time.monotonic() - t0
 
 
+def wait_healthy(url: str, timeout: float = 20.0, proc: Proc | None = None) -> None:
+    """Wait until ``GET url`` answers 200: chaosproxy's ``/healthz`` says so only once every
+    worker listens (the port opens with the first one, and a client that connects then
+    would keep all its connections on that worker)."""
+    import urllib.error
+    import urllib.request
+
+    t0 = time.monotonic()
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except (OSError, urllib.error.URLError):
+            pass
+        if proc is not None and proc.popen.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited ({proc.popen.returncode}): {proc.log_tail()}")
+        if time.monotonic() - t0 > timeout:
+            raise RuntimeError(f"{url} did not answer 200 after {timeout}s")
+        time.sleep(0.01)
+
+
 class Proc:
     """A child process whose output goes to a temporary log file."""
 

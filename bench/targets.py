@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.procs import Proc, free_port, start, wait_port
+from bench.procs import Proc, free_port, start, wait_healthy, wait_port
 
 HERE = Path(__file__).resolve().parent
 SCENARIOS = HERE / "scenarios"
@@ -94,12 +94,21 @@ def chaosproxy(
         str(SCENARIOS / f"{scenario}.yaml"),
         "-q",
     ]
+    admin = None
     if "--admin" in chaosproxy_help():
-        cmd += ["--admin", f"127.0.0.1:{free_port()}"]
+        admin = f"127.0.0.1:{free_port()}"
+        cmd += ["--admin", admin]
     if workers > 1:
         cmd += ["--workers", str(workers)]
     name = "chaosproxy" if workers == 1 else f"chaosproxy --workers {workers}"
-    return _launch(name, cmd, port, env)
+    target = _launch(name, cmd, port, env)
+    if admin is not None:
+        try:
+            wait_healthy(f"http://{admin}/healthz", proc=target.proc)
+        except RuntimeError:
+            target.stop()
+            raise
+    return target
 
 
 def mitmdump(upstream: str, *, script: str | None = None) -> Target:

@@ -181,3 +181,63 @@ def test_profile_summary_groups_samples_by_origin() -> None:
     assert "mitmproxy    60.0%" in text and "chaosproxy   20.0%" in text
     assert "100.0%  main (proxy_addons/cli.py:1)" in text
     assert summarize("") == "no samples"
+
+
+def test_wait_healthy_waits_for_200_and_reports_a_process_that_died() -> None:
+    import http.server
+    import threading
+
+    from bench.procs import wait_healthy
+
+    answers = [503, 503, 200]
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            self.send_response(answers.pop(0) if len(answers) > 1 else answers[0])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        wait_healthy(f"http://127.0.0.1:{server.server_port}/healthz")
+        assert answers == [200]  # asked until the 200, not once
+    finally:
+        server.shutdown()
+        server.server_close()
+    with pytest.raises(RuntimeError, match="did not answer 200"):
+        wait_healthy(f"http://127.0.0.1:{free_port()}/healthz", timeout=0.2)
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def test_chaosproxy_target_with_workers_returns_once_every_worker_listens() -> None:
+    """The port opens with the first worker; a load that starts then would keep all its
+    kept-alive connections on that one worker."""
+    import os
+
+    from bench import targets
+    from bench.procs import _children
+
+    with Upstream(free_port(), free_port(), nginx=False) as up:
+        with targets.chaosproxy(up.url, "passthrough-20", workers=2) as target:
+            assert target.proc is not None
+            listening = _listening_inodes(target.port)
+            owners = set()
+            for pid in _children(target.proc.pid):
+                for fd in Path(f"/proc/{pid}/fd").iterdir():
+                    link = os.readlink(fd) if fd.is_symlink() else ""
+                    if link.startswith("socket:[") and link[8:-1] in listening:
+                        owners.add(pid)
+            assert len(owners) == 2
