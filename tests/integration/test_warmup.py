@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 from proxy_addons import warmup
-from tests.support import free_port, read_to_end, wait_until
+from tests.support import free_port, read_to_end, self_signed, wait_until
 
 EXE = str(Path(sys.executable).with_name("chaosproxy"))
 
@@ -34,8 +35,9 @@ class Upstream:
     """A raw HTTP/1.1 upstream that notes when each connection opened, when each request
     on it came in, and when the proxy closed it."""
 
-    def __init__(self, close_first: bool = False) -> None:
+    def __init__(self, close_first: bool = False, tls: ssl.SSLContext | None = None) -> None:
         self.close_first = close_first  # hang up on the first connection at once
+        self.tls = tls  # TLS after the TCP accept (so "opened" is the accept, not the handshake)
         self.connections: list[dict[str, Any]] = []
         self.port = free_port()
         self._loop = asyncio.new_event_loop()
@@ -60,11 +62,13 @@ class Upstream:
             writer.close()
             return
         try:
+            if self.tls is not None:
+                await writer.start_tls(self.tls)
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 conn["requests"].append((time.monotonic(), head.split(b" ")[1].decode()))
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
             conn["closed"] = time.monotonic()
         finally:
             writer.close()
@@ -85,14 +89,19 @@ class Proxy:
     """``chaosproxy run`` in front of ``upstream_port``; its output lines, as they come."""
 
     def __init__(
-        self, upstream_port: int, scenario: Path, env: dict[str, str] | None = None
+        self,
+        upstream_port: int,
+        scenario: Path,
+        env: dict[str, str] | None = None,
+        scheme: str = "http",
+        args: tuple[str, ...] = (),
     ) -> None:
         self.port = free_port()
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            [EXE, "run", "--upstream", f"http://127.0.0.1:{upstream_port}"]
+            [EXE, "run", "--upstream", f"{scheme}://127.0.0.1:{upstream_port}"]
             + ["--listen", f"127.0.0.1:{self.port}", "--scenario", str(scenario)]
-            + ["--admin", "127.0.0.1:0"],
+            + ["--admin", "127.0.0.1:0", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -168,6 +177,29 @@ def test_a_delayed_request_finds_its_upstream_connection_open(
     # opened during the last LEAD (50 ms) of the 400 ms wait, not after it
     assert 0.025 < _lead(first) < 0.3, _lead(first)
     assert [p for _, p in second["requests"]] == ["/fast"] and _lead(second) < 0.01
+
+
+def test_an_https_upstream_gets_its_tls_handshake_on_the_early_connection(
+    scenario: Path, tmp_path: Path
+) -> None:
+    """mitmproxy does the TLS handshake itself, on the TCP connection opened during the
+    wait: the request still waits its whole delay and arrives over TLS."""
+    cert, key = self_signed(tmp_path)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    up = Upstream(tls=tls)
+    proxy = Proxy(up.port, scenario, scheme="https", args=("--insecure",))
+    try:
+        with proxy.connect() as sock:
+            started = time.monotonic()
+            assert ask(sock, "/slow").startswith(b"HTTP/1.1 200")
+            assert time.monotonic() - started >= 0.4
+    finally:
+        proxy.stop()
+        up.stop()
+    (conn,) = up.connections
+    assert [p for _, p in conn["requests"]] == ["/slow"]
+    assert 0.025 < _lead(conn) < 0.3, _lead(conn)
 
 
 def test_without_the_lean_start_the_connection_opens_after_the_delay(
