@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--no-lean", action="store_true", help="without the lean start (CHAOSPROXY_NO_LEAN)"
     )
+    p.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -100,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                 str(proxy.proc.pid),
                 "--duration",
                 str(round(args.duration)),
+                "--rate",
+                str(args.rate),
             ]
             raw = subprocess.run(
                 [*cmd, "--format", "raw", "--output", f"{stem}.txt", "--nonblocking"],
