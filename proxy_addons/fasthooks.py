@@ -18,19 +18,17 @@ added again for the change to be seen (mitmproxy looks them up on every hook).
 
 :class:`InlineHooks` (an addon) removes the other half of the cost: mitmproxy starts an
 asyncio task for every hook a connection's layers raise, even when every handler is a plain
-function that returns at once, and the layer waits a loop iteration for that task; the
-hook's command then climbs out through every layer above it, and its completion comes back
-down through all of them. For the connections of a master with a :class:`HookTable`, the
-layer that raises a hook runs its handlers on the spot (:func:`complete_hooks_in_layers`)
-and, when they are all done, goes on as if the completion had arrived. Hooks run in the
-order their layers raise them, as mitmproxy's tasks start them. A handler that returns an
-awaitable (a fault that delays the request) and an intercepted flow continue in a task as
-before, and the layer waits for them as it would for mitmproxy.
+function that returns at once, and the layer waits a loop iteration for that task. For the
+connections of a master with a :class:`HookTable`, a hook's handlers run as soon as the event
+that raised it has been handled, and the layer hears right away that the hook is complete,
+in the order mitmproxy would have delivered it. A handler that returns an awaitable (a fault
+that delays the request) and an intercepted flow continue in a task as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import inspect
 import logging
@@ -169,8 +167,7 @@ def table_of(manager: addonmanager.AddonManager) -> HookTable | None:
 
 
 class InlineHooks:
-    """Addon: completes a connection's hooks where its layers raise them (see the module
-    docstring)."""
+    """Addon: completes a connection's hooks without a task each (see the module docstring)."""
 
     def __init__(self) -> None:
         self.master: Any = None
@@ -178,7 +175,6 @@ class InlineHooks:
 
     def load(self, loader: Any) -> None:
         self.master = loader.master
-        complete_hooks_in_layers()
 
     def client_connected(self, client: Any) -> None:
         if self.master is None:
@@ -189,27 +185,43 @@ class InlineHooks:
         layer = getattr(handler, "layer", None)
         if table is None or layer is None or not hasattr(handler, "server_event"):
             return
-
-        def run(hook: commands.StartHook) -> bool:
-            if not table.is_flat():
-                return False  # mitmproxy's own dispatch, in its own task
-            if self._complete(handler, table, hook):
-                return True
-            hook._chaosproxy_started = True  # type: ignore[attr-defined]
-            return False
-
-        _runners[client.id] = run
         original = layer.handle_event
 
         def handle_event(event: events.Event) -> Iterator[commands.Command]:
-            for command in original(event):
-                if not getattr(command, "_chaosproxy_started", False):
-                    yield command  # a hook started at its layer is not mitmproxy's to start
+            queue = collections.deque((event,))
+            while queue:
+                raised: list[commands.StartHook] = []
+                try:
+                    for command in original(queue.popleft()):
+                        if isinstance(command, commands.StartHook) and table.is_flat():
+                            raised.append(command)  # run once the event is handled
+                        else:
+                            yield command
+                except Exception:
+                    # mitmproxy crashed on this event (server_event logs it): the hooks it
+                    # raised and the completions still queued each go on separately, as
+                    # mitmproxy's tasks would, so other flows are not stranded
+                    self._complete_apart(handler, table, raised, queue)
+                    raise
+                for hook in raised:
+                    if self._complete(handler, table, hook) and hook.blocking:
+                        queue.append(events.HookCompleted(hook))
 
         layer.handle_event = handle_event
 
-    def client_disconnected(self, client: Any) -> None:
-        _runners.pop(client.id, None)
+    def _complete_apart(
+        self,
+        handler: Any,
+        table: HookTable,
+        raised: list[commands.StartHook],
+        queue: collections.deque[events.Event],
+    ) -> None:
+        for hook in raised:
+            if self._complete(handler, table, hook) and hook.blocking:
+                queue.append(events.HookCompleted(hook))
+        for event in queue:
+            self._keep(asyncio.ensure_future(handler.server_event(event)))
+        queue.clear()
 
     def _keep(self, task: asyncio.Future[None]) -> None:
         self._tasks.add(task)
@@ -235,77 +247,3 @@ class InlineHooks:
                 await data.wait_for_resume()
         if hook.blocking:
             await handler.server_event(events.HookCompleted(hook))
-
-
-#: client id -> that connection's runner: given a blocking hook its layer raised, True when
-#: the hook is complete (the layer goes on at once), False when the layer must wait for it
-_runners: dict[str, Callable[[commands.StartHook], bool]] = {}
-
-
-def complete_hooks_in_layers() -> bool:
-    """Replace ``Layer.handle_event`` and its ``__process`` with copies that, before a layer
-    pauses on a blocking hook, offer the hook to its connection's runner (InlineHooks). A
-    layer of a connection without one, and a hook the runner cannot finish at once, behave
-    exactly as in mitmproxy. False when already done, or when mitmproxy's layer changed."""
-    from mitmproxy.proxy import layer as layers
-
-    base = layers.Layer
-    if getattr(base.handle_event, "_chaosproxy", False):
-        return False
-    paused = getattr(layers, "Paused", None)
-    needed = ("_Layer__continue", "_Layer__debug", "_Layer__process", "_handle_event")
-    if paused is None or not all(hasattr(base, name) for name in needed):
-        return False
-
-    def handle_event(self: Any, event: events.Event) -> Iterator[commands.Command]:
-        if self._paused:
-            finished = (
-                isinstance(event, events.CommandCompleted)
-                and event.command is self._paused.command
-            )
-            if self.debug is not None:
-                yield self._Layer__debug(f"{'>>' if finished else '>!'} {event}")
-            if finished:
-                yield from self._Layer__continue(event)
-            else:
-                self._paused_event_queue.append(event)
-        else:
-            if self.debug is not None:
-                yield self._Layer__debug(f">> {event}")
-            yield from process(self, self._handle_event(event))
-
-    def process(self: Any, generator: Any, send: Any = None) -> Iterator[commands.Command]:
-        try:
-            command = generator.send(send)
-        except StopIteration:
-            return
-        while True:
-            if self.debug is not None and not isinstance(command, commands.Log):
-                yield self._Layer__debug(f"<< {command}")
-            if command.blocking is True:
-                run = (
-                    _runners.get(self.context.client.id)
-                    if isinstance(command, commands.StartHook)
-                    else None
-                )
-                if run is not None and run(command):
-                    try:
-                        command = generator.send(None)  # a hook's reply is None
-                    except StopIteration:
-                        return
-                    continue
-                # only this layer waits: outer layers check for ``blocking is True``
-                command.blocking = self
-                self._paused = paused(command, generator)
-                yield command
-                return
-            yield command
-            try:
-                command = next(generator)
-            except StopIteration:
-                return
-
-    handle_event._chaosproxy = True  # type: ignore[attr-defined]
-    base.handle_event = handle_event  # type: ignore[method-assign,assignment]
-    base._Layer__process = process  # type: ignore[attr-defined]
-    return True

@@ -5,18 +5,17 @@ addons; and, through a real proxy, intercepted flows and failing addons."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import re
+import socket
 import threading
+import time
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import requests
 from mitmproxy import exceptions, hooks, master, options
-from mitmproxy.proxy import commands, events
-from mitmproxy.proxy.context import Context
-from mitmproxy.proxy.layer import Layer
 from mitmproxy.proxy.layers.http import HttpRequestHook
 from mitmproxy.test import tflow
 
@@ -258,112 +257,76 @@ def test_a_standalone_addon_is_never_held() -> None:
     assert addon.request(flow) is None and addon.engine.requests == 1
 
 
-class Steps(Layer):
-    """A real mitmproxy layer: on ``start`` it raises the request hook for two flows, logs,
-    and then crashes (as a mitmproxy bug would)."""
-
-    def __init__(self, context: Context, flows: list[Any]) -> None:
-        super().__init__(context)
-        self.flows = flows
-
-    def _handle_event(self, event: Any) -> Any:
-        if isinstance(event, events.Start):
-            for f in self.flows:
-                yield HttpRequestHook(f)
-            yield commands.Log("both hooks are done")
-            raise RuntimeError("mitmproxy crashed")
-
-
-def on_connection(
-    addons: list[Any], flows: list[Any], *, inline: bool = True
-) -> tuple[Steps, list[Any], Any]:
-    """A master with ``addons`` and a connection whose top layer is :class:`Steps`; the
-    HookCompleted events that reach the connection handler are collected."""
-    m = master.Master(options.Options(), with_termlog=False)
-    m.addons.add(*addons)
-    fasthooks.install(m.addons)
-    client = tflow.tclient_conn()
-    layer = Steps(Context(client, m.options), flows)
-    delivered: list[Any] = []
-
-    class Handler:
-        timeout_watchdog = SimpleNamespace(disarm=contextlib.nullcontext)
-
-        async def server_event(self, event: Any) -> None:
-            delivered.append(event)
-
-    handler = Handler()
-    handler.layer = layer  # type: ignore[attr-defined]
-    proxyserver = SimpleNamespace(connections={client.id: handler})
-    m.addons.get = lambda name: proxyserver if name == "proxyserver" else None  # type: ignore[method-assign]
-    hooks_inline = fasthooks.InlineHooks()
-    hooks_inline.master = m
-    fasthooks.complete_hooks_in_layers()
-    if inline:
-        hooks_inline.client_connected(client)
-    return layer, delivered, handler
-
-
-def test_a_layer_runs_its_hooks_on_the_spot_and_goes_on() -> None:
-    """The layer that raises a hook runs its handlers and goes on: nothing climbs out but
-    the log line, and the crash after it still propagates (nothing left pending)."""
+def test_when_mitmproxy_crashes_on_an_event_its_hooks_and_queued_completions_go_on() -> None:
+    """The hooks raised before the crash still run, and every completion still queued is
+    delivered in a server_event of its own, as mitmproxy's per-hook tasks would."""
     seen: list[tuple[str, str, Any]] = []
     first, second = tflow.tflow(), tflow.tflow()
 
-    async def go() -> None:
-        layer, delivered, handler = on_connection([Recorder("a", seen)], [first, second])
-        out: list[Any] = []
+    async def go() -> list[Any]:
+        m = master.Master(options.Options(), with_termlog=False)
+        m.addons.add(Recorder("a", seen))
+        fasthooks.install(m.addons)
+        delivered: list[Any] = []
+
+        def layer_events(event: Any) -> Any:
+            if event == "start":
+                yield HttpRequestHook(first)
+                yield HttpRequestHook(second)
+                raise RuntimeError("mitmproxy crashed")
+
+        class Handler:
+            layer = SimpleNamespace(handle_event=layer_events)
+
+            async def server_event(self, event: Any) -> None:
+                delivered.append(event)
+
+        handler = Handler()
+        client = SimpleNamespace(id="c1")
+        proxyserver = SimpleNamespace(connections={"c1": handler})
+        m.addons.get = lambda name: proxyserver if name == "proxyserver" else None  # type: ignore[method-assign]
+        inline = fasthooks.InlineHooks()
+        inline.master = m
+        inline.client_connected(client)
         with pytest.raises(RuntimeError, match="crashed"):
-            for command in handler.layer.handle_event(events.Start()):
-                out.append(command)
-        assert [arg for _, _, arg in seen] == [first, second]
-        assert [type(c).__name__ for c in out] == ["Log"]
+            list(handler.layer.handle_event("start"))
         await asyncio.sleep(0.01)
-        assert layer._paused is None and delivered == []
+        return delivered
 
-    asyncio.run(go())
-
-
-def test_a_hook_not_done_at_once_pauses_its_layer_until_its_completion_arrives() -> None:
-    seen: list[tuple[str, str, Any]] = []
-    first, second = tflow.tflow(), tflow.tflow()
-
-    async def go() -> None:
-        layer, delivered, handler = on_connection([AsyncRecorder("a", seen)], [first, second])
-        out = list(handler.layer.handle_event(events.Start()))
-        assert out == []  # the started hook is not handed to mitmproxy to start again
-        assert layer._paused is not None and layer._paused.command.flow is first
-        await wait_for(lambda: delivered)
-        assert [arg for _, _, arg in seen] == [first]
-        (completed,) = delivered
-        assert isinstance(completed, events.HookCompleted) and completed.command.flow is first
-        delivered.clear()
-        assert list(handler.layer.handle_event(completed)) == []  # on to the second hook
-        assert layer._paused.command.flow is second
-        await wait_for(lambda: delivered)
-        with pytest.raises(RuntimeError, match="crashed"):
-            list(handler.layer.handle_event(delivered[0]))
-        assert [arg for _, _, arg in seen] == [first, second]
-
-    asyncio.run(go())
+    delivered = asyncio.run(go())
+    assert [arg for _, _, arg in seen] == [first, second]  # both hooks ran
+    assert [type(e).__name__ for e in delivered] == ["HookCompleted", "HookCompleted"]
+    assert [e.command.flow for e in delivered] == [first, second]
 
 
-def test_a_layer_of_a_connection_without_inline_hooks_waits_as_in_mitmproxy() -> None:
-    seen: list[tuple[str, str, Any]] = []
-    first = tflow.tflow()
+def _pipelined(url_port: int, paths: list[str]) -> list[bytes]:
+    """Send GETs for ``paths`` in one write on one connection; the answers' statuses."""
+    with socket.create_connection(("127.0.0.1", url_port), timeout=10) as sock:
+        sock.sendall(b"".join(f"GET {p} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for p in paths))
+        data = b""
+        while data.count(b"HTTP/1.1 ") < len(paths) or not data.endswith(b"}"):
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+    return re.findall(rb"HTTP/1\.1 \d{3}", data)
 
-    async def go() -> None:
-        layer, _, handler = on_connection([Recorder("a", seen)], [first], inline=False)
-        (command,) = handler.layer.handle_event(events.Start())
-        assert isinstance(command, HttpRequestHook) and command.blocking is layer
-        assert seen == [] and layer._paused is not None
 
-    asyncio.run(go())
+def test_pipelined_requests_are_each_answered(upstream: UpstreamServer) -> None:
+    """The second request is parsed while the first one's answer goes out; its hooks run
+    only once the upstream connection's layer has finished with the first answer."""
+    before = len(upstream.received)  # the upstream is shared by the module's tests
+    with ChaosProxy(upstream=upstream.url) as proxy:
+        assert _pipelined(proxy.port, ["/json", "/json", "/json"]) == [b"HTTP/1.1 200"] * 3
+        assert [d.path for d in proxy.decisions] == ["/json"] * 3
+    assert [path for _, path, *_ in upstream.received[before:]] == ["/json"] * 3
 
 
-async def wait_for(condition: Any, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.001)
+def test_a_delayed_request_and_the_one_pipelined_behind_it(upstream: UpstreamServer) -> None:
+    scenario = {
+        "rules": [{"match": {"path": "/slow"}, "fault": {"type": "latency", "delay": "200ms"}}]
+    }
+    with ChaosProxy(upstream=upstream.url, scenario=scenario) as proxy:
+        started = time.monotonic()
+        assert _pipelined(proxy.port, ["/slow?x=1", "/json"]) == [b"HTTP/1.1 200"] * 2
+        assert time.monotonic() - started >= 0.2
+        assert [d.path for d in proxy.decisions] == ["/slow", "/json"]
