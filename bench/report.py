@@ -146,6 +146,15 @@ def markdown(results: dict[str, Any]) -> str:
         f"mitmproxy {m['mitmproxy']}; load: {m['load_tool']}; upstream: {m['upstream']}; "
         f"{results['seconds_per_run']:g} s per run.",
         "",
+    ]
+    rounds = results.get("throughput_rounds", 1)
+    if results.get("throughput") and rounds > 1:
+        lines += [
+            f"Throughput: {rounds} rounds per load level, taking the proxies in turn "
+            "(req/s over all rounds; p50/p99 the median round's).",
+            "",
+        ]
+    lines += [
         "| proxy | c=1 req/s (p50) | c=32 req/s (p50 / p99) | CPU per request (c=32) |",
         "|---|---|---|---|",
     ]

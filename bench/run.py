@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
 import platform
 import socket
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -76,6 +78,30 @@ def first_proxied(url: str, timeout: float = 30.0) -> float:
     raise RuntimeError(f"no answer from {url} within {timeout}s")
 
 
+def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from the rounds of one proxy at one load level: requests, seconds, errors
+    and CPU summed (so req/s is over all of them); p50/p90/p99 the median of the rounds';
+    ``rounds_rps`` each round's req/s, to show the spread."""
+    if len(rounds) == 1:
+        return rounds[0]
+    out: dict[str, Any] = {
+        "tool": rounds[0]["tool"],
+        "connections": rounds[0]["connections"],
+        "requests": sum(r["requests"] for r in rounds),
+        "seconds": round(sum(r["seconds"] for r in rounds), 2),
+        "errors": sum(r["errors"] for r in rounds),
+    }
+    for key in ("p50_ms", "p90_ms", "p99_ms"):
+        out[key] = statistics.median(r[key] for r in rounds)
+    out["rps"] = round(out["requests"] / out["seconds"], 1) if out["seconds"] else 0.0
+    cpu = [r for r in rounds if "cpu_us_per_request" in r]
+    if cpu and len(cpu) == len(rounds):
+        total = sum(r["cpu_us_per_request"] * r["requests"] for r in cpu)
+        out["cpu_us_per_request"] = round(total / out["requests"]) if out["requests"] else 0
+    out["rounds_rps"] = [r["rps"] for r in rounds]
+    return out
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -83,14 +109,22 @@ class Bench:
         self.seconds = args.duration
         self.notes: list[str] = []
 
-    def measure(self, url: str, conns: int, target: targets.Target | None = None) -> dict[str, Any]:
+    def measure(
+        self,
+        url: str,
+        conns: int,
+        target: targets.Target | None = None,
+        seconds: float | None = None,
+        *,
+        warm: bool = True,
+    ) -> dict[str, Any]:
         """One load run; with ``target``, also the proxy's CPU time per request, which the
         other processes on the machine disturb far less than requests per second."""
-        # A short warm-up so connection setup and first-request costs are not measured.
-        load.run_asyncio(url, min(conns, 8), count=min(200, 20 * conns))
+        if warm:  # a short warm-up so connection set-up and first-request costs are not measured
+            load.run_asyncio(url, min(conns, 8), count=min(200, 20 * conns))
         proc = target.proc if target is not None else None
         cpu0 = proc.cpu_seconds() if proc else 0.0
-        out = load.run(url, conns, self.seconds, use_wrk=self.use_wrk).as_dict()
+        out = load.run(url, conns, seconds or self.seconds, use_wrk=self.use_wrk).as_dict()
         if proc and out["requests"]:
             out["cpu_us_per_request"] = round(1e6 * (proc.cpu_seconds() - cpu0) / out["requests"])
         return out
@@ -98,8 +132,10 @@ class Bench:
     # ------------------------------------------------------------------ sections
 
     def throughput(self, up: Upstream) -> list[dict[str, Any]]:
+        """Every proxy is started first; then each load level runs in ``--rounds`` rounds
+        that take the proxies in turn (the order rotating), so a machine whose speed drifts
+        during the run (shared VMs do) slows every proxy alike. A row sums its rounds."""
         path = "/bench"
-        rows: list[dict[str, Any]] = []
         runs: list[tuple[str, Callable[[], targets.Target]]] = [
             ("direct to upstream", lambda: targets.direct(up.url, "direct to upstream")),
         ]
@@ -112,17 +148,28 @@ class Bench:
                 runs.append((f"chaosproxy --workers {n}", self._workers(up, n)))
         if self.toxy_ok:
             runs.append(("toxy", lambda: targets.toxy(up.url, 1)))
-        for label, make in runs:
-            _say(f"throughput: {label}")
-            try:
-                with make() as target:
-                    row: dict[str, Any] = {"proxy": target.name}
-                    for conns in (1, 32):
-                        row[f"c{conns}"] = self.measure(target.url + path, conns, target)
-                    rows.append(row)
-            except RuntimeError as exc:
-                self.notes.append(f"{label}: not measured ({exc})")
-        return rows
+        rounds = max(1, self.args.rounds)
+        seconds = self.seconds / rounds
+        with contextlib.ExitStack() as running:
+            started: list[targets.Target] = []
+            for label, make in runs:
+                _say(f"throughput: starting {label}")
+                try:
+                    started.append(running.enter_context(make()))
+                except RuntimeError as exc:
+                    self.notes.append(f"{label}: not measured ({exc})")
+            parts: dict[tuple[str, int], list[dict[str, Any]]] = {}
+            for conns in (1, 32):
+                for r in range(rounds):
+                    turn = r % len(started) if started else 0
+                    for target in started[turn:] + started[:turn]:
+                        _say(f"throughput: {target.name}, c={conns}, round {r + 1}/{rounds}")
+                        one = self.measure(target.url + path, conns, target, seconds, warm=r == 0)
+                        parts.setdefault((target.name, conns), []).append(one)
+            return [
+                {"proxy": t.name, **{f"c{c}": combine(parts[(t.name, c)]) for c in (1, 32)}}
+                for t in started
+            ]
 
     @staticmethod
     def _workers(
@@ -234,6 +281,7 @@ class Bench:
                 "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
                 "machine": machine(tool, up.kind),
                 "seconds_per_run": self.seconds,
+                "throughput_rounds": max(1, args.rounds),
                 "quick": args.quick,
             }
             for section in SECTIONS:
@@ -254,6 +302,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--workers", default="1,2", help="worker counts to measure, comma-separated (1,2)"
     )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        help="throughput: rounds taking the proxies in turn, --duration split over them "
+        "(default 3; quick 1)",
+    )
     p.add_argument("--sections", default=",".join(SECTIONS), help="what to measure")
     p.add_argument("--no-wrk", action="store_true", help="use the bundled load generator")
     p.add_argument("--out", type=Path, default=RESULTS, help="where results go")
@@ -261,6 +315,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     quick = args.quick
     args.duration = args.duration or (2.0 if quick else 10.0)
+    args.rounds = args.rounds or (1 if quick else 3)
     args.held = args.held or (100 if quick else 1000)
     args.rss_requests = args.rss_requests or (5000 if quick else 50000)
     args.workers = [int(w) for w in str(args.workers).split(",") if w.strip()]

@@ -132,6 +132,8 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
         "300",
         "--workers",
         "1",
+        "--rounds",
+        "2",
         "--out",
         str(tmp_path),
     ]
@@ -144,10 +146,12 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     assert {"direct to upstream", "mitmdump", "chaosproxy"} <= set(rows)
     for name in ("mitmdump", "chaosproxy"):
         assert rows[name]["c32"]["requests"] > 0 and rows[name]["c32"]["errors"] == 0
+        assert len(rows[name]["c32"]["rounds_rps"]) == 2  # the proxies took turns twice
     assert results["held"]["connected"] == 20 and results["held"]["busy"]["errors"] == 0
     assert results["rss"]["requests"] >= 300 and results["rss"]["errors"] == 0
     md = data.with_suffix(".md").read_text()
     assert "| chaosproxy |" in md and "| target (issue 7) |" in md
+    assert "Throughput: 2 rounds per load level" in md
     assert "| proxy | c=1 req/s (p50) | c=32 req/s (p50 / p99) |" in out.stdout
     assert rows["chaosproxy"]["c32"]["cpu_us_per_request"] > 0
     png = data.with_suffix(".png")
@@ -241,3 +245,29 @@ def test_chaosproxy_target_with_workers_returns_once_every_worker_listens() -> N
                     if link.startswith("socket:[") and link[8:-1] in listening:
                         owners.add(pid)
             assert len(owners) == 2
+
+
+def test_rounds_combine_into_one_row() -> None:
+    from bench.run import combine
+
+    def one(requests: int, p50: float, cpu: int) -> dict[str, object]:
+        return {
+            "tool": "wrk",
+            "connections": 32,
+            "requests": requests,
+            "seconds": 2.0,
+            "errors": 1,
+            "p50_ms": p50,
+            "p90_ms": p50 * 2,
+            "p99_ms": p50 * 3,
+            "rps": requests / 2,
+            "cpu_us_per_request": cpu,
+        }
+
+    row = combine([one(1000, 5.0, 600), one(3000, 1.0, 400), one(2000, 9.0, 500)])
+    assert row["requests"] == 6000 and row["seconds"] == 6.0 and row["errors"] == 3
+    assert row["rps"] == 1000.0  # all the requests over all the seconds
+    assert (row["p50_ms"], row["p99_ms"]) == (5.0, 15.0)  # the median round's
+    assert row["cpu_us_per_request"] == round((600_000 + 1_200_000 + 1_000_000) / 6000)
+    assert row["rounds_rps"] == [500.0, 1500.0, 1000.0]
+    assert combine([one(10, 1.0, 1)]) == one(10, 1.0, 1)  # one round: as measured
