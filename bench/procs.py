@@ -8,6 +8,8 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,9 +44,6 @@ def wait_healthy(url: str, timeout: float = 20.0, proc: Proc | None = None) -> N
     """Wait until ``GET url`` answers 200: chaosproxy's ``/healthz`` says so only once every
     worker listens (the port opens with the first one, and a client that connects then
     would keep all its connections on that worker)."""
-    import urllib.error
-    import urllib.request
-
     t0 = time.monotonic()
     while True:
         try:
