@@ -315,6 +315,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     quick = args.quick
     args.duration = args.duration or (2.0 if quick else 10.0)
+    if args.rounds is not None and args.rounds < 1:
+        p.error(f"--rounds must be 1 or more, not {args.rounds}")
     args.rounds = args.rounds or (1 if quick else 3)
     args.held = args.held or (100 if quick else 1000)
     args.rss_requests = args.rss_requests or (5000 if quick else 50000)

@@ -271,3 +271,17 @@ def test_rounds_combine_into_one_row() -> None:
     assert row["cpu_us_per_request"] == round((600_000 + 1_200_000 + 1_000_000) / 6000)
     assert row["rounds_rps"] == [500.0, 1500.0, 1000.0]
     assert combine([one(10, 1.0, 1)]) == one(10, 1.0, 1)  # one round: as measured
+
+
+def test_bad_options_are_refused_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.run import parse_args
+
+    for argv, message in (
+        (["--rounds", "0"], "--rounds must be 1 or more, not 0"),
+        (["--sections", "nosuch"], "unknown sections ['nosuch']"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            parse_args(argv)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+    assert parse_args([]).rounds == 3 and parse_args(["--quick"]).rounds == 1
