@@ -3,7 +3,9 @@
 Starts the upstream and ``chaosproxy run`` with the 20-rule passthrough scenario, loads it
 at c=32 and samples the proxy with py-spy (the bench extra installs it). Prints the
 functions with the most samples, inclusive and self, grouped as ours / mitmproxy /
-asyncio / other, and writes the collapsed stacks and a flame graph next to the results.
+asyncio / other, and writes the raw stacks (bench/results/profile.txt, one stack and its
+count per line; ``flamegraph.pl`` or speedscope draw them). py-spy samples without
+pausing the proxy, so some stacks come cut short: inclusive shares are lower bounds.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def summarize(collapsed: str, top: int = 25) -> str:
         return "no samples"
     lines = [f"{total} samples; self time by origin:"]
     lines += [f"  {name:<11} {n / total:6.1%}" for name, n in groups.most_common()]
-    lines.append(f"top {top} inclusive:")
+    lines.append(f"top {top} inclusive (lower bounds: some sampled stacks are cut short):")
     lines += [f"  {n / total:6.1%}  {f}" for f, n in inclusive.most_common(top)]
     lines.append(f"top {top} self:")
     lines += [f"  {n / total:6.1%}  {f}" for f, n in own.most_common(top)]
@@ -64,14 +66,14 @@ def summarize(collapsed: str, top: int = 25) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
-    p.add_argument("--duration", type=float, default=10.0)
-    p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--duration", type=float, default=10.0, help="seconds of load (10)")
+    p.add_argument("--connections", type=int, default=32, help="concurrent connections (32)")
     p.add_argument("--scenario", default="passthrough-20", help="a scenario in bench/scenarios")
     p.add_argument(
         "--no-lean", action="store_true", help="without the lean start (CHAOSPROXY_NO_LEAN)"
     )
     p.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--out", type=Path, default=RESULTS, help="directory for profile.txt")
     args = p.parse_args(argv)
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():

@@ -149,9 +149,10 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     rounds = results.get("throughput_rounds", 1)
     if results.get("throughput") and rounds > 1:
+        each = results["seconds_per_run"] / rounds
         lines += [
-            f"Throughput: {rounds} rounds per load level, taking the proxies in turn "
-            "(req/s over all rounds; p50/p99 the median round's).",
+            f"Throughput: {rounds} rounds of {each:g} s per load level, taking the proxies "
+            "in turn (req/s over all rounds; p50/p99 the median round's).",
             "",
         ]
     lines += [

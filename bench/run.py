@@ -292,50 +292,97 @@ class Bench:
         return results
 
 
+def _positive(kind: type[int] | type[float]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+        return value
+
+    return parse
+
+
+def _worker_counts(text: str) -> list[int]:
+    counts = [_positive(int)(w.strip()) for w in text.split(",") if w.strip()]
+    if not counts:
+        raise argparse.ArgumentTypeError("give one worker count or more, e.g. 1,2")
+    return counts
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="short runs (2 s, 100 held, 5,000 reqs)")
     p.add_argument("--peers", action="store_true", help="also measure toxy (needs node and npm)")
-    p.add_argument("--duration", type=float, help="seconds per load run (default 10; quick 2)")
-    p.add_argument("--held", type=int, help="connections to hold (default 1000; quick 100)")
-    p.add_argument("--rss-requests", type=int, help="requests for the RSS run (default 50000)")
     p.add_argument(
-        "--workers", default="1,2", help="worker counts to measure, comma-separated (1,2)"
+        "--duration", type=_positive(float), help="seconds per load run (default 10; quick 2)"
+    )
+    p.add_argument(
+        "--held", type=_positive(int), help="connections to hold (default 1000; quick 100)"
+    )
+    p.add_argument(
+        "--rss-requests",
+        type=_positive(int),
+        help="requests for the RSS run, at least (default 50000; quick 5000)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_worker_counts,
+        default=[1, 2],
+        help="worker counts to measure, comma-separated (1,2)",
     )
     p.add_argument(
         "--rounds",
-        type=int,
+        type=_positive(int),
         help="throughput: rounds taking the proxies in turn, --duration split over them "
         "(default 3; quick 1)",
     )
-    p.add_argument("--sections", default=",".join(SECTIONS), help="what to measure")
+    p.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"what to measure, comma-separated (default all: {','.join(SECTIONS)})",
+    )
     p.add_argument("--no-wrk", action="store_true", help="use the bundled load generator")
-    p.add_argument("--out", type=Path, default=RESULTS, help="where results go")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS,
+        help="the directory results go to (bench/results); a run of only some sections "
+        "writes <date>-partial.*, a quick one <date>-quick.*",
+    )
     p.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
     args = p.parse_args(argv)
     quick = args.quick
     args.duration = args.duration or (2.0 if quick else 10.0)
-    if args.rounds is not None and args.rounds < 1:
-        p.error(f"--rounds must be 1 or more, not {args.rounds}")
     args.rounds = args.rounds or (1 if quick else 3)
     args.held = args.held or (100 if quick else 1000)
     args.rss_requests = args.rss_requests or (5000 if quick else 50000)
-    args.workers = [int(w) for w in str(args.workers).split(",") if w.strip()]
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = set(args.sections) - set(SECTIONS)
-    if unknown:
-        p.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    if unknown or not args.sections:
+        got = f"unknown sections {sorted(unknown)}" if unknown else "no sections"
+        p.error(f"{got}; choose from {', '.join(SECTIONS)}")
     return args
+
+
+def results_name(args: argparse.Namespace, now: dt.datetime) -> str:
+    """``<date>``; ``<date>-quick`` for a quick run, ``<date>-partial`` for one of only some
+    sections (neither takes the place of a full run's committed results)."""
+    stamp = now.strftime("%Y-%m-%d")
+    if args.quick:
+        return stamp + "-quick"
+    if set(args.sections) != set(SECTIONS):
+        return stamp + "-partial"
+    return stamp
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     results = Bench(args).run()
     args.out.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
-    if args.quick:
-        stamp += "-quick"
-    base = args.out / stamp
+    base = args.out / results_name(args, dt.datetime.now(dt.UTC))
     base.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     text = report.markdown(results)
     base.with_suffix(".md").write_text(text)

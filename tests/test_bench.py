@@ -151,7 +151,7 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     assert results["rss"]["requests"] >= 300 and results["rss"]["errors"] == 0
     md = data.with_suffix(".md").read_text()
     assert "| chaosproxy |" in md and "| target (issue 7) |" in md
-    assert "Throughput: 2 rounds per load level" in md
+    assert "Throughput: 2 rounds of 0.15 s per load level" in md
     assert "| proxy | c=1 req/s (p50) | c=32 req/s (p50 / p99) |" in out.stdout
     assert rows["chaosproxy"]["c32"]["cpu_us_per_request"] > 0
     png = data.with_suffix(".png")
@@ -277,11 +277,26 @@ def test_bad_options_are_refused_with_a_message(capsys: pytest.CaptureFixture[st
     from bench.run import parse_args
 
     for argv, message in (
-        (["--rounds", "0"], "--rounds must be 1 or more, not 0"),
+        (["--rounds", "0"], "argument --rounds: must be more than 0, not 0"),
+        (["--duration", "-1"], "argument --duration: must be more than 0, not -1"),
+        (["--workers", "x"], "argument --workers: not a number: 'x'"),
         (["--sections", "nosuch"], "unknown sections ['nosuch']"),
+        (["--sections", ""], "no sections; choose from throughput"),
     ):
         with pytest.raises(SystemExit) as exit_info:
             parse_args(argv)
         assert exit_info.value.code == 2
         assert message in capsys.readouterr().err
     assert parse_args([]).rounds == 3 and parse_args(["--quick"]).rounds == 1
+    assert parse_args(["--workers", "1, 2"]).workers == [1, 2]
+
+
+def test_only_a_full_run_writes_the_dated_results() -> None:
+    import datetime as dt
+
+    from bench.run import parse_args, results_name
+
+    now = dt.datetime(2026, 12, 1, 23, 0, tzinfo=dt.UTC)
+    assert results_name(parse_args([]), now) == "2026-12-01"
+    assert results_name(parse_args(["--sections", "throughput"]), now) == "2026-12-01-partial"
+    assert results_name(parse_args(["--quick"]), now) == "2026-12-01-quick"
