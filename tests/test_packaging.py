@@ -50,6 +50,16 @@ def test_wheel_ships_scenarios_schema_and_the_console_script(installed: Path) ->
     assert "[pytest11]\nchaosproxy = proxy_addons.pytest_plugin" in entry_points
 
 
+def test_wheel_ships_the_demo_dashboard(installed: Path) -> None:
+    """The demo's templates and static files (data directories, not packages)."""
+    here = ROOT / "demo_app" / "dashboard"
+    wanted = {
+        p.relative_to(here) for p in here.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    }
+    there = installed / "demo_app" / "dashboard"
+    assert wanted and {p.relative_to(there) for p in there.rglob("*") if p.is_file()} >= wanted
+
+
 def test_shipped_names_resolve_outside_a_checkout(installed: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(installed)}
     out = subprocess.run(
