@@ -223,7 +223,7 @@ class Bench:
 
     def rss(self, up: Upstream) -> dict[str, Any]:
         n = self.args.rss_requests
-        _say(f"rss: {n} requests")
+        _say(f"rss: at least {n} requests")
         with targets.chaosproxy(up.url, "passthrough-20") as target:
             assert target.proc is not None
             load.run_asyncio(target.url + "/bench", 32, count=2000)
