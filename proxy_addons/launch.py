@@ -280,4 +280,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m proxy_addons.launch`` runs this file as ``__main__``, a second copy of
+    # the module beside the ``proxy_addons.launch`` the rest of the code imports; run that
+    # one, so both see the same state (what :func:`lean` did, for :func:`settle_heap`).
+    from proxy_addons import launch as _module
+
+    sys.exit(_module.main())

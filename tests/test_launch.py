@@ -220,3 +220,24 @@ def test_heap_is_settled_only_in_a_lean_process() -> None:
         """
     )
     assert out.strip() == "(False, True) (True, True, True)"
+
+
+def test_python_m_launch_is_the_module_the_rest_of_the_code_imports() -> None:
+    # `python -m proxy_addons.launch run ...` (the bench starts the proxy so) must leave
+    # the lean state where the CLI looks for it, or the heap is never settled
+    out = _python(
+        """
+        import runpy, sys, types
+        from proxy_addons import launch
+        def cli_main(argv):
+            print(argv, bool(sys.modules["proxy_addons.launch"]._leaned), launch.settle_heap())
+            return 0
+        sys.modules["proxy_addons.cli"] = types.SimpleNamespace(main=cli_main)
+        sys.argv = ["launch", "run", "--upstream", "http://127.0.0.1:9"]
+        try:
+            runpy.run_module("proxy_addons.launch", run_name="__main__", alter_sys=True)
+        except SystemExit as exc:
+            print("exit", exc.code)
+        """
+    )
+    assert out.splitlines() == ["['run', '--upstream', 'http://127.0.0.1:9'] True True", "exit 0"]
