@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -57,6 +58,23 @@ def wait_healthy(url: str, timeout: float = 20.0, proc: Proc | None = None) -> N
         if time.monotonic() - t0 > timeout:
             raise RuntimeError(f"{url} did not answer 200 after {timeout}s")
         time.sleep(0.01)
+
+
+def held_requests(admin: str) -> int:
+    """How many requests chaosproxy holds right now (``held`` in its control API's /stats)."""
+    with urllib.request.urlopen(f"http://{admin}/stats", timeout=5) as answer:
+        return int(json.load(answer)["held"])
+
+
+def wait_held(admin: str, n: int, timeout: float = 30.0) -> int:
+    """Wait until chaosproxy holds at least ``n`` requests; how many it holds then (fewer
+    only when ``timeout`` seconds passed first)."""
+    t0 = time.monotonic()
+    while True:
+        held = held_requests(admin)
+        if held >= n or time.monotonic() - t0 > timeout:
+            return held
+        time.sleep(0.05)
 
 
 class Proc:

@@ -29,14 +29,21 @@ def _target(text: str, value: str, met: bool | None) -> dict[str, Any]:
     return {"target": text, "value": value, "met": met}
 
 
+def _errors(r: dict[str, Any], who: str = "") -> str:
+    """``"; N errors"`` for a run that had failed answers (a verdict needs a clean run:
+    wrk leaves timed-out requests out of its percentiles), else nothing."""
+    return f"; {who}{r['errors']} errors" if r["errors"] else ""
+
+
 def _accuracy(results: dict[str, Any], proxy: str, label: str) -> list[dict[str, Any]]:
     """The two injection-accuracy targets for ``proxy``; ``label`` names it in the text."""
     out: list[dict[str, Any]] = []
     a32 = _acc(results, proxy, 32)
     text = f"100 ms injected at c=32{label}: p50 in 100-105 ms, p99 <= 115 ms"
     if a32:
-        met = 100 <= a32["p50_ms"] <= 105 and a32["p99_ms"] <= 115
-        out.append(_target(text, f"p50 {a32['p50_ms']:.1f} / p99 {a32['p99_ms']:.1f} ms", met))
+        met = 100 <= a32["p50_ms"] <= 105 and a32["p99_ms"] <= 115 and a32["errors"] == 0
+        value = f"p50 {a32['p50_ms']:.1f} / p99 {a32['p99_ms']:.1f} ms" + _errors(a32)
+        out.append(_target(text, value, met))
     else:
         out.append(_target(text, "not measured", None))
     a100 = _acc(results, proxy, 100)
@@ -50,10 +57,16 @@ def _accuracy(results: dict[str, Any], proxy: str, label: str) -> list[dict[str,
     )
     text = f"100 ms injected at c=100{label}: p50 and p99 better than toxy's"
     if a100 and t100:
-        met = a100["p50_ms"] < t100["p50_ms"] and a100["p99_ms"] < t100["p99_ms"]
+        met = (
+            a100["p50_ms"] < t100["p50_ms"]
+            and a100["p99_ms"] < t100["p99_ms"]
+            and a100["errors"] == t100["errors"] == 0
+        )
         value = (
             f"p50 {a100['p50_ms']:.1f} vs {t100['p50_ms']:.1f}, "
             f"p99 {a100['p99_ms']:.1f} vs {t100['p99_ms']:.1f} ms"
+            + _errors(a100)
+            + _errors(t100, "toxy: ")
         )
         out.append(_target(text, value, met))
     else:
@@ -76,17 +89,23 @@ def judge(results: dict[str, Any]) -> list[dict[str, Any]]:
     else:
         out.append(_target("c=32 throughput >= 1.4x plain mitmdump", "not measured", None))
     workers = next(
-        (row for row in results.get("throughput", []) if row["proxy"].startswith("chaosproxy --w")),
+        (row for row in results.get("throughput", []) if row["proxy"] == "chaosproxy --workers 2"),
         None,
     )
-    toxy = next(
-        (row for row in results.get("throughput", []) if row["proxy"].startswith("toxy")), None
-    )
+    toxies = [
+        row
+        for row in results.get("throughput", [])
+        if row["proxy"].startswith("toxy") and row.get("c32")
+    ]
+    toxy = max(toxies, key=lambda row: row["c32"]["rps"]) if toxies else None
     text = "c=32 throughput with --workers 2 >= toxy"
-    if workers and toxy and workers.get("c32") and toxy.get("c32"):
+    if workers and toxy and workers.get("c32"):
         w, t = workers["c32"], toxy["c32"]
-        met = w["rps"] >= t["rps"] and w["errors"] == 0
-        out.append(_target(text, f"{w['rps']:.0f} vs {t['rps']:.0f} req/s", met))
+        met = w["rps"] >= t["rps"] and w["errors"] == t["errors"] == 0
+        value = f"{w['rps']:.0f} vs {t['rps']:.0f} req/s, {toxy['proxy']}"
+        value += ", the faster toxy" if len(toxies) > 1 else ""
+        value += _errors(w) + _errors(t, "toxy: ")
+        out.append(_target(text, value, met))
     else:
         missing = "--workers" if not workers else "toxy (run with --peers)"
         out.append(_target(text, f"not measured: {missing}", None))
@@ -115,7 +134,8 @@ def judge(results: dict[str, Any]) -> list[dict[str, Any]]:
     text = f"RSS grows < 30 MB over {rss['requests'] if rss else 50000} requests"
     if rss:
         value = f"{rss['growth_mb']:+.1f} MB ({rss['before_mb']:.0f} -> {rss['after_mb']:.0f} MB)"
-        out.append(_target(text, value, rss["growth_mb"] < 30))
+        value += _errors(rss)
+        out.append(_target(text, value, rss["growth_mb"] < 30 and rss["errors"] == 0))
     else:
         out.append(_target(text, "not measured", None))
     start = results.get("startup", {}).get("chaosproxy")
@@ -149,10 +169,10 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     rounds = results.get("throughput_rounds", 1)
     if results.get("throughput") and rounds > 1:
-        each = results["seconds_per_run"] / rounds
+        each = results.get("throughput_round_seconds", results["seconds_per_run"] / rounds)
         lines += [
             f"Throughput: {rounds} rounds of {each:g} s per load level, taking the proxies "
-            "in turn (req/s over all rounds; p50/p99 the median round's).",
+            "in turn (req/s over all rounds; p50 and p99 each the median of the rounds').",
             "",
         ]
     lines += [
@@ -195,7 +215,7 @@ def markdown(results: dict[str, Any]) -> str:
     startup = results.get("startup")
     if startup:
         parts = [f"{name} {sec:.2f} s" for name, sec in startup.items()]
-        lines += ["", "Start to first proxied request: " + ", ".join(parts) + "."]
+        lines += ["", "Start to first proxied request (median of 3): " + ", ".join(parts) + "."]
     lines += ["", "| target (issue 7) | measured | |", "|---|---|---|"]
     for t in results.get("targets", []):
         mark = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]

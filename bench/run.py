@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import load, report, targets
+from bench import load, procs, report, targets
 from bench.procs import free_port
 from bench.upstream import Upstream
 
@@ -80,7 +80,8 @@ def first_proxied(url: str, timeout: float = 30.0) -> float:
 
 def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """One row from the rounds of one proxy at one load level: requests, seconds, errors
-    and CPU summed (so req/s is over all of them); p50/p90/p99 the median of the rounds';
+    and CPU summed (so req/s is over all of them); p50, p90 and p99 each the median of
+    the rounds' (not necessarily all from one round);
     ``rounds_rps`` each round's req/s, to show the spread."""
     if len(rounds) == 1:
         return rounds[0]
@@ -107,6 +108,7 @@ class Bench:
         self.args = args
         self.use_wrk = load.have_wrk() and not args.no_wrk
         self.seconds = args.duration
+        self.round_seconds = self.seconds  # a throughput round's length (set by throughput)
         self.notes: list[str] = []
 
     def measure(
@@ -141,15 +143,23 @@ class Bench:
         ]
         if up.hop_url:
             runs.append(("nginx hop", lambda: targets.direct(str(up.hop_url), "nginx hop")))
+        else:
+            self.notes.append("nginx hop: not measured (no nginx; the upstream is the Python one)")
         runs.append(("mitmdump", lambda: targets.mitmdump(up.url)))
         runs.append(("chaosproxy", lambda: targets.chaosproxy(up.url, "passthrough-20")))
         for n in self.args.workers:
             if n > 1:
                 runs.append((f"chaosproxy --workers {n}", self._workers(up, n)))
         if self.toxy_ok:
-            runs.append(("toxy", lambda: targets.toxy(up.url, 1)))
+            # both ways toxy can pass requests through: its 1 ms poison (the issue's table)
+            # is slower alone and faster under load (its timer batches requests)
+            runs.append(("toxy (no-op poison)", lambda: targets.toxy(up.url, 0)))
+            runs.append(("toxy (1 ms poison)", lambda: targets.toxy(up.url, 1)))
         rounds = self.args.rounds  # 1 or more (parse_args)
         seconds = self.seconds / rounds
+        if self.use_wrk:  # wrk runs whole seconds
+            seconds = float(max(1, round(seconds)))
+        self.round_seconds = seconds
         with contextlib.ExitStack() as running:
             started: list[targets.Target] = []
             for label, make in runs:
@@ -203,17 +213,22 @@ class Bench:
         n = self.args.held
         _say(f"held: {n} connections held, probe at c=1")
         with targets.chaosproxy(up.url, "hold") as target:
+            admin = target.extra.get("admin")
+            if admin is None:  # an older chaosproxy: nothing could tell what it holds
+                raise RuntimeError("this chaosproxy has no control API to count held requests")
             idle = self.measure(target.url + "/bench", 1)
 
             async def busy_probe() -> tuple[dict[str, Any], int]:
-                writers, connected = await load.hold_connections(target.url + "/hold", n)
+                writers, _ = await load.hold_connections(target.url + "/hold", n)
                 try:
-                    await asyncio.sleep(0.5)  # let the proxy take in the last requests
+                    # the proxy's own count, before and after the probe: a connection the
+                    # proxy answered or closed would not show on the client's side at once
+                    before = await asyncio.to_thread(procs.wait_held, admin, n)
                     r = await asyncio.to_thread(
                         load.run, target.url + "/bench", 1, self.seconds, use_wrk=self.use_wrk
                     )
-                    still = sum(1 for w in writers if not w.is_closing())
-                    return r.as_dict(), min(connected, still)
+                    after = await asyncio.to_thread(procs.held_requests, admin)
+                    return r.as_dict(), min(before, after)
                 finally:
                     for w in writers:
                         w.close()
@@ -251,13 +266,11 @@ class Bench:
             ("mitmdump", lambda: targets.mitmdump(up.url)),
         ):
             _say(f"startup: {label}")
-            best = None
-            for _ in range(3):  # best of three: the first start pays for cold caches
+            took = []
+            for _ in range(3):  # the median of three: one start on a busy moment is not it
                 with make() as target:
-                    took = first_proxied(target.url + "/bench") - target.started
-                best = took if best is None else min(best, took)
-            assert best is not None
-            out[label] = round(best, 3)
+                    took.append(first_proxied(target.url + "/bench") - target.started)
+            out[label] = round(statistics.median(took), 3)
         return out
 
     # ------------------------------------------------------------------ all
@@ -275,7 +288,9 @@ class Bench:
             self.notes.append("this chaosproxy has no --workers; measured one process only")
             args.workers = [1]
         with Upstream(free_port(), free_port()) as up:
-            tool = "wrk" if self.use_wrk else "bundled asyncio load generator (wrk not found)"
+            tool = "wrk" if self.use_wrk else "bundled asyncio load generator"
+            if not self.use_wrk:
+                tool += " (--no-wrk)" if args.no_wrk else " (wrk not found)"
             _say(f"load generator: {tool}; upstream: {up.kind} at {up.url}")
             results: dict[str, Any] = {
                 "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -286,7 +301,12 @@ class Bench:
             }
             for section in SECTIONS:
                 if section in args.sections:
-                    results[section] = getattr(self, section)(up)
+                    try:
+                        results[section] = getattr(self, section)(up)
+                    except RuntimeError as exc:  # a proxy that would not start, say
+                        self.notes.append(f"{section}: not measured ({exc})")
+            if "throughput" in results:
+                results["throughput_round_seconds"] = self.round_seconds
         results["targets"] = report.judge(results)
         results["notes"] = self.notes
         return results

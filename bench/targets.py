@@ -103,6 +103,7 @@ def chaosproxy(
     name = "chaosproxy" if workers == 1 else f"chaosproxy --workers {workers}"
     target = _launch(name, cmd, port, env)
     if admin is not None:
+        target.extra["admin"] = admin
         try:
             wait_healthy(f"http://{admin}/healthz", proc=target.proc)
         except RuntimeError:
@@ -152,12 +153,13 @@ def install_toxy(log: list[str]) -> bool:
 
 
 def toxy(upstream: str, delay_ms: float) -> Target:
-    """toxy as a reverse proxy; a latency poison of ``delay_ms`` on every request (toxy answers
-    empty replies to requests no poison runs on, so 1 ms stands in for passthrough)."""
+    """toxy as a reverse proxy: a latency poison of ``delay_ms`` on every request, or with 0,
+    a poison that only hands the request on (toxy answers empty replies to requests no
+    poison runs on)."""
     port = free_port()
     cmd = [*_bin("node"), str(HERE / "toxy_peer.js"), upstream, str(port), str(delay_ms)]
-    target = _launch(f"toxy ({delay_ms:g} ms poison)", _with_node_path(cmd), port)
-    return target
+    name = f"toxy ({delay_ms:g} ms poison)" if delay_ms > 0 else "toxy (no-op poison)"
+    return _launch(name, _with_node_path(cmd), port)
 
 
 def _with_node_path(cmd: list[str]) -> list[str]:

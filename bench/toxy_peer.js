@@ -6,8 +6,13 @@ const toxy = require('toxy')
 const [upstream, port, delay] = process.argv.slice(2)
 const proxy = toxy()
 proxy.forward(upstream)
-// A number is an exact delay in ms (toxy calls it "jitter"); toxy answers empty replies
-// to requests no poison runs on, so a 1 ms latency stands in for passthrough.
-proxy.poison(toxy.poisons.latency(Number(delay)))
+if (Number(delay) > 0) {
+  // A number is an exact delay in ms (toxy calls it "jitter").
+  proxy.poison(toxy.poisons.latency(Number(delay)))
+} else {
+  // Passthrough: toxy answers empty replies to requests no poison runs on, so a poison
+  // that only hands the request on (on the next turn of the loop) stands in for none.
+  proxy.poison(function passthrough (req, res, next) { setImmediate(next) })
+}
 proxy.all('/*')
 proxy.listen(Number(port), '127.0.0.1')

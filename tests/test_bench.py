@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,7 +76,7 @@ def test_judge_says_met_not_met_and_not_measured() -> None:
             {"proxy": "chaosproxy", "c1": _result(700, 1.2, 2), "c32": _result(900, 30, 60, 2)},
         ],
         "accuracy": [{"proxy": "chaosproxy", "connections": 32, "result": _result(300, 101, 114)}],
-        "rss": {"requests": 50000, "before_mb": 80, "after_mb": 120, "growth_mb": 40},
+        "rss": {"requests": 50000, "errors": 0, "before_mb": 80, "after_mb": 120, "growth_mb": 40},
         "startup": {"chaosproxy": 0.9},
     }
     verdicts = {t["target"]: t["met"] for t in report.judge(results)}
@@ -112,6 +113,47 @@ def test_judge_rates_injection_accuracy_per_worker_count_against_toxy() -> None:
     assert (
         verdicts["100 ms injected at c=100 (--workers 2): p50 and p99 better than toxy's"] is True
     )
+
+
+def test_judge_wants_clean_runs_and_the_faster_toxy() -> None:
+    def throughput(workers2: dict[str, float], noop: dict[str, float]) -> list[dict[str, Any]]:
+        return [
+            {"proxy": "chaosproxy --workers 4", "c32": _result(9000, 5, 9)},  # not the target's
+            {"proxy": "chaosproxy --workers 2", "c32": workers2},
+            {"proxy": "toxy (no-op poison)", "c32": noop},
+            {"proxy": "toxy (1 ms poison)", "c32": _result(3100, 10, 20)},
+        ]
+
+    target = "c=32 throughput with --workers 2 >= toxy"
+    slower = {
+        t["target"]: t
+        for t in report.judge(
+            {"throughput": throughput(_result(3000, 10, 20), _result(2500, 12, 22))}
+        )
+    }[target]
+    assert slower["met"] is False
+    assert slower["value"] == "3000 vs 3100 req/s, toxy (1 ms poison), the faster toxy"
+    faster = report.judge({"throughput": throughput(_result(3200, 9, 19), _result(2500, 12, 22))})
+    assert {t["target"]: t["met"] for t in faster}[target] is True
+    broken_peer = report.judge(
+        {"throughput": throughput(_result(3200, 9, 19), _result(3300, 9, 19, errors=4))}
+    )
+    assert {t["target"]: t for t in broken_peer}[target][
+        "met"
+    ] is False  # toxy erred: no verdict for us
+
+    accuracy = [
+        {"proxy": "chaosproxy", "connections": 32, "result": _result(300, 102, 110, errors=1)},
+        {"proxy": "chaosproxy", "connections": 100, "result": _result(900, 102, 120)},
+        {"proxy": "toxy (100 ms poison)", "connections": 100, "result": _result(8, 116, 129, 2)},
+    ]
+    rss = {"requests": 50000, "errors": 3, "before_mb": 80, "after_mb": 81, "growth_mb": 1}
+    verdicts = {t["target"]: t for t in report.judge({"accuracy": accuracy, "rss": rss})}
+    c32 = verdicts["100 ms injected at c=32: p50 in 100-105 ms, p99 <= 115 ms"]
+    assert c32["met"] is False and c32["value"] == "p50 102.0 / p99 110.0 ms; 1 errors"
+    c100 = verdicts["100 ms injected at c=100: p50 and p99 better than toxy's"]
+    assert c100["met"] is False and c100["value"].endswith("; toxy: 2 errors")
+    assert verdicts["RSS grows < 30 MB over 50000 requests"]["met"] is False
 
 
 def test_quick_run_end_to_end(tmp_path: Path) -> None:
