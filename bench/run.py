@@ -161,13 +161,7 @@ class Bench:
             seconds = float(max(1, round(seconds)))
         self.round_seconds = seconds
         with contextlib.ExitStack() as running:
-            started: list[targets.Target] = []
-            for label, make in runs:
-                _say(f"throughput: starting {label}")
-                try:
-                    started.append(running.enter_context(make()))
-                except RuntimeError as exc:
-                    self.notes.append(f"{label}: not measured ({exc})")
+            started = self._start_all("throughput", runs, running)
             parts: dict[tuple[str, int], list[dict[str, Any]]] = {}
             for conns in (1, 32):
                 for r in range(rounds):
@@ -188,7 +182,6 @@ class Bench:
         return lambda: targets.chaosproxy(up.url, scenario, workers=n)
 
     def accuracy(self, up: Upstream) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
         runs: list[tuple[str, Callable[[], targets.Target]]] = [
             ("chaosproxy", lambda: targets.chaosproxy(up.url, "latency-100")),
             ("mitmdump + sleep addon", lambda: targets.mitmdump(up.url, script="naive_sleep.py")),
@@ -198,16 +191,39 @@ class Bench:
                 runs.insert(1, (f"chaosproxy --workers {n}", self._workers(up, n, "latency-100")))
         if self.toxy_ok:
             runs.append(("toxy", lambda: targets.toxy(up.url, 100)))
+        levels = (1, 32, 100)
+        with contextlib.ExitStack() as running:
+            started = self._start_all("accuracy", runs, running)
+            # all started first, then each load level takes them in turn (the order
+            # rotating): a machine whose speed drifts affects them alike
+            results: dict[tuple[str, int], dict[str, Any]] = {}
+            for i, conns in enumerate(levels):
+                turn = i % len(started) if started else 0
+                for target in started[turn:] + started[:turn]:
+                    _say(f"accuracy: {target.name}, c={conns}")
+                    results[(target.name, conns)] = self.measure(target.url + "/bench", conns)
+        return [
+            {"proxy": t.name, "connections": c, "result": results[(t.name, c)]}
+            for t in started
+            for c in levels
+        ]
+
+    def _start_all(
+        self,
+        section: str,
+        runs: list[tuple[str, Callable[[], targets.Target]]],
+        running: contextlib.ExitStack,
+    ) -> list[targets.Target]:
+        """Start each proxy of ``runs`` (stopped when ``running`` closes); one that will not
+        start is noted and left out."""
+        started: list[targets.Target] = []
         for label, make in runs:
-            _say(f"accuracy: {label}")
+            _say(f"{section}: starting {label}")
             try:
-                with make() as target:
-                    for conns in (1, 32, 100):
-                        r = self.measure(target.url + "/bench", conns)
-                        rows.append({"proxy": target.name, "connections": conns, "result": r})
+                started.append(running.enter_context(make()))
             except RuntimeError as exc:
                 self.notes.append(f"{label}: not measured ({exc})")
-        return rows
+        return started
 
     def held(self, up: Upstream) -> dict[str, Any]:
         n = self.args.held

@@ -157,7 +157,8 @@ def test_judge_wants_clean_runs_and_the_faster_toxy() -> None:
 
 
 def test_quick_run_end_to_end(tmp_path: Path) -> None:
-    """A tiny real run: chaosproxy and mitmdump through the upstream, held connections, RSS."""
+    """A tiny real run: chaosproxy and mitmdump through the upstream, 100 ms injected, held
+    connections, RSS."""
     cmd = [
         sys.executable,
         "-m",
@@ -165,7 +166,7 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
         "--quick",
         "--no-wrk",
         "--sections",
-        "throughput,held,rss",
+        "throughput,accuracy,held,rss",
         "--duration",
         "0.3",
         "--held",
@@ -189,6 +190,11 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     for name in ("mitmdump", "chaosproxy"):
         assert rows[name]["c32"]["requests"] > 0 and rows[name]["c32"]["errors"] == 0
         assert len(rows[name]["c32"]["rounds_rps"]) == 2  # the proxies took turns twice
+    accuracy = {(row["proxy"], row["connections"]): row["result"] for row in results["accuracy"]}
+    assert set(accuracy) == {
+        (name, c) for name in ("chaosproxy", "mitmdump + sleep addon") for c in (1, 32, 100)
+    }
+    assert all(r["errors"] == 0 and r["p50_ms"] >= 100 for r in accuracy.values())
     assert results["held"]["connected"] == 20 and results["held"]["busy"]["errors"] == 0
     assert results["rss"]["requests"] >= 300 and results["rss"]["errors"] == 0
     md = data.with_suffix(".md").read_text()
