@@ -103,12 +103,17 @@ def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _in_turn(started: list[targets.Target], turn: int) -> list[targets.Target]:
+    """``started``, beginning at the one whose turn it is (the order rotating)."""
+    k = turn % len(started) if started else 0
+    return started[k:] + started[:k]
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.use_wrk = load.have_wrk() and not args.no_wrk
         self.seconds = args.duration
-        self.round_seconds = self.seconds  # a throughput round's length (set by throughput)
         self.notes: list[str] = []
 
     def measure(
@@ -156,17 +161,13 @@ class Bench:
             runs.append(("toxy (no-op poison)", lambda: targets.toxy(up.url, 0)))
             runs.append(("toxy (1 ms poison)", lambda: targets.toxy(up.url, 1)))
         rounds = self.args.rounds  # 1 or more (parse_args)
-        seconds = self.seconds / rounds
-        if self.use_wrk:  # wrk runs whole seconds
-            seconds = float(max(1, round(seconds)))
-        self.round_seconds = seconds
+        seconds = self.round_seconds()
         with contextlib.ExitStack() as running:
             started = self._start_all("throughput", runs, running)
             parts: dict[tuple[str, int], list[dict[str, Any]]] = {}
             for conns in (1, 32):
                 for r in range(rounds):
-                    turn = r % len(started) if started else 0
-                    for target in started[turn:] + started[:turn]:
+                    for target in _in_turn(started, r):
                         _say(f"throughput: {target.name}, c={conns}, round {r + 1}/{rounds}")
                         one = self.measure(target.url + path, conns, target, seconds, warm=r == 0)
                         parts.setdefault((target.name, conns), []).append(one)
@@ -174,6 +175,12 @@ class Bench:
                 {"proxy": t.name, **{f"c{c}": combine(parts[(t.name, c)]) for c in (1, 32)}}
                 for t in started
             ]
+
+    def round_seconds(self) -> float:
+        """How long each throughput round runs: --duration split over --rounds (wrk runs
+        whole seconds)."""
+        seconds = self.seconds / self.args.rounds
+        return float(max(1, round(seconds))) if self.use_wrk else seconds
 
     @staticmethod
     def _workers(
@@ -198,8 +205,7 @@ class Bench:
             # rotating): a machine whose speed drifts affects them alike
             results: dict[tuple[str, int], dict[str, Any]] = {}
             for i, conns in enumerate(levels):
-                turn = i % len(started) if started else 0
-                for target in started[turn:] + started[:turn]:
+                for target in _in_turn(started, i):
                     _say(f"accuracy: {target.name}, c={conns}")
                     results[(target.name, conns)] = self.measure(target.url + "/bench", conns)
         return [
@@ -322,7 +328,7 @@ class Bench:
                     except RuntimeError as exc:  # a proxy that would not start, say
                         self.notes.append(f"{section}: not measured ({exc})")
             if "throughput" in results:
-                results["throughput_round_seconds"] = self.round_seconds
+                results["throughput_round_seconds"] = self.round_seconds()
         results["targets"] = report.judge(results)
         results["notes"] = self.notes
         return results
