@@ -9,6 +9,7 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /app
 COPY pyproject.toml README.md LICENSE ./
+COPY chaosproxy ./chaosproxy
 COPY proxy_addons ./proxy_addons
 COPY demo_app ./demo_app
 COPY scenarios ./scenarios

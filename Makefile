@@ -48,7 +48,7 @@ soak: $(STAMP)
 	$(PY) scripts/soak.py --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check proxy_addons demo_app tests bench
+	$(VENV)/bin/ruff check chaosproxy proxy_addons demo_app tests bench
 	$(VENV)/bin/mypy
 
 ## schema: regenerate scenarios/schema.json from the model

@@ -21,13 +21,13 @@ from pathlib import Path
 from bench import load, targets
 from bench.procs import free_port
 from bench.upstream import Upstream
-from proxy_addons.launch import NO_LEAN_ENV
+from chaosproxy.proxy_addons.launch import NO_LEAN_ENV
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _where(frame: str) -> str:
-    if "proxy_addons" in frame:
+    if "chaosproxy" in frame or "proxy_addons" in frame:
         return "chaosproxy"
     if "mitmproxy" in frame:
         return "mitmproxy"

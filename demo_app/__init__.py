@@ -39,12 +39,12 @@ DEFAULTS: dict[str, Any] = {
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """A fresh demo app: its own breaker, cache, metrics and traffic (nothing global)."""
-    from demo_app.metrics import Metrics
-    from demo_app.proxyctl import ProxyControl
-    from demo_app.state import DemoState
-    from demo_app.traffic import Traffic
-    from demo_app.views import bp
-    from demo_app.weather import ClientSettings, WeatherClient, make_breaker
+    from chaosproxy.demo_app.metrics import Metrics
+    from chaosproxy.demo_app.proxyctl import ProxyControl
+    from chaosproxy.demo_app.state import DemoState
+    from chaosproxy.demo_app.traffic import Traffic
+    from chaosproxy.demo_app.views import bp
+    from chaosproxy.demo_app.weather import ClientSettings, WeatherClient, make_breaker
 
     app = Flask(
         __name__,

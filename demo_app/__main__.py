@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from demo_app import create_app
-from demo_app.serving import serve
+from chaosproxy.demo_app import create_app
+from chaosproxy.demo_app.serving import serve
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,8 +2,8 @@
 
 Each runs as its own process in its own process group, on loopback:
 
-    upstream  python -m demo_app.upstream          --port U
-    proxy     python -m proxy_addons.cli run       --upstream http://127.0.0.1:U
+    upstream  python -m chaosproxy.demo_app.upstream          --port U
+    proxy     python -m chaosproxy.cli.main run       --upstream http://127.0.0.1:U
                                                    --listen 127.0.0.1:P --admin 127.0.0.1:A
     app       python -m demo_app                   --port N --upstream http://127.0.0.1:P
                                                    --admin http://127.0.0.1:A
@@ -130,7 +130,7 @@ class Demo:
         proxy = f"http://{LOOPBACK}:{self.proxy_port}"
         admin = f"http://{LOOPBACK}:{self.admin_port}"
         proxy_argv = [
-            self.python, "-m", "proxy_addons.cli", "run",
+            self.python, "-m", "chaosproxy.cli.main", "run",
             "--upstream", upstream,
             "--listen", f"{LOOPBACK}:{self.proxy_port}",
             "--admin", f"{LOOPBACK}:{self.admin_port}",
@@ -141,7 +141,8 @@ class Demo:
         self.parts = [
             Part(
                 "upstream",
-                [self.python, "-m", "demo_app.upstream", "--port", str(self.upstream_port)],
+                [self.python, "-m", "chaosproxy.demo_app.upstream",
+                 "--port", str(self.upstream_port)],  # fmt: skip
                 f"{upstream}/healthz",
             ),
             Part("proxy", proxy_argv, f"{admin}/healthz", quiet=False),
@@ -150,7 +151,7 @@ class Demo:
                 [
                     self.python,
                     "-m",
-                    "demo_app",
+                    "chaosproxy.demo_app",
                     "--port",
                     str(self.port),
                     "--upstream",

@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from demo_app.weather import OUTCOMES
+from chaosproxy.demo_app.weather import OUTCOMES
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:

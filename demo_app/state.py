@@ -6,10 +6,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from demo_app.metrics import Metrics
-from demo_app.proxyctl import ProxyControl
-from demo_app.traffic import Traffic
-from demo_app.weather import CityNotFound, Unavailable, WeatherClient, transitions
+from chaosproxy.demo_app.metrics import Metrics
+from chaosproxy.demo_app.proxyctl import ProxyControl
+from chaosproxy.demo_app.traffic import Traffic
+from chaosproxy.demo_app.weather import CityNotFound, Unavailable, WeatherClient, transitions
 
 
 @dataclass

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-logger = logging.getLogger("demo_app.traffic")
+logger = logging.getLogger("chaosproxy.demo_app.traffic")
 
 
 class Traffic:

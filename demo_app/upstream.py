@@ -1,6 +1,6 @@
 """The fake weather service the demo calls: deterministic forecasts, fast and quiet.
 
-    python -m demo_app.upstream --port 5001
+    python -m chaosproxy.demo_app.upstream --port 5001
 
 ``GET /v1/forecast/<city>`` answers the same JSON for the same city every time (derived
 from a hash of the name), ``GET /healthz`` answers 200. Requests are not logged.
@@ -55,7 +55,7 @@ def forecast(city: str) -> dict[str, Any]:
 
 def create_upstream() -> Flask:
     """The fake weather service as a Flask app."""
-    app = Flask("demo_app.upstream")
+    app = Flask("chaosproxy.demo_app.upstream")
 
     @app.get("/v1/forecast/<city>")
     def get_forecast(city: str) -> ResponseReturnValue:
@@ -72,9 +72,11 @@ def create_upstream() -> Flask:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from demo_app.serving import serve
+    from chaosproxy.demo_app.serving import serve
 
-    parser = argparse.ArgumentParser(prog="python -m demo_app.upstream", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m chaosproxy.demo_app.upstream", description=__doc__
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5001)
     args = parser.parse_args(argv)

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
 
-from demo_app.state import DemoState
+from chaosproxy.demo_app.state import DemoState
 
 bp = Blueprint("demo", __name__)
 

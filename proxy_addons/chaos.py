@@ -22,16 +22,15 @@ from typing import Any, Optional
 from mitmproxy import http
 from mitmproxy.exceptions import OptionsError
 
-from proxy_addons import scenario as scenario_mod
-from proxy_addons import warmup
-from proxy_addons.control import (
+from chaosproxy.control.server import (
     TOKEN_ENV,
     AdminConfigError,
     ControlServer,
     check_admin,
     parse_admin,
 )
-from proxy_addons.decisions import (
+from chaosproxy.core import scenario as scenario_mod
+from chaosproxy.core.decisions import (
     IDEMPOTENCY_HEADER,
     DecisionLog,
     DecisionRecord,
@@ -39,13 +38,14 @@ from proxy_addons.decisions import (
     parse_retry_after,
     request_key,
 )
-from proxy_addons.engine import Decision, Engine, Event
-from proxy_addons.faults import Stage
-from proxy_addons.metrics import Metrics
-from proxy_addons.relay import Relay
-from proxy_addons.scenario import PASSTHROUGH, Scenario, ScenarioError, resolve
-from proxy_addons.watch import Watcher
-from proxy_addons.wire import (
+from chaosproxy.core.engine import Decision, Engine, Event
+from chaosproxy.core.metrics import Metrics
+from chaosproxy.core.scenario import PASSTHROUGH, Scenario, ScenarioError, resolve
+from chaosproxy.faults import Stage
+from chaosproxy.proxy_addons._internals import warmup
+from chaosproxy.proxy_addons.relay import Relay
+from chaosproxy.proxy_addons.watch import Watcher
+from chaosproxy.proxy_addons.wire import (
     FlowRequest,
     FlowWire,
     KernelStamps,

@@ -29,7 +29,8 @@ turns them off:
   every request for 30-50 ms. Their cycles are cut once they are dropped, and reference
   counting frees them at once. (A closed connection's own layers still form cycles: a
   client that opens a connection per request still leaves those to the collector.)
-- **Upstream connections opened during delays**, see :mod:`proxy_addons.warmup`.
+- **Upstream connections opened during delays**, see
+  :mod:`chaosproxy.proxy_addons._internals.warmup`.
 - **A settled heap.** Once the proxy is ready, the start-up garbage is collected and what
   is left (imports, the scenario model) is frozen, so later collections do not scan it.
   (What was frozen is never collected: a scenario replaced later by ``--watch`` or the
@@ -46,7 +47,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from proxy_addons import warmup
+from chaosproxy.proxy_addons._internals import warmup
 
 NO_LEAN_ENV = "CHAOSPROXY_NO_LEAN"
 
@@ -274,15 +275,16 @@ def main() -> int:
     argv = sys.argv[1:]
     if _is_run(argv) and not os.environ.get(NO_LEAN_ENV):
         lean()
-    from proxy_addons.cli import main as cli_main
+    from chaosproxy.cli.main import main as cli_main
 
     return cli_main(argv)
 
 
 if __name__ == "__main__":
-    # ``python -m proxy_addons.launch`` runs this file as ``__main__``, a second copy of
-    # the module beside the ``proxy_addons.launch`` the rest of the code imports; run that
-    # one, so both see the same state (what :func:`lean` did, for :func:`settle_heap`).
-    from proxy_addons import launch as _module
+    # ``python -m chaosproxy.proxy_addons.launch`` runs this file as ``__main__``, a second
+    # copy of the module beside the ``chaosproxy.proxy_addons.launch`` the rest of the code
+    # imports; run that one, so both see the same state (what :func:`lean` did, for
+    # :func:`settle_heap`).
+    from chaosproxy.proxy_addons import launch as _module
 
     sys.exit(_module.main())

@@ -26,8 +26,8 @@ from mitmproxy.addons import (
 )
 from mitmproxy.proxy import mode_specs
 
-from proxy_addons import fasthooks, mitmctx
-from proxy_addons.chaos import ChaosAddon
+from chaosproxy.proxy_addons._internals import fasthooks, mitmctx
+from chaosproxy.proxy_addons.chaos import ChaosAddon
 
 logger = logging.getLogger("chaosproxy")
 

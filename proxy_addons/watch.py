@@ -15,8 +15,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from proxy_addons import scenario as scenario_mod
-from proxy_addons.scenario import Scenario, ScenarioError
+from chaosproxy.core import scenario as scenario_mod
+from chaosproxy.core.scenario import Scenario, ScenarioError
 
 logger = logging.getLogger("chaosproxy")
 

@@ -15,17 +15,17 @@ from urllib.parse import unquote
 
 from mitmproxy import http
 
-from proxy_addons import warmup
-from proxy_addons.engine import Decision
-from proxy_addons.faults import Stage
-from proxy_addons.faults.throttle import Pacing
-from proxy_addons.relay import HEADER as RELAY_HEADER
-from proxy_addons.relay import Route
+from chaosproxy.core.engine import Decision
+from chaosproxy.faults import Stage
+from chaosproxy.faults.throttle import Pacing
+from chaosproxy.proxy_addons._internals import warmup
+from chaosproxy.proxy_addons.relay import HEADER as RELAY_HEADER
+from chaosproxy.proxy_addons.relay import Route
 
 if TYPE_CHECKING:
     import random
 
-    from proxy_addons.chaos import ChaosAddon
+    from chaosproxy.proxy_addons.chaos import ChaosAddon
 
 logger = logging.getLogger("chaosproxy")
 
@@ -327,7 +327,8 @@ class FlowWire:
 
     def _open_ahead(self, when: float) -> None:
         """The request goes upstream once this wait ends: its connection may be opened
-        during the wait (``chaosproxy run``; see :mod:`proxy_addons.warmup`)."""
+        during the wait (``chaosproxy run``; see
+        :mod:`chaosproxy.proxy_addons._internals.warmup`)."""
         flow = self._flow
         request = flow.request
         server = flow.server_conn

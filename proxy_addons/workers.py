@@ -45,9 +45,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from proxy_addons import launch
-from proxy_addons.decisions import DecisionRecord, record_from_values, record_values
-from proxy_addons.engine import SimpleRequest
+from chaosproxy.core.decisions import DecisionRecord, record_from_values, record_values
+from chaosproxy.core.engine import SimpleRequest
+from chaosproxy.proxy_addons import launch
 
 logger = logging.getLogger("chaosproxy")
 
@@ -238,8 +238,12 @@ class Coordinator:
                 await asyncio.wait_for(asyncio.shield(fut), 0.05)
 
     def _spawn(self, index: int) -> None:
-        # not `-m proxy_addons.workers`: pickled classes must name this module, not __main__
-        code = "import sys; from proxy_addons.workers import worker_main; sys.exit(worker_main())"
+        # not `-m chaosproxy.proxy_addons.workers`: pickled classes must name this module,
+        # not __main__
+        code = (
+            "import sys; from chaosproxy.proxy_addons.workers import worker_main; "
+            "sys.exit(worker_main())"
+        )
         cmd = [sys.executable, "-c", code, self.path, str(index)]
         self.procs[index] = subprocess.Popen(cmd)
 
@@ -364,7 +368,7 @@ async def coordinate(
     on_ready: Callable[[], object],
 ) -> None:
     """``chaosproxy run --workers N``: run until SIGINT/SIGTERM (raises StartupError)."""
-    from proxy_addons.runner import StartupError
+    from chaosproxy.proxy_addons.runner import StartupError
 
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -466,7 +470,7 @@ class Link:
 
 
 def make_worker_addon(setup: WorkerSetup, link: Link) -> Any:
-    from proxy_addons.chaos import _UNDECIDED, ChaosAddon, _large, frame_h2_body
+    from chaosproxy.proxy_addons.chaos import _UNDECIDED, ChaosAddon, _large, frame_h2_body
 
     class WorkerAddon(ChaosAddon):
         """The ChaosAddon of a worker: decisions come from the coordinator."""
@@ -509,8 +513,8 @@ def make_worker_addon(setup: WorkerSetup, link: Link) -> Any:
 
 
 async def _worker_main(path: str, index: int) -> None:
-    from proxy_addons import logs
-    from proxy_addons.runner import serve, stop
+    from chaosproxy.proxy_addons import logs
+    from chaosproxy.proxy_addons.runner import serve, stop
 
     reader, writer = await asyncio.open_unix_connection(path)
     link = Link(reader, writer)

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from proxy_addons.api import ChaosProxy
+from chaosproxy.testing.api import ChaosProxy
 from tests.support import UpstreamServer, running_upstream
 
 pytest_plugins = ["pytester"]

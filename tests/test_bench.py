@@ -207,8 +207,8 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
 
 
 def test_bench_scenarios_are_valid_and_passthrough_20_matches_nothing() -> None:
-    from proxy_addons.engine import Engine, SimpleRequest
-    from proxy_addons.scenario import resolve
+    from chaosproxy.core.engine import Engine, SimpleRequest
+    from chaosproxy.core.scenario import resolve
 
     for path in sorted((ROOT / "bench" / "scenarios").glob("*.yaml")):
         resolve(str(path))  # raises ScenarioError with the located problems

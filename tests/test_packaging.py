@@ -42,12 +42,12 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_wheel_ships_scenarios_schema_and_the_console_script(installed: Path) -> None:
-    shipped = {p.name for p in (installed / "proxy_addons" / "scenarios").iterdir()}
+    shipped = {p.name for p in (installed / "chaosproxy" / "scenarios").iterdir()}
     assert {"schema.json", "outage.yaml", "flaky.yaml", "healthy.yaml"} <= shipped
     [info] = installed.glob("chaosproxy-*.dist-info")
     entry_points = (info / "entry_points.txt").read_text()
-    assert "chaosproxy = proxy_addons.launch:main" in entry_points
-    assert "[pytest11]\nchaosproxy = proxy_addons.pytest_plugin" in entry_points
+    assert "chaosproxy = chaosproxy.proxy_addons.launch:main" in entry_points
+    assert "[pytest11]\nchaosproxy = chaosproxy.testing.plugin" in entry_points
 
 
 def test_wheel_ships_the_demo_dashboard(installed: Path) -> None:
@@ -56,7 +56,7 @@ def test_wheel_ships_the_demo_dashboard(installed: Path) -> None:
     wanted = {
         p.relative_to(here) for p in here.rglob("*") if p.is_file() and "__pycache__" not in p.parts
     }
-    there = installed / "demo_app" / "dashboard"
+    there = installed / "chaosproxy" / "demo_app" / "dashboard"
     assert wanted and {p.relative_to(there) for p in there.rglob("*") if p.is_file()} >= wanted
 
 
@@ -66,7 +66,7 @@ def test_shipped_names_resolve_outside_a_checkout(installed: Path, tmp_path: Pat
         [
             sys.executable,
             "-c",
-            "import sys; from proxy_addons.cli import main; sys.exit(main(sys.argv[1:]))",
+            "import sys; from chaosproxy.cli.main import main; sys.exit(main(sys.argv[1:]))",
             "validate",
             "outage",
             "flaky",
@@ -78,4 +78,27 @@ def test_shipped_names_resolve_outside_a_checkout(installed: Path, tmp_path: Pat
         timeout=60,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert str(installed / "proxy_addons" / "scenarios" / "outage.yaml") in out.stdout
+    assert str(installed / "chaosproxy" / "scenarios" / "outage.yaml") in out.stdout
+
+
+def test_wheel_installs_one_import_name(installed: Path) -> None:
+    """Only `chaosproxy` lands in site-packages: no generic `proxy_addons` or `demo_app`."""
+    top = {p.name for p in installed.iterdir() if not p.name.endswith(".dist-info")}
+    assert top == {"chaosproxy"}
+    for layer in ("core", "faults", "control", "cli", "testing", "proxy_addons", "demo_app"):
+        assert (installed / "chaosproxy" / layer / "__init__.py").is_file(), layer
+    assert (installed / "chaosproxy" / "proxy_addons" / "_internals" / "__init__.py").is_file()
+
+
+def test_importing_chaosproxy_imports_no_mitmproxy(installed: Path, tmp_path: Path) -> None:
+    code = (
+        "import sys, chaosproxy; "
+        "assert callable(chaosproxy.load_scenario); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'mitmproxy'))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(installed)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=60, check=True,
+    )
+    assert out.stdout.strip() == "[]"

@@ -9,9 +9,9 @@ import responses as responses_lib
 from flask import Flask
 from flask.testing import FlaskClient
 
-from demo_app import create_app
-from demo_app.state import DemoState
-from demo_app.upstream import create_upstream
+from chaosproxy.demo_app import create_app
+from chaosproxy.demo_app.state import DemoState
+from chaosproxy.demo_app.upstream import create_upstream
 from tests.support import serving
 
 #: the upstream and admin addresses of app fixtures whose HTTP calls `responses` answers
@@ -78,7 +78,7 @@ class DemoProcess:
         self.port = port or free_port()
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy_addons.cli", "demo", "--no-browser",
+            [sys.executable, "-m", "chaosproxy.cli.main", "demo", "--no-browser",
              "--port", str(self.port), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -70,7 +70,7 @@ def test_three_services_from_one_image_all_with_healthchecks(services: dict[str,
 
 def test_the_proxy_forwards_to_the_upstream_service(services: dict[str, Any]) -> None:
     upstream_args = argv(services["upstream"])
-    assert upstream_args[:3] == ["python", "-m", "demo_app.upstream"]
+    assert upstream_args[:3] == ["python", "-m", "chaosproxy.demo_app.upstream"]
     proxy_args = argv(services["proxy"])
     assert proxy_args[:2] == ["chaosproxy", "run"]
     target = urlsplit(option(proxy_args, "--upstream"))
@@ -122,7 +122,7 @@ def test_the_dockerfile_installs_what_the_services_run() -> None:
         if line.startswith("COPY ")
         for part in line.split()[1:-1]
     ]
-    assert {"proxy_addons", "demo_app", "scenarios", "pyproject.toml"} <= set(copied)
+    assert {"chaosproxy", "proxy_addons", "demo_app", "scenarios", "pyproject.toml"} <= set(copied)
     for path in copied:
         assert (ROOT / path).exists(), path
         assert not any(fnmatch.fnmatch(path, pattern) for pattern in ignored), path

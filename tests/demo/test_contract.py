@@ -14,8 +14,8 @@ import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from demo_app.upstream import create_upstream, forecast
-from demo_app.weather import InvalidForecast, validate_forecast
+from chaosproxy.demo_app.upstream import create_upstream, forecast
+from chaosproxy.demo_app.weather import InvalidForecast, validate_forecast
 from tests.demo.canned import INVALID_JSON, VALID
 
 SCHEMA = json.loads((Path(__file__).parent / "weather_schema.json").read_text())

@@ -109,7 +109,7 @@ def test_one_part_dying_stops_the_others(start_demo: Callable[..., DemoProcess])
     ports = demo_ports(demo)
     upstream_port = int(urlsplit(demo.url_of("upstream")).port or 0)
     victim = next(
-        pid for pid in kids if "demo_app.upstream" in Path(f"/proc/{pid}/cmdline").read_text()
+        pid for pid in kids if "chaosproxy.demo_app.upstream" in Path(f"/proc/{pid}/cmdline").read_text()
     )
     os.kill(victim, signal.SIGKILL)
     assert demo.proc.wait(30) == 1

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from demo_app.metrics import Metrics, percentile
-from demo_app.traffic import Traffic
+from chaosproxy.demo_app.metrics import Metrics, percentile
+from chaosproxy.demo_app.traffic import Traffic
 from tests.support import wait_until
 
 

@@ -36,10 +36,10 @@ def test_fallback_is_marked_cache_with_its_age(
     client: FlaskClient, mocked: responses.RequestsMock
 ) -> None:
     mocked.add(responses.GET, BERLIN_URL, json=BERLIN)
-    with mock.patch("demo_app.weather.time.monotonic", return_value=1000.0):
+    with mock.patch("chaosproxy.demo_app.weather.time.monotonic", return_value=1000.0):
         assert client.get("/weather/berlin").get_json()["source"] == "upstream"
     mocked.replace(responses.GET, BERLIN_URL, status=503, json={"error": "down"})
-    with mock.patch("demo_app.weather.time.monotonic", return_value=1042.5):
+    with mock.patch("chaosproxy.demo_app.weather.time.monotonic", return_value=1042.5):
         answer = client.get("/weather/berlin")
     assert answer.status_code == 200
     body = answer.get_json()
@@ -272,7 +272,7 @@ def test_reset_closes_the_breaker_and_zeroes_counters(
 
 
 def test_config_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from demo_app import create_app
+    from chaosproxy.demo_app import create_app
 
     monkeypatch.setenv("DEMO_UPSTREAM_URL", "http://proxy:8080")
     monkeypatch.setenv("DEMO_PROXY_ADMIN_URL", "http://proxy:8475")

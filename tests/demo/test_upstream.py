@@ -8,7 +8,7 @@ import time
 
 import requests
 
-from demo_app.upstream import create_upstream
+from chaosproxy.demo_app.upstream import create_upstream
 from tests.support import free_port, wait_until
 
 
@@ -31,7 +31,7 @@ def test_unknown_city_is_a_json_404() -> None:
 def test_runs_as_a_quiet_fast_process() -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "demo_app.upstream", "--port", str(port)],
+        [sys.executable, "-m", "chaosproxy.demo_app.upstream", "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

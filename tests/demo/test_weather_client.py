@@ -17,7 +17,7 @@ import pytest
 import requests
 import responses
 
-from demo_app.weather import (
+from chaosproxy.demo_app.weather import (
     CityNotFound,
     ClientSettings,
     InvalidForecast,
@@ -263,7 +263,7 @@ def test_timeouts_are_passed_to_requests_and_can_be_switched_off() -> None:
     client, _ = make_client(connect_timeout=0.25, read_timeout=1.5)
     answer = mock.Mock(status_code=200, headers={"Content-Type": "application/json"})
     answer.json.return_value = BERLIN
-    with mock.patch("demo_app.weather.requests.Session.get", return_value=answer) as get:
+    with mock.patch("chaosproxy.demo_app.weather.requests.Session.get", return_value=answer) as get:
         client.forecast("berlin")
         assert get.call_args.kwargs["timeout"] == (0.25, 1.5)
         client.settings.timeouts = False
@@ -277,7 +277,7 @@ def test_side_effect_sequence_through_the_session() -> None:
     answer = mock.Mock(status_code=200, headers={"Content-Type": "application/json"})
     answer.json.return_value = BERLIN
     effects = [requests.ConnectionError("reset"), requests.ConnectTimeout("slow"), answer]
-    with mock.patch("demo_app.weather.requests.Session.get", side_effect=effects) as get:
+    with mock.patch("chaosproxy.demo_app.weather.requests.Session.get", side_effect=effects) as get:
         result = client.forecast("berlin")
     assert get.call_count == 3
     assert (result.outcome, result.attempts, len(slept)) == ("ok_retry", 3, 2)

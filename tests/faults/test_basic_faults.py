@@ -7,12 +7,12 @@ import statistics
 
 import pytest
 
-from proxy_addons.faults.abort import Abort
-from proxy_addons.faults.base import FAULT_TYPES, Wire
-from proxy_addons.faults.error import Error
-from proxy_addons.faults.latency import Latency
-from proxy_addons.faults.rate_limit import RateLimit
-from proxy_addons.faults.timeout import Timeout
+from chaosproxy.faults.abort import Abort
+from chaosproxy.faults.base import FAULT_TYPES, Wire
+from chaosproxy.faults.error import Error
+from chaosproxy.faults.latency import Latency
+from chaosproxy.faults.rate_limit import RateLimit
+from chaosproxy.faults.timeout import Timeout
 from tests.faults.fakewire import FakeResponse, FakeWire
 
 
@@ -25,7 +25,7 @@ def run(fault, wire: FakeWire) -> list[tuple]:
 def test_registry_maps_yaml_names_to_modules() -> None:
     assert {"latency", "timeout", "error", "abort", "rate_limit"} <= set(FAULT_TYPES)
     for name, cls in FAULT_TYPES.items():
-        assert cls.__module__ == f"proxy_addons.faults.{name}"
+        assert cls.__module__ == f"chaosproxy.faults.{name}"
 
 
 # --------------------------------------------------------------------------- latency

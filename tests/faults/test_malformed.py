@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from proxy_addons.faults.malformed import Malformed, break_json, mutate
-from proxy_addons.scenario import ScenarioError, load_data
+from chaosproxy.core.scenario import ScenarioError, load_data
+from chaosproxy.faults.malformed import Malformed, break_json, mutate
 from tests.faults.fakewire import FakeResponse, FakeWire
 
 FORECAST = {
@@ -180,9 +180,9 @@ def test_loader_refuses_parameters_that_do_not_fit(fault: dict, message: str) ->
 
 
 def test_the_shipped_malformed_json_breaks_what_the_demo_client_validates() -> None:
-    from demo_app.upstream import forecast
-    from demo_app.weather import InvalidForecast, validate_forecast
-    from proxy_addons.scenario import resolve
+    from chaosproxy.core.scenario import resolve
+    from chaosproxy.demo_app.upstream import forecast
+    from chaosproxy.demo_app.weather import InvalidForecast, validate_forecast
 
     scenario, _ = resolve("malformed-json")
     body = json.dumps(forecast("berlin")).encode()

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from proxy_addons.faults.throttle import Pacing, Throttle, format_size
-from proxy_addons.scenario import ScenarioError, load_data, load_text
+from chaosproxy.core.scenario import ScenarioError, load_data, load_text
+from chaosproxy.faults.throttle import Pacing, Throttle, format_size
 from tests.faults.fakewire import FakeWire
 
 

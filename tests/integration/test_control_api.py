@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from proxy_addons.api import ChaosProxy
-from proxy_addons.control import AdminConfigError
+from chaosproxy.control.server import AdminConfigError
+from chaosproxy.testing.api import ChaosProxy
 from tests.support import require_tool, wait_until
 
 ERROR_418 = "rules: [{name: teapot, match: {path: /tea}, fault: {type: error, status: 418}}]\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from proxy_addons.decisions import DecisionRecord
+from chaosproxy.core.decisions import DecisionRecord
 from tests.support import curl, free_port, wait_until
 
 
@@ -72,7 +72,7 @@ def test_a_client_that_gives_up_during_a_hold(make_proxy) -> None:
 
 
 def test_an_unreachable_upstream_is_an_error_with_502() -> None:
-    from proxy_addons.api import ChaosProxy
+    from chaosproxy.testing.api import ChaosProxy
 
     with ChaosProxy(upstream=f"http://127.0.0.1:{free_port()}") as proxy:
         assert requests.get(f"{proxy.url}/x").status_code == 502

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from proxy_addons.api import ChaosProxy
-from proxy_addons.runner import Upstream
+from chaosproxy.proxy_addons.runner import Upstream
+from chaosproxy.testing.api import ChaosProxy
 from tests.support import UpstreamServer, free_port, running_upstream, self_signed
 
 

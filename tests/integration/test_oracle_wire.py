@@ -8,7 +8,7 @@ import pytest
 import requests
 import tenacity
 
-from proxy_addons.oracle import Calls, ResilienceError
+from chaosproxy.testing.oracle import Calls, ResilienceError
 from tests.support import wait_until
 
 

@@ -9,7 +9,7 @@ import time
 
 import requests
 
-from proxy_addons.api import ChaosProxy
+from chaosproxy.testing.api import ChaosProxy
 from tests.support import UpstreamServer, wait_until
 
 

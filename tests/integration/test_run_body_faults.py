@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.cli.test_cli import listening, start
 from tests.support import UpstreamServer, free_port, require_tool, wait_until
-from tests.test_cli import listening, start
 
 BODY_FAULTS = """\
 seed: 4

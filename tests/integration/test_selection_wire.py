@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import requests
 
-from proxy_addons.chaos import STREAM_FROM
-from proxy_addons.decisions import parse_retry_after, request_key
-from proxy_addons.engine import draw_for_key
+from chaosproxy.core.decisions import parse_retry_after, request_key
+from chaosproxy.core.engine import draw_for_key
+from chaosproxy.proxy_addons.chaos import STREAM_FROM
 from tests.support import UpstreamServer, wait_until
 
 ERR = {"type": "error", "status": 503}

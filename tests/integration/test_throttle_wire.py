@@ -212,7 +212,7 @@ def test_forward_https_and_http2_are_throttled_too(make_proxy, tmp_path: Path) -
     ],
 )
 def test_loader_refuses_bad_throttles(fault: dict, message: str) -> None:
-    from proxy_addons.scenario import ScenarioError, load_data
+    from chaosproxy.core.scenario import ScenarioError, load_data
 
     with pytest.raises(ScenarioError) as err:
         load_data({"rules": [{"fault": fault}]}, "s.yaml")

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from proxy_addons import warmup
+from chaosproxy.proxy_addons._internals import warmup
 from tests.support import free_port, read_to_end, self_signed, wait_until
 
 EXE = str(Path(sys.executable).with_name("chaosproxy"))

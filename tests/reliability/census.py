@@ -6,7 +6,7 @@ import asyncio
 import os
 from typing import Any
 
-from proxy_addons.api import ChaosProxy
+from chaosproxy.testing.api import ChaosProxy
 
 
 def on_loop(proxy: ChaosProxy, fn: Any, timeout: float = 5.0) -> Any:

@@ -14,9 +14,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy_addons.api import ChaosProxy
-from proxy_addons.engine import Engine, SimpleRequest
-from proxy_addons.scenario import Scenario, ScenarioError, load_data, load_text, shipped
+from chaosproxy.core.engine import Engine, SimpleRequest
+from chaosproxy.core.scenario import Scenario, ScenarioError, load_data, load_text, shipped
+from chaosproxy.testing.api import ChaosProxy
 from tests.reliability.census import census, settled
 from tests.reliability.rawwire import RawUpstream, connect, read_head
 from tests.support import wait_until

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from proxy_addons.api import ChaosProxy
+from chaosproxy.testing.api import ChaosProxy
 from tests.integration.test_mitmdump_control import answers
 from tests.reliability.census import census
 from tests.support import UpstreamServer, free_port, port_free, wait_until

@@ -172,8 +172,8 @@ def test_faults_on_large_bodies_still_act(make_proxy, upstream: UpstreamServer) 
 
 
 def test_the_engine_decides_from_the_head_unless_a_rule_needs_the_body() -> None:
-    from proxy_addons.engine import Engine, SimpleRequest
-    from proxy_addons.scenario import load_data
+    from chaosproxy.core.engine import Engine, SimpleRequest
+    from chaosproxy.core.scenario import load_data
 
     engine = Engine(
         load_data(

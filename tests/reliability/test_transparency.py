@@ -21,7 +21,7 @@ import httpx
 import pytest
 import requests
 
-from proxy_addons.api import ChaosProxy
+from chaosproxy.testing.api import ChaosProxy
 from tests.reliability.mirror import Mirror
 from tests.reliability.transparency import (
     Answer,

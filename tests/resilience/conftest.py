@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from demo_app import create_app
-from demo_app.state import DemoState
-from demo_app.upstream import create_upstream
+from chaosproxy.demo_app import create_app
+from chaosproxy.demo_app.state import DemoState
+from chaosproxy.demo_app.upstream import create_upstream
 from tests.support import serving
 
 CITIES = ("berlin", "paris", "tokyo", "lima", "oslo")

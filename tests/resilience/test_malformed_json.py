@@ -4,7 +4,7 @@ last good answer from its cache instead."""
 
 from __future__ import annotations
 
-from demo_app.weather import validate_forecast
+from chaosproxy.demo_app.weather import validate_forecast
 from tests.resilience.conftest import CITIES, Demo, explain, warm_then_apply
 
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from demo_app.weather import transitions
+from chaosproxy.demo_app.weather import transitions
 from tests.resilience.conftest import CITIES, FAIL_MAX, Demo, explain
 from tests.support import wait_until
 

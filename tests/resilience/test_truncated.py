@@ -5,7 +5,7 @@ forecast."""
 
 from __future__ import annotations
 
-from demo_app.weather import validate_forecast
+from chaosproxy.demo_app.weather import validate_forecast
 from tests.resilience.conftest import (
     CITIES,
     Demo,

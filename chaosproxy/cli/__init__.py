@@ -1,0 +1,1 @@
+"""The ``chaosproxy`` command line: run, validate, explain, list, schema, stats, demo."""

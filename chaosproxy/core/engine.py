@@ -1,0 +1,889 @@
+"""Which rule fires for a request: matching, counters, probability, phases. Pure Python.
+
+No mitmproxy import: the addon hands the engine a :class:`RequestView` and gets back a
+:class:`Decision` (or None). Selection follows DESIGN.md to the letter::
+
+    for rule in rules:                      # the active phase's rules when there are phases
+        if not rule.match(request): continue
+        rule.seen += 1
+        if rule.seen <= rule.skip: continue
+        if rule.every and (rule.seen - rule.skip) % rule.every != 0: continue
+        if rule.times is not None and rule.injected >= rule.times: continue
+        if draw(rule, rule.seen) >= rule.probability: continue
+        rule.injected += 1
+        return rule
+
+Every random number comes from a stream derived from (seed, phase, rule name, the rule's
+match number), so a seeded run decides the same for the Nth request matching a rule
+whatever the concurrency or completion order.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import random
+import re
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import quote, urlencode
+
+from chaosproxy.core.decisions import IDEMPOTENCY_HEADER, request_key
+from chaosproxy.core.scenario import PASSTHROUGH, Match, Phase, Rule, Scenario
+from chaosproxy.faults.rate_limit import RateLimit, Window
+
+Clock = Callable[[], float]
+
+
+class RequestView(Protocol):
+    """What the engine needs to know about a request. The addon adapts flows to it."""
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def host(self) -> str:
+        """The upstream host, lower case."""
+
+    @property
+    def upstream(self) -> str | None:
+        """The upstream's NAME when several upstreams are configured."""
+
+    @property
+    def path(self) -> str:
+        """The decoded path, without the query."""
+
+    @property
+    def url(self) -> str:
+        """The full URL as requested (scheme, host, port, path and query)."""
+
+    def header(self, name: str) -> Sequence[str]:
+        """All values of a header (name in any case)."""
+
+    def query(self, name: str) -> Sequence[str]:
+        """All values of a query parameter."""
+
+    def body(self) -> bytes:
+        """The request body; only read when a rule matches on it."""
+
+
+@dataclass(slots=True)
+class SimpleRequest:
+    """A RequestView from plain values: for ``explain``, tests and the Python API."""
+
+    method: str
+    host: str
+    path: str
+    headers: Sequence[tuple[str, str]] = ()
+    query_pairs: Sequence[tuple[str, str]] = ()
+    content: bytes = b""
+    upstream: str | None = None
+    scheme: str = "http"
+    as_requested: str | None = None
+    """The URL as the client sent it, when known (else rebuilt from the parts)."""
+
+    @property
+    def url(self) -> str:
+        if self.as_requested is not None:
+            return self.as_requested
+        query = f"?{urlencode(list(self.query_pairs))}" if self.query_pairs else ""
+        return f"{self.scheme}://{self.host}{quote(self.path)}{query}"
+
+    def header(self, name: str) -> list[str]:
+        lname = name.lower()
+        return [v for k, v in self.headers if k.lower() == lname]
+
+    def query(self, name: str) -> list[str]:
+        return [v for k, v in self.query_pairs if k == name]
+
+    def body(self) -> bytes:
+        return self.content
+
+
+# --------------------------------------------------------------------------- matching
+
+TextTest = Callable[[str], bool]
+_WILDCARDS = re.compile(r"[*?\[]")
+
+
+def compile_pattern(pattern: str, *, ignore_case: bool = False) -> TextTest:
+    """A test for a glob (``*`` crosses ``/``) or an ``re:`` regex (``re.search``)."""
+    flags = re.IGNORECASE if ignore_case else 0
+    if pattern.startswith("re:"):
+        rx = re.compile(pattern[3:], flags)
+        return lambda text: rx.search(text) is not None
+    if not _WILDCARDS.search(pattern):
+        if ignore_case:
+            lowered = pattern.lower()
+            return lambda text: text.lower() == lowered
+        return pattern.__eq__
+    rx = re.compile(fnmatch.translate(pattern), flags)
+    return lambda text: rx.match(text) is not None
+
+
+_REGEX_SPECIAL = frozenset("\\.^$*+?{}[]|()")
+
+
+def literal_prefix(pattern: str) -> str:
+    """A prefix every text ``pattern`` matches starts with ("" when there is none known):
+    a glob's text before its first wildcard; an anchored regex's leading literal text."""
+    if not pattern.startswith("re:"):
+        found = _WILDCARDS.search(pattern)
+        return pattern if found is None else pattern[: found.start()]
+    rx = pattern[3:]
+    if not rx.startswith("^") or "|" in rx:  # unanchored, or alternatives: no prefix
+        return ""
+    end = 1
+    while end < len(rx) and rx[end] not in _REGEX_SPECIAL:
+        end += 1
+    prefix = rx[1:end]
+    if end < len(rx) and rx[end] in "*?{":  # the last literal is quantified
+        prefix = prefix[:-1]
+    return prefix
+
+
+def _json_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _json_lookup(doc: Any, dotted: str) -> tuple[bool, Any]:
+    node = doc
+    for part in dotted.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif (
+            isinstance(node, list)
+            and part.lstrip("-").isdigit()
+            and -len(node) <= int(part) < len(node)
+        ):
+            node = node[int(part)]
+        else:
+            return False, None
+    return True, node
+
+
+_NO_JSON = object()
+
+
+class _Facts:
+    """What the checks read about one request, each looked up at most once, and only if
+    asked: the path, the method, header values, the body and its JSON."""
+
+    __slots__ = ("_all_headers", "_doc", "_headers", "_method", "_path", "_text", "req")
+
+    def __init__(self, req: RequestView) -> None:
+        self.req = req
+        self._path: str | None = None
+        self._method: str | None = None
+        self._headers: dict[str, Sequence[str]] | None = None
+        self._all_headers = False
+        self._text: str | None = None
+        self._doc: Any = None
+
+    @property
+    def path(self) -> str:
+        if self._path is None:
+            self._path = self.req.path
+        return self._path
+
+    @property
+    def method(self) -> str:
+        if self._method is None:
+            self._method = self.req.method.upper()
+        return self._method
+
+    def header(self, name: str) -> Sequence[str]:
+        if self._headers is None:
+            every = getattr(self.req, "headers_by_name", None)
+            self._headers = every() if every is not None else {}
+            self._all_headers = every is not None
+        if self._all_headers:  # the names are lower case, as bytes.lower() makes them
+            key = name.encode("utf-8", "surrogateescape").lower()
+            return self._headers.get(key.decode("utf-8", "surrogateescape"), ())
+        values = self._headers.get(name)
+        if values is None:
+            values = self._headers[name] = self.req.header(name)
+        return values
+
+    def query(self, name: str) -> Sequence[str]:
+        return self.req.query(name)
+
+    def text(self) -> str:
+        if self._text is None:
+            self._text = self.req.body().decode("utf-8", "replace")
+        return self._text
+
+    def json(self) -> Any:
+        if self._doc is None:
+            try:
+                self._doc = json.loads(self.text())
+            except ValueError:
+                self._doc = _NO_JSON
+        return self._doc
+
+
+class Check:
+    """One condition of a match block: ``test`` says whether it holds (the hot path, no
+    text built); ``why`` says why not, for ``explain``."""
+
+    __slots__ = ("test", "why")
+
+    def __init__(self, test: Callable[[_Facts], bool], why: Callable[[_Facts], str]) -> None:
+        self.test = test
+        self.why = why
+
+
+def _compile_match(match: Match) -> tuple[Check, ...]:
+    checks: list[Check] = []
+    if match.method:
+        methods = frozenset(match.method)
+        wanted = "/".join(match.method)
+        checks.append(
+            Check(
+                lambda f: f.method in methods,
+                lambda f: f"method {f.method} is not {wanted}",
+            )
+        )
+    if match.path is not None:
+        path_test, path_pattern = compile_pattern(match.path), match.path
+        checks.append(
+            Check(
+                lambda f: path_test(f.path),
+                lambda f: f"path {f.path} does not match {path_pattern!r}",
+            )
+        )
+    if match.host is not None:
+        host_test, host_pattern = compile_pattern(match.host, ignore_case=True), match.host
+
+        def host(f: _Facts) -> bool:
+            upstream = f.req.upstream
+            return host_test(f.req.host) or (upstream is not None and host_test(upstream))
+
+        checks.append(Check(host, lambda f: f"host {f.req.host} does not match {host_pattern!r}"))
+    for name, pattern in match.headers.items():
+        checks.append(_values_check("header", name, pattern, _Facts.header))
+    for name, pattern in match.query.items():
+        checks.append(_values_check("query parameter", name, pattern, _Facts.query))
+    if match.body is not None:
+        body_test, body_pattern = compile_pattern(match.body), match.body
+        checks.append(
+            Check(
+                lambda f: body_test(f.text()),
+                lambda f: f"body does not match {body_pattern!r}",
+            )
+        )
+    for dotted, pattern in match.json_.items():
+        checks.append(_json_check(dotted, pattern))
+    return tuple(checks)
+
+
+def _values_check(
+    what: str, name: str, pattern: str, get: Callable[[_Facts, str], Sequence[str]]
+) -> Check:
+    test = compile_pattern(pattern)
+
+    def holds(f: _Facts) -> bool:
+        return any(test(v) for v in get(f, name))
+
+    def why(f: _Facts) -> str:
+        values = get(f, name)
+        if not values:
+            return f"no {what} {name}"
+        return f"{what} {name}: {values[0]!r} does not match {pattern!r}"
+
+    return Check(holds, why)
+
+
+def _json_check(dotted: str, pattern: str) -> Check:
+    test = compile_pattern(pattern)
+
+    def holds(f: _Facts) -> bool:
+        doc = f.json()
+        if doc is _NO_JSON:
+            return False
+        found, value = _json_lookup(doc, dotted)
+        return found and test(_json_text(value))
+
+    def why(f: _Facts) -> str:
+        doc = f.json()
+        if doc is _NO_JSON:
+            return "the body is not JSON"
+        found, value = _json_lookup(doc, dotted)
+        if not found:
+            return f"the JSON body has no {dotted}"
+        return f"JSON {dotted} = {_json_text(value)!r} does not match {pattern!r}"
+
+    return Check(holds, why)
+
+
+def _holds(checks: tuple[Check, ...], facts: _Facts) -> bool:
+    for check in checks:
+        if not check.test(facts):
+            return False
+    return True
+
+
+def _first_failure(checks: tuple[Check, ...], facts: _Facts) -> str | None:
+    for check in checks:
+        if not check.test(facts):
+            return check.why(facts)
+    return None
+
+
+# --------------------------------------------------------------------------- randomness
+
+
+def _digest(seed: int, phase: str | None, rule: str, n: int | str, stream: str) -> int:
+    key = f"{seed}\x1f{phase or ''}\x1f{rule}\x1f{n}\x1f{stream}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big")
+
+
+def draw(seed: int, phase: str | None, rule: str, n: int) -> float:
+    """The decision draw in [0, 1) for the rule's Nth match."""
+    return _digest(seed, phase, rule, n, "decide") / 2**64
+
+
+def draw_for_key(seed: int, phase: str | None, rule: str, key: str) -> float:
+    """The decision draw in [0, 1) for one key value (a sticky key or a request identity).
+
+    The same key always draws the same number for a given seed and rule, so a rule with
+    probability p fires for a fixed share p of the keys, and raising p only adds keys.
+    """
+    return _digest(seed, phase, rule, key, "key") / 2**64
+
+
+def request_identity(req: RequestView) -> str:
+    """What makes two attempts "the same request": its Idempotency-Key header if it has
+    one, else method + URL + a hash of the body. The same key as the decision log's."""
+    keys = req.header(IDEMPOTENCY_HEADER)
+    return request_key(req.method, req.url, req.body(), keys[0] if keys else None)
+
+
+def _sticky_value(rule: Rule, req: RequestView) -> str | None:
+    """The value of a sticky rule's key for ``req`` ("" without one); None: not sticky."""
+    spec = rule.sticky_key
+    if spec is None:
+        return None
+    kind, name = spec
+    values = req.header(name) if kind == "header" else req.query(name)
+    return values[0] if values else ""
+
+
+#: Distinct requests a per_request rule remembers; the oldest are forgotten beyond this.
+MAX_IDENTITIES = 100_000
+
+
+def new_seed() -> int:
+    """A seed for runs that were not given one (printed, so they can be replayed)."""
+    return secrets.randbelow(2**31)
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass(eq=False)
+class RuleState:
+    """A rule compiled for matching, with its counters."""
+
+    rule: Rule
+    phase: str | None
+    checks: tuple[Check, ...]
+    gate: RateLimit | None
+    head_checks: tuple[Check, ...] = ()
+    """The checks that do not read the body (all of them when the rule has no body match)."""
+    needs_body: bool = False
+    path_prefix: str = ""
+    """Every path the rule matches starts with this: a quick first test."""
+    seen: int = 0
+    """Matching requests in the current phase (selection counts these)."""
+    injected: int = 0
+    total_seen: int = 0
+    """Matching requests since the scenario was applied or reset (reported)."""
+    total_injected: int = 0
+    windows: dict[str, Window] = field(default_factory=dict)
+    attempts: OrderedDict[str, int] = field(default_factory=OrderedDict)
+    """per_request: attempts seen so far for each request identity."""
+
+    @property
+    def name(self) -> str:
+        return self.rule.label
+
+    def clear(self) -> None:
+        self.seen = self.injected = 0
+        self.windows.clear()
+        self.attempts.clear()
+
+    def attempt(self, identity: str) -> int:
+        """Count one attempt of the request ``identity``; return its number (from 1)."""
+        n = self.attempts.pop(identity, 0) + 1
+        self.attempts[identity] = n
+        if len(self.attempts) > MAX_IDENTITIES:
+            self.attempts.popitem(last=False)
+        return n
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The rule that fired for one request, and how to derive its fault randomness."""
+
+    rule: Rule
+    phase: str | None
+    match_number: int
+    seed: int
+    retry_after: int | None = None
+    identity: str | None = None
+    """per_request rules: the request's identity; ``attempt`` is its attempt number."""
+    attempt: int | None = None
+    sticky: str | None = None
+    """sticky rules: the key value the draw was made for."""
+
+    @property
+    def name(self) -> str:
+        return self.rule.label
+
+    @property
+    def faults(self) -> tuple[Any, ...]:
+        return self.rule.fault
+
+    def rng(self) -> random.Random:
+        """The fault's own stream (jitter, garbage bytes, where JSON breaks)."""
+        return random.Random(_digest(self.seed, self.phase, self.name, self.match_number, "fault"))
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """``explain``: what one rule would do with a request, and why."""
+
+    rule: str
+    phase: str | None
+    fires: bool
+    reason: str
+    fault: str
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something the log should say: a phase began, a ttl ran out."""
+
+    kind: str
+    message: str
+    phase: str | None = None
+
+
+def _compile_rules(rules: Sequence[Rule], phase: str | None) -> list[RuleState]:
+    out = []
+    for rule in rules:
+        gate = next((f for f in rule.fault if isinstance(f, RateLimit)), None)
+        checks = _compile_match(rule.match)
+        body_match = rule.match.body is not None or bool(rule.match.json_)
+        # per_request: a request's identity includes a hash of its body
+        needs_body = body_match or rule.per_request is not None
+        head = (
+            _compile_match(rule.match.model_copy(update={"body": None, "json_": {}}))
+            if body_match
+            else checks
+        )
+        prefix = literal_prefix(rule.match.path) if rule.match.path is not None else ""
+        out.append(RuleState(rule, phase, checks, gate, head, needs_body, prefix))
+    return out
+
+
+class Engine:
+    """Decides, for each request, which rule of the active scenario fires. Thread-safe."""
+
+    def __init__(
+        self,
+        scenario: Scenario = PASSTHROUGH,
+        *,
+        seed: int | None = None,
+        source: str | None = None,
+        clock: Clock = time.monotonic,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> None:
+        self._clock = clock
+        self._lock = threading.RLock()
+        self.seed_override = seed
+        self.on_event = on_event
+        self.paused = False
+        self.started = False
+        """True once the proxy is ready (:meth:`start`): the phase clock runs from then."""
+        self.requests = 0
+        self.injected = 0
+        self._apply(scenario, source)
+
+    # ------------------------------------------------------------------ scenario
+
+    def _apply(self, scenario: Scenario, source: str | None) -> None:
+        self.scenario = scenario
+        self.source = source
+        if self.seed_override is not None:
+            self.seed = self.seed_override
+        elif scenario.seed is not None:
+            self.seed = scenario.seed
+        else:
+            self.seed = new_seed()
+        if scenario.phases:
+            self._phases: list[tuple[Phase, list[RuleState]]] = [
+                (p, _compile_rules(p.rules, p.name)) for p in scenario.phases
+            ]
+        else:
+            self._phases = [
+                (Phase(name="-", rules=scenario.rules), _compile_rules(scenario.rules, None))
+            ]
+        self._timeline = bool(scenario.phases)
+        self._all = [state for _, states in self._phases for state in states]
+        self.requests = self.injected = 0
+        now = self._clock()
+        self.applied_at = now
+        self._phase_index = 0
+        self._phase_started = now
+        self._expires = now + scenario.ttl if scenario.ttl else None
+
+    def apply(self, scenario: Scenario, source: str | None = None) -> None:
+        """Replace the active scenario: counters, windows and the phase clock start afresh."""
+        with self._lock:
+            self._apply(scenario, source)
+        if self._timeline and self.started:  # before start, start() says it
+            self._emit(Event("phase", f"phase {self.phase} begins", self.phase))
+
+    def start(self) -> None:
+        """The proxy is ready: the phase clock (and ttl) count from now."""
+        with self._lock:
+            now = self._clock()
+            self.applied_at = self._phase_started = now
+            self._expires = now + self.scenario.ttl if self.scenario.ttl else None
+            self.started = True
+        if self._timeline:
+            self._emit(Event("phase", f"phase {self.phase} begins", self.phase))
+
+    def reset(self) -> None:
+        """Counters, rate windows and the phase clock back to zero."""
+        with self._lock:
+            for state in self._all:
+                state.clear()
+                state.total_seen = state.total_injected = 0
+            self.requests = self.injected = 0
+            self._phase_index = 0
+            self._phase_started = self._clock()
+        if self._timeline:
+            self._emit(Event("phase", f"phase {self.phase} begins (reset)", self.phase))
+
+    def pause(self) -> None:
+        """Stop injecting: every request passes through until :meth:`resume`."""
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
+    # ------------------------------------------------------------------ phases
+
+    @property
+    def phase(self) -> str | None:
+        """The active phase's name (None without phases)."""
+        return self._phases[self._phase_index][0].name if self._timeline else None
+
+    @property
+    def phase_names(self) -> list[str]:
+        return [p.name for p, _ in self._phases] if self._timeline else []
+
+    def jump_to(self, name: str) -> None:
+        """Make phase ``name`` active now; its clock and counters start afresh."""
+        with self._lock:
+            names = self.phase_names
+            if name not in names:
+                valid = ", ".join(names) if names else "none: this scenario has no phases"
+                raise KeyError(f"no phase {name!r}; phases: {valid}")
+            self._enter(names.index(name), self._clock())
+        self._emit(Event("phase", f"phase {name} begins (jump)", name))
+
+    def _enter(self, index: int, started: float) -> None:
+        self._phase_index = index
+        self._phase_started = started
+        for state in self._phases[index][1]:
+            state.clear()
+
+    def _advance(self, now: float) -> list[Event]:
+        """Move the timeline and ttl on to ``now``; return what changed."""
+        events: list[Event] = []
+        if self._expires is not None and now >= self._expires:
+            name = self.scenario.label
+            self._apply(PASSTHROUGH, None)
+            events.append(Event("ttl", f"scenario {name} reached its ttl: now passing through"))
+            return events
+        if not self._timeline:
+            return events
+        phases = self._phases
+        last = len(phases) - 1
+        index, started = self._phase_index, self._phase_started
+        changed = False
+        while True:
+            duration = phases[index][0].duration
+            if duration is None or (index == last and not self.scenario.loop):
+                break
+            if now - started < duration:
+                break
+            started += duration
+            index = 0 if index == last else index + 1
+            changed = True
+            cycle = sum(p.duration or 0.0 for p, _ in phases)
+            if index == 0 and cycle > 0 and now - started >= cycle:
+                started += (now - started) // cycle * cycle  # skip whole idle cycles
+        if changed:
+            self._enter(index, started)
+            events.append(
+                Event("phase", f"phase {phases[index][0].name} begins", phases[index][0].name)
+            )
+        return events
+
+    def tick(self) -> None:
+        """Advance phases and ttl without a request (the addon calls this on a timer)."""
+        with self._lock:
+            events = self._advance(self._clock())
+        for event in events:
+            self._emit(event)
+
+    def expires_in(self) -> float | None:
+        """Seconds until the scenario's ttl reverts it to passthrough (None: no ttl)."""
+        with self._lock:
+            if self._expires is None:
+                return None
+            return max(0.0, self._expires - self._clock())
+
+    def next_change_in(self) -> float | None:
+        """Seconds until the next phase boundary or ttl expiry (None: nothing scheduled)."""
+        with self._lock:
+            now = self._clock()
+            candidates = []
+            if self._expires is not None:
+                candidates.append(self._expires - now)
+            if self._timeline:
+                phase = self._phases[self._phase_index][0]
+                last = self._phase_index == len(self._phases) - 1
+                if phase.duration is not None and not (last and not self.scenario.loop):
+                    candidates.append(self._phase_started + phase.duration - now)
+            return max(0.0, min(candidates)) if candidates else None
+
+    def _emit(self, event: Event) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+    # ------------------------------------------------------------------ deciding
+
+    def decide(self, req: RequestView) -> Decision | None:
+        """Select the rule that fires for ``req`` (counting it), or None: untouched."""
+        with self._lock:
+            events = self._advance(self._clock()) if self._expires or self._timeline else ()
+            decision = self._count(req)
+        for event in events:
+            self._emit(event)
+        return decision
+
+    def decide_without_body(self, req: RequestView) -> tuple[bool, Decision | None]:
+        """Decide from the request head alone, for a body that should stream.
+
+        Returns ``(False, None)``, counting nothing, when a rule of the active phase could
+        match but needs the body to tell; else ``(True, decision)`` exactly as :meth:`decide`.
+        """
+        with self._lock:
+            events = self._advance(self._clock()) if self._expires or self._timeline else ()
+            if self._body_could_decide(req):
+                decided, decision = False, None
+            else:
+                decided, decision = True, self._count(req)
+        for event in events:
+            self._emit(event)
+        return decided, decision
+
+    def could_match(self, req: RequestView, *, head_only: bool = False) -> bool:
+        """True when a rule of any phase matches ``req`` (``head_only``: its head, the body
+        conditions aside). Counts nothing: ``--workers`` asks the coordinator's engine to
+        decide only for requests this says a rule could match."""
+        facts = _Facts(req)
+        path = facts.path
+        for state in self._all:
+            if not path.startswith(state.path_prefix):
+                continue
+            if _holds(state.head_checks if head_only else state.checks, facts):
+                return True
+        return False
+
+    def count_unmatched(self, n: int) -> None:
+        """Count ``n`` requests no rule could match (decided elsewhere: ``--workers``)."""
+        with self._lock:
+            self.requests += n
+
+    def _body_could_decide(self, req: RequestView) -> bool:
+        """True when a rule of the active phase matches the head and has body conditions."""
+        if self.paused:
+            return False
+        facts = _Facts(req)
+        return any(
+            state.needs_body and _holds(state.head_checks, facts)
+            for state in self._phases[self._phase_index][1]
+        )
+
+    def _count(self, req: RequestView) -> Decision | None:
+        self.requests += 1
+        decision = None if self.paused else self._select(req)
+        if decision is not None:
+            self.injected += 1
+        return decision
+
+    def _select(self, req: RequestView) -> Decision | None:
+        states = self._phases[self._phase_index][1]
+        if not states:
+            return None
+        facts = _Facts(req)
+        path = facts.path
+        for state in states:
+            if not path.startswith(state.path_prefix) or not _holds(state.checks, facts):
+                continue
+            rule = state.rule
+            state.seen += 1
+            state.total_seen += 1
+            n = state.seen
+            if n <= rule.skip:
+                continue
+            if rule.every and (n - rule.skip) % rule.every != 0:
+                continue
+            if rule.times is not None and state.injected >= rule.times:
+                continue
+            identity = attempt = None
+            if rule.per_request is not None:
+                identity = request_identity(req)
+                attempt = state.attempt(identity)
+                if attempt > rule.per_request.times:
+                    continue
+            sticky = _sticky_value(rule, req)
+            if rule.probability < 1 and self._draw(state, n, sticky, identity) >= rule.probability:
+                continue
+            retry_after = None
+            if state.gate is not None:
+                retry_after = state.gate.admit(state.windows, _first_header(req), self._clock())
+                if retry_after is None:
+                    continue  # under the limit: the rule does not fire
+            state.injected += 1
+            state.total_injected += 1
+            return Decision(rule, state.phase, n, self.seed, retry_after, identity, attempt, sticky)
+        return None
+
+    def _draw(self, state: RuleState, n: int, sticky: str | None, identity: str | None) -> float:
+        """The decision draw: per sticky key, else per request identity (per_request rules:
+        all attempts of one request share their fate), else per match number."""
+        if sticky is not None:
+            return draw_for_key(self.seed, state.phase, state.name, f"sticky\x1f{sticky}")
+        if identity is not None:
+            return draw_for_key(self.seed, state.phase, state.name, f"request\x1f{identity}")
+        return draw(self.seed, state.phase, state.name, n)
+
+    def explain(self, req: RequestView) -> list[Verdict]:
+        """What each rule of the active phase would do with ``req`` next; changes nothing."""
+        with self._lock:
+            states = self._phases[self._phase_index][1]
+            facts = _Facts(req)
+            verdicts: list[Verdict] = []
+            winner: str | None = None
+            for state in states:
+                verdicts.append(self._verdict(state, facts, winner))
+                if verdicts[-1].fires:
+                    winner = state.name
+            return verdicts
+
+    def _verdict(self, state: RuleState, facts: _Facts, winner: str | None) -> Verdict:
+        rule, req = state.rule, facts.req
+
+        def out(fires: bool, reason: str) -> Verdict:
+            return Verdict(state.name, state.phase, fires, reason, rule.describe())
+
+        why = _first_failure(state.checks, facts)
+        if why is not None:
+            return out(False, f"does not match: {why}")
+        if winner is not None:
+            return out(False, f"matches, but rule {winner!r} fires first")
+        if self.paused:
+            return out(False, "matches, but injection is paused")
+        n = state.seen + 1
+        if n <= rule.skip:
+            return out(False, f"matches, but skip: {rule.skip} lets it through (match #{n})")
+        if rule.every and (n - rule.skip) % rule.every != 0:
+            return out(False, f"matches, but every: {rule.every} (match #{n} is not its turn)")
+        if rule.times is not None and state.injected >= rule.times:
+            return out(False, f"matches, but times: {rule.times} already injected")
+        identity = None
+        if rule.per_request is not None:
+            identity = request_identity(req)
+            attempt = state.attempts.get(identity, 0) + 1
+            if attempt > rule.per_request.times:
+                return out(
+                    False,
+                    f"matches, but per_request: attempt {attempt} of {req.method} {req.url} "
+                    f"({identity}) comes after the {rule.per_request.times} that fail",
+                )
+        if rule.probability < 1:
+            sticky = _sticky_value(rule, req)
+            value = self._draw(state, n, sticky, identity)
+            if value >= rule.probability:
+                if sticky is not None:
+                    what = f"{rule.sticky} = {sticky!r}"
+                elif identity is not None:
+                    what = identity
+                else:
+                    what = f"match #{n}"
+                return out(
+                    False,
+                    f"matches, but the draw for {what} is {value:.3f} >= probability "
+                    f"{rule.probability:g} (seed {self.seed})",
+                )
+        if state.gate is not None:
+            probe = {k: _copy_window(w) for k, w in state.windows.items()}
+            if state.gate.admit(probe, _first_header(req), self._clock()) is None:
+                return out(False, "matches, but is under its rate limit")
+        chance = f", draw below probability {rule.probability:g}" if rule.probability < 1 else ""
+        return out(True, f"matches (match #{n}{chance}): fires")
+
+    # ------------------------------------------------------------------ reporting
+
+    def rule_states(self) -> Iterator[RuleState]:
+        return iter(self._all)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since the scenario was applied (or reset), as the control API shows them."""
+        with self._lock:
+            return {
+                "scenario": self.scenario.label,
+                "seed": self.seed,
+                "phase": self.phase,
+                "paused": self.paused,
+                "requests": self.requests,
+                "injected": self.injected,
+                "rules": [
+                    {
+                        "name": s.name,
+                        "phase": s.phase,
+                        "seen": s.total_seen,
+                        "injected": s.total_injected,
+                        "fault": s.rule.describe(),
+                    }
+                    for s in self._all
+                ],
+            }
+
+
+def _copy_window(window: Window) -> Window:
+    copy = Window(window.start)
+    copy.count = window.count
+    return copy
+
+
+def _first_header(req: RequestView) -> Callable[[str], str | None]:
+    def get(name: str) -> str | None:
+        values = req.header(name)
+        return values[0] if values else None
+
+    return get

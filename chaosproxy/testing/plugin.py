@@ -1,0 +1,371 @@
+"""pytest plugin: a chaos proxy per session, a scenario per test, an oracle on the traffic.
+
+Registered as the ``chaosproxy`` pytest11 entry point, so installing chaosproxy is enough::
+
+    @pytest.fixture(scope="session")
+    def chaos_proxy_upstream():
+        return "http://127.0.0.1:5001"          # the service your client calls
+
+    @pytest.mark.chaos("flaky", seed=3)
+    def test_client_survives(chaos_proxy):
+        client = WeatherClient(base_url=chaos_proxy.url)
+        assert client.forecast("berlin")
+        chaos_proxy.calls.expect_attempts(at_most=3)
+
+One in-process :class:`~chaosproxy.testing.api.ChaosProxy` per upstream serves the whole
+session (started on first use, on a free loopback port); before each test it is reset to
+passthrough, or to the test's ``chaos`` marker. The seed comes from ``apply(seed=)``, the
+marker, ``--chaos-seed``, ``CHAOSPROXY_SEED``, the ``chaos_seed`` ini option, the
+scenario's own seed, or is chosen at random, in that order; a failing test's report names
+it, with the decisions taken, so ``--chaos-seed N`` replays the failure exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chaosproxy.core.decisions import DecisionRecord
+from chaosproxy.core.scenario import PASSTHROUGH, Scenario, ScenarioError
+from chaosproxy.testing.api import ChaosProxy, ScenarioSpec, load_spec
+from chaosproxy.testing.oracle import Calls
+
+SEED_ENV = "CHAOSPROXY_SEED"
+MARKER = "chaos"
+
+_fixture_key = pytest.StashKey["ChaosFixture"]()
+_summary_key = pytest.StashKey[list[tuple[str, dict[str, Any]]]]()
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("chaosproxy", "chaos proxy (fault injection)")
+    group.addoption(
+        "--chaos-seed",
+        dest="chaos_seed",
+        default=None,
+        metavar="N",
+        help=f"seed for every chaos scenario (replays a failure); env {SEED_ENV}",
+    )
+    group.addoption(
+        "--chaos-scenarios",
+        dest="chaos_scenarios",
+        default=None,
+        metavar="DIR",
+        help="directory of scenario files that apply() and the chaos marker find by name",
+    )
+    parser.addini("chaos_seed", "seed for every chaos scenario (see --chaos-seed)", default="")
+    parser.addini(
+        "chaos_scenarios", "directories of scenario files found by name", type="paths", default=[]
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}(scenario, seed=None): run the test with this chaosproxy scenario "
+        "(a shipped name, a path, a dict or YAML text) applied to the chaos_proxy fixture",
+    )
+    config.stash[_summary_key] = []
+    _configured_seed(config)  # a bad seed or directory stops the run before any test
+    _scenario_dirs(config)
+
+
+def _int_seed(value: object, where: str) -> int:
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise pytest.UsageError(f"{where}: {value!r} is not a whole number (a seed)") from None
+
+
+def _configured_seed(config: pytest.Config) -> int | None:
+    """The seed from the command line, the environment or the ini file (that order)."""
+    option = config.getoption("chaos_seed")
+    if option is not None:
+        return _int_seed(option, "--chaos-seed")
+    env = os.environ.get(SEED_ENV, "").strip()
+    if env:
+        return _int_seed(env, SEED_ENV)
+    ini = str(config.getini("chaos_seed") or "").strip()
+    if ini:
+        return _int_seed(ini, f"{config.inipath or 'ini'}: chaos_seed")
+    return None
+
+
+def _scenario_dirs(config: pytest.Config) -> tuple[Path, ...]:
+    dirs: list[Path] = []
+    option = config.getoption("chaos_scenarios")
+    if option:
+        dirs.append(Path(option))
+    dirs.extend(Path(p) for p in config.getini("chaos_scenarios"))
+    for d in dirs:
+        if not d.is_dir():
+            raise pytest.UsageError(f"chaos scenarios directory {d} does not exist")
+    return tuple(dirs)
+
+
+# --------------------------------------------------------------------------- the fixture
+
+
+class ChaosFixture:
+    """What a test sees as ``chaos_proxy``: the session's proxy, scoped to this test."""
+
+    def __init__(self, proxy: ChaosProxy, config: pytest.Config) -> None:
+        self.proxy = proxy
+        self._config = config
+        self._dirs = _scenario_dirs(config)
+        self._lock = threading.Condition()
+        self._records: list[DecisionRecord] = []
+        self._unsubscribe = proxy.on_decision(self._collect)
+        self.started = time.time()
+        self.applied: list[str] = []
+
+    def _collect(self, record: DecisionRecord) -> None:
+        with self._lock:
+            self._records.append(record)
+            self._lock.notify_all()
+
+    def begin(self) -> None:
+        """Back to passthrough with fresh counters and an empty traffic log."""
+        self.proxy.resume()
+        self._set(PASSTHROUGH, None, None)
+        self.applied = []
+        with self._lock:
+            self._records = []
+        self.started = time.time()
+
+    def close(self) -> None:
+        self._unsubscribe()
+
+    def _set(self, scenario: Scenario, source: str | None, seed: int | None) -> None:
+        engine = self.proxy.engine
+        engine.seed_override = seed
+        self.proxy.addon.apply(scenario, source)
+        self.proxy.reset()
+
+    # ------------------------------------------------------------------ steering
+
+    @property
+    def url(self) -> str:
+        """The proxy's base URL: point the client under test here instead of the upstream."""
+        return self.proxy.url
+
+    def apply(self, scenario: ScenarioSpec, seed: int | None = None) -> Scenario:
+        """Apply a scenario: a shipped name, a name in ``--chaos-scenarios``, a path, a dict
+        or YAML text. The seed: ``seed``, else the configured one, else the scenario's."""
+        try:
+            found, source = load_spec(scenario, self._dirs)
+        except ScenarioError as exc:
+            problem = str(exc)
+        else:
+            problem = ""
+        if problem:
+            pytest.fail(f"cannot apply chaos scenario:\n{problem}", pytrace=False)
+        if seed is None:
+            seed = _configured_seed(self._config)
+        self._set(found, source, seed)
+        self.applied.append(f"{found.label} (seed {self.seed})")
+        return found
+
+    def jump_to(self, phase: str) -> None:
+        """Make phase ``phase`` of the scenario active now."""
+        self.proxy.jump_to(phase)
+
+    def pause(self) -> None:
+        self.proxy.pause()
+
+    def resume(self) -> None:
+        self.proxy.resume()
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def seed(self) -> int:
+        return self.proxy.seed
+
+    @property
+    def scenario(self) -> str:
+        return str(self.proxy.engine.scenario.label)
+
+    @property
+    def phase(self) -> str | None:
+        phase: str | None = self.proxy.engine.phase
+        return phase
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return self.proxy.stats
+
+    def _settle(self, timeout: float = 1.0) -> None:
+        """Let requests whose fault is still ending (a reset being recorded) reach the log."""
+        # A flow leaves in_flight just before its record is added, which wakes this wait.
+        with self._lock:
+            self._lock.wait_for(lambda: not self.proxy.addon.in_flight, timeout)
+
+    @property
+    def decisions(self) -> list[DecisionRecord]:
+        """Every request the proxy saw during this test, oldest first."""
+        self._settle()
+        with self._lock:
+            return sorted(self._records, key=lambda r: r.seq)
+
+    @property
+    def calls(self) -> Calls:
+        """The same requests, with the resilience oracle's expectations
+        (:class:`~chaosproxy.testing.oracle.Calls`)."""
+        return Calls(self.decisions, origin=self.started)
+
+    def counts(self) -> tuple[int, int]:
+        """Requests seen and faults injected during this test (all scenarios it applied)."""
+        records = self.decisions
+        return len(records), sum(1 for r in records if r.rule is not None)
+
+    def report(self) -> str:
+        """What a failing test's report shows: scenario, seed, how to replay, the traffic."""
+        stats = self.stats
+        calls = self.calls
+        requests, injected = self.counts()
+        lines = [
+            f"scenario: {self.scenario} (seed {self.seed}), phase {self.phase or '-'}",
+            f"applied during the test: {', '.join(self.applied) or 'none (passthrough)'}",
+            f"replay: --chaos-seed {self.seed} (or {SEED_ENV}={self.seed})",
+            f"requests: {requests}, faults injected: {injected}; rules of {self.scenario}:",
+        ]
+        for rule in stats["rules"]:
+            where = f" in phase {rule['phase']}" if rule["phase"] else ""
+            lines.append(
+                f"  rule {rule['name']}{where} [{rule['fault']}]: "
+                f"matched {rule['seen']}, injected {rule['injected']}"
+            )
+        lines.append("decisions (time, +seconds from test start, request -> outcome [rule]):")
+        lines.append(calls.describe(limit=200))
+        return "\n".join(lines)
+
+
+class _ProxyPool:
+    """One ChaosProxy per upstream URL, for the whole session."""
+
+    def __init__(self) -> None:
+        self.proxies: dict[str, ChaosProxy] = {}
+
+    def get(self, upstream: str) -> ChaosProxy:
+        proxy = self.proxies.get(upstream)
+        if proxy is None:
+            proxy = self.proxies[upstream] = ChaosProxy(upstream=upstream).start()
+        return proxy
+
+    def stop(self) -> None:
+        for proxy in self.proxies.values():
+            proxy.stop()
+        self.proxies.clear()
+
+
+@pytest.fixture(scope="session")
+def _chaos_proxy_pool() -> Iterator[_ProxyPool]:
+    pool = _ProxyPool()
+    yield pool
+    pool.stop()
+
+
+@pytest.fixture
+def chaos_proxy_upstream() -> str:
+    """The URL the chaos proxy forwards to. Override this fixture in your conftest.py."""
+    pytest.fail(
+        "chaos_proxy needs an upstream: define a fixture named chaos_proxy_upstream "
+        "(in conftest.py) that returns the base URL of the service your client calls, "
+        'e.g. "http://127.0.0.1:5001"',
+        pytrace=False,
+    )
+
+
+@pytest.fixture
+def chaos_proxy(
+    request: pytest.FixtureRequest, _chaos_proxy_pool: _ProxyPool, chaos_proxy_upstream: Any
+) -> Iterator[ChaosFixture]:
+    """An in-process chaos proxy in front of ``chaos_proxy_upstream``, reset for this test."""
+    upstream = str(getattr(chaos_proxy_upstream, "url", chaos_proxy_upstream)).rstrip("/")
+    proxy = _chaos_proxy_pool.get(upstream)
+    fixture = ChaosFixture(proxy, request.config)
+    fixture.begin()
+    request.node.stash[_fixture_key] = fixture
+    try:
+        marker = request.node.get_closest_marker(MARKER)
+        if marker is not None:
+            _apply_marker(fixture, marker)
+        yield fixture
+    finally:
+        requests, injected = fixture.counts()
+        request.config.stash[_summary_key].append(
+            (
+                request.node.nodeid,
+                {
+                    "requests": requests,
+                    "injected": injected,
+                    "scenario": fixture.scenario,
+                    "seed": fixture.seed,
+                },
+            )
+        )
+        fixture.close()
+
+
+def _apply_marker(fixture: ChaosFixture, marker: pytest.Mark) -> None:
+    if len(marker.args) != 1:
+        pytest.fail(
+            f"@pytest.mark.{MARKER} takes one scenario (a name, path, dict or YAML text), "
+            f"got {len(marker.args)} arguments",
+            pytrace=False,
+        )
+    unknown = set(marker.kwargs) - {"seed"}
+    if unknown:
+        pytest.fail(
+            f"@pytest.mark.{MARKER}: unknown argument(s) {', '.join(sorted(unknown))}; valid: seed",
+            pytrace=False,
+        )
+    seed = marker.kwargs.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        pytest.fail(
+            f"@pytest.mark.{MARKER}: seed must be a whole number, got {seed!r}", pytrace=False
+        )
+    fixture.apply(marker.args[0], seed=seed)
+
+
+@pytest.fixture(autouse=True)
+def _chaos_marker(request: pytest.FixtureRequest) -> None:
+    """A test with the chaos marker gets the chaos_proxy fixture even if it does not ask."""
+    if request.node.get_closest_marker(MARKER) is not None:
+        request.getfixturevalue("chaos_proxy")
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    fixture = item.stash.get(_fixture_key, None)
+    if fixture is not None and report.failed and report.when in ("setup", "call"):
+        report.sections.append(("chaosproxy", fixture.report()))
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    entries = config.stash.get(_summary_key, [])
+    if not entries:
+        return
+    terminalreporter.section("chaosproxy: faults injected per test")
+    total = sum(e["injected"] for _, e in entries)
+    for nodeid, e in entries:
+        terminalreporter.write_line(
+            f"{nodeid}: {e['injected']} faults in {e['requests']} requests "
+            f"(scenario {e['scenario']}, seed {e['seed']})"
+        )
+    terminalreporter.write_line(f"total: {total} faults injected in {len(entries)} tests")

@@ -1,0 +1,243 @@
+"""The console script's lean start for ``chaosproxy run`` (proxy_addons/launch.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from chaosproxy.proxy_addons import launch
+
+
+def _python(code: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_lean_start_imports_only_the_addons_the_proxy_runs() -> None:
+    out = _python(
+        """
+        import sys
+        from chaosproxy.proxy_addons import launch
+        launch.lean()
+        import chaosproxy.proxy_addons.runner
+        print(sorted(m for m in sys.modules if m.startswith("mitmproxy.addons.")))
+        print("onboarding" in repr(sys.modules), "ldap3" in sys.modules)
+        import mitmproxy.addons
+        print(len(mitmproxy.addons.default_addons()) > 20, "mitmproxy.addons.onboarding" in sys.modules)
+        """
+    )
+    imported, skipped, full = out.splitlines()
+    assert "'mitmproxy.addons.proxyserver'" in imported
+    assert "'mitmproxy.addons.onboarding'" not in imported
+    assert skipped == "False False"
+    assert full == "True True"  # the first other use loads the package whole
+
+
+def test_lean_start_skips_mitmproxys_debug_type_checks_only() -> None:
+    out = _python(
+        """
+        from mitmproxy import http
+        def build():
+            try:
+                http.Request("h", 80, b"GET", b"http", b"h", b"/", b"HTTP/1.1", http.Headers(), None, None, "not a float", None)
+                return "built"
+            except TypeError:
+                return "checked"
+        before = build()
+        from chaosproxy.proxy_addons import launch
+        print(before, launch.skip_debug_typechecks(), build(), launch.skip_debug_typechecks())
+        r = http.Request.make("GET", "http://example.com/x", b"body")
+        print(r.pretty_url, r.content)
+        """
+    )
+    checks, request = out.splitlines()
+    assert checks == "checked True built False"
+    assert request == "http://example.com/x b'body'"
+
+
+def test_only_run_is_made_lean() -> None:
+    assert launch._is_run(["run", "--upstream", "http://x"])
+    assert not launch._is_run(["run", "--help"])
+    assert not launch._is_run(["validate", "x.yaml"])
+    assert not launch._is_run([])
+
+
+def test_direct_header_lookups_answer_exactly_as_mitmproxys_own() -> None:
+    """Every look-up on a spread of headers (case, repeats, bytes keys, non-UTF-8 values,
+    missing names, a bad key type) gives the same value or the same exception type."""
+    out = _python(
+        r"""
+        from mitmproxy import http
+
+        def cases():
+            h = http.Headers(
+                [
+                    (b"Host", b"example.com"),
+                    (b"Set-Cookie", b"a=1"),
+                    (b"set-cookie", b"b=2"),
+                    (b"X-Raw", b"\xff\xfe bytes"),
+                    (b"Content-Length", b"0"),
+                    (b"EMPTY", b""),
+                ]
+            )
+            names = ["host", "HOST", b"host", "set-cookie", b"Set-Cookie", "x-raw", "empty",
+                     "missing", b"missing", "content-length", "", 42]
+            out = []
+            for name in names:
+                for op in ("get_all", "get", "getitem", "contains"):
+                    try:
+                        if op == "get_all":
+                            value = h.get_all(name)
+                        elif op == "get":
+                            value = h.get(name, "default")
+                        elif op == "getitem":
+                            value = h[name]
+                        else:
+                            value = name in h
+                        out.append((op, repr(name), "=", value))
+                    except Exception as exc:
+                        out.append((op, repr(name), "raises", type(exc).__name__))
+            return out
+
+        before = cases()
+        from chaosproxy.proxy_addons import launch
+        first, again = launch.direct_header_lookups(), launch.direct_header_lookups()
+        after = cases()
+        print(first, again, len(before))
+        for b, a in zip(before, after):
+            if b != a:
+                print("DIFF", b, a)
+        """
+    )
+    lines = out.splitlines()
+    assert lines[0] == "True False 48"
+    assert lines[1:] == []
+
+
+def test_plain_option_reads_give_the_same_values_and_still_copy_mutable_ones() -> None:
+    out = _python(
+        """
+        from mitmproxy import options
+        from chaosproxy.proxy_addons import launch
+
+        def snapshot(o):
+            return {name: getattr(o, name) for name in sorted(o._options)}
+
+        o = options.Options()
+        o.update(listen_host="127.0.0.1", confdir="/tmp/c", mode=["reverse:http://x"])
+        before = snapshot(o)
+        first, again = launch.plain_option_reads(), launch.plain_option_reads()
+        after = snapshot(o)
+        print(first, again, before == after, len(after) > 10)
+        modes = o.mode
+        modes.append("regular")  # a copy: the option keeps its value
+        print(o.mode, o.listen_host, o.confdir, o.ssl_insecure)
+        """
+    )
+    flags, values = out.splitlines()
+    assert flags == "True False True True"
+    assert values == "['reverse:http://x'] 127.0.0.1 /tmp/c False"
+
+
+_STREAMS = """
+    import gc, sys, weakref
+    import requests
+    from chaosproxy.proxy_addons import launch
+    if sys.argv[1] == "lean":
+        launch.lean()
+    from mitmproxy.proxy.layers import http as layers_http
+    from chaosproxy.testing.api import ChaosProxy
+    from tests.support import free_port, running_upstream, wait_until
+
+    streams = weakref.WeakSet()
+    init = layers_http.HttpStream.__init__
+    def tracked(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        streams.add(self)
+    layers_http.HttpStream.__init__ = tracked
+
+    scenario = {"name": "s", "rules": [
+        {"name": "slow", "match": {"path": "/slow"}, "fault": {"type": "latency", "delay": "10ms"}},
+        {"name": "boom", "match": {"path": "/boom"}, "fault": {"type": "error", "status": 503}},
+    ]}
+    gc.collect()
+    gc.disable()  # only reference counting frees anything from here on
+    statuses = []
+    with running_upstream() as up:
+        with ChaosProxy(upstream=up.url, scenario=scenario) as proxy, requests.Session() as s:
+            for path in ["/a", "/slow", "/boom"] * 5:
+                statuses.append(s.get(proxy.url + path, timeout=10).status_code)
+            # a refused upstream: mitmproxy ends these streams through its error path
+            with ChaosProxy(upstream=f"http://127.0.0.1:{free_port()}") as down:
+                for _ in range(3):
+                    statuses.append(s.get(down.url + "/x", timeout=10).status_code)
+            made = len(streams)  # every stream ever made is still counted while alive
+            freed = wait_until(lambda: len(streams) == 0, timeout=2) if sys.argv[1] == "lean" else False
+            print(sorted(set(statuses)), statuses.count(502), len(streams), bool(freed))
+"""
+
+
+def test_finished_streams_are_freed_by_reference_counting_alone() -> None:
+    """With the lean start, no request leaves its stream (flow, request, response, ...) to
+    the garbage collector; without it, every one waits for a full collection."""
+
+    def run(mode: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(_STREAMS), mode],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    assert run("lean") == "[200, 502, 503] 3 0 True"
+    statuses, refused, alive, _ = run("plain").rsplit(" ", 3)
+    assert statuses == "[200, 502, 503]" and refused == "3"
+    assert int(alive) >= 18  # the control: mitmproxy's own streams outlive their requests
+
+
+def test_heap_is_settled_only_in_a_lean_process() -> None:
+    out = _python(
+        """
+        import gc
+        from chaosproxy.proxy_addons import launch
+        frozen = gc.get_freeze_count()  # Python 3.12 starts with a few hundred
+        plain = launch.settle_heap(), gc.get_freeze_count() == frozen
+        launch.lean()
+        import chaosproxy.proxy_addons.runner
+        lean = launch.settle_heap(), gc.get_freeze_count() > frozen + 10000, gc.isenabled()
+        print(plain, lean)
+        """
+    )
+    assert out.strip() == "(False, True) (True, True, True)"
+
+
+def test_python_m_launch_is_the_module_the_rest_of_the_code_imports() -> None:
+    # `python -m chaosproxy.proxy_addons.launch run ...` (the bench starts the proxy so) must leave
+    # the lean state where the CLI looks for it, or the heap is never settled
+    out = _python(
+        """
+        import runpy, sys, types
+        from chaosproxy.proxy_addons import launch
+        def cli_main(argv):
+            print(argv, bool(sys.modules["chaosproxy.proxy_addons.launch"]._leaned), launch.settle_heap())
+            return 0
+        sys.modules["chaosproxy.cli.main"] = types.SimpleNamespace(main=cli_main)
+        sys.argv = ["launch", "run", "--upstream", "http://127.0.0.1:9"]
+        try:
+            runpy.run_module("chaosproxy.proxy_addons.launch", run_name="__main__", alter_sys=True)
+        except SystemExit as exc:
+            print("exit", exc.code)
+        """
+    )
+    assert out.splitlines() == ["['run', '--upstream', 'http://127.0.0.1:9'] True True", "exit 0"]
