@@ -429,8 +429,11 @@ def main(argv: list[str] | None = None) -> int:
     text = report.markdown(results)
     base.with_suffix(".md").write_text(text)
     written = [base.with_suffix(".json"), base.with_suffix(".md")]
-    if not args.no_chart and report.chart(results, base.with_suffix(".png")):
-        written.append(base.with_suffix(".png"))
+    if not args.no_chart:
+        if report.chart(results, base.with_suffix(".png")):
+            written.append(base.with_suffix(".png"))
+        else:
+            _say("no chart: matplotlib is not installed (pip install -e '.[bench]')")
     print(text)
     _say("written: " + ", ".join(str(p) for p in written))
     return 0
