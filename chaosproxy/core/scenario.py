@@ -718,14 +718,17 @@ def find(spec: str, directories: Sequence[Path] = ()) -> Path:
             candidate = base / f"{spec}{ext}"
             if candidate.is_file():
                 return candidate
-    names = sorted({s.name for d in (*directories, shipped_dir()) for s in shipped(d)})
+    listed = [(str(d), sorted(s.name for s in shipped(d))) for d in directories]
+    listed.append(("shipped", sorted(s.name for s in shipped(shipped_dir()))))
+    names = [name for _, group in listed for name in group]
+    where = "; ".join(f"{label}: {', '.join(group) or '(none)'}" for label, group in listed)
     raise ScenarioError(
         spec,
         [
             Problem(
                 "scenario",
                 f"no scenario file or shipped scenario named {spec!r}{_suggest(spec, names)}; "
-                f"shipped: {', '.join(names)}",
+                f"{where}",
             )
         ],
     )

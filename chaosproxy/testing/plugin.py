@@ -41,6 +41,7 @@ MARKER = "chaos"
 
 _fixture_key = pytest.StashKey["ChaosFixture"]()
 _summary_key = pytest.StashKey[list[tuple[str, dict[str, Any]]]]()
+_order_key = pytest.StashKey[dict[str, int]]()
 
 
 # --------------------------------------------------------------------------- settings
@@ -75,6 +76,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "(a shipped name, a path, a dict or YAML text) applied to the chaos_proxy fixture",
     )
     config.stash[_summary_key] = []
+    if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(_XdistSummary(config), "chaosproxy-xdist-summary")
     _configured_seed(config)  # a bad seed or directory stops the run before any test
     _scenario_dirs(config)
 
@@ -307,6 +310,7 @@ def chaos_proxy(
             (
                 request.node.nodeid,
                 {
+                    "order": request.config.stash.get(_order_key, {}).get(request.node.nodeid, 0),
                     "requests": requests,
                     "injected": injected,
                     "scenario": fixture.scenario,
@@ -357,15 +361,49 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+_WORKER_OUTPUT = "chaosproxy_summary"
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Remember the run order, so the summary lists tests in it (xdist finishes them out of
+    order; every worker collects the same items)."""
+    session.config.stash[_order_key] = {item.nodeid: i for i, item in enumerate(session.items)}
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Under pytest-xdist, a worker hands its per-test summary to the controller."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output[_WORKER_OUTPUT] = [list(entry) for entry in session.config.stash[_summary_key]]
+
+
+class _XdistSummary:
+    """On the xdist controller: gathers the workers' summaries as each worker ends."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        entries = getattr(node, "workeroutput", {}).get(_WORKER_OUTPUT, [])
+        self.config.stash[_summary_key].extend((nodeid, e) for nodeid, e in entries)
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    entries = config.stash.get(_summary_key, [])
+    entries = list(config.stash.get(_summary_key, []))
+    entries.sort(key=lambda entry: entry[1]["order"])
     if not entries:
         return
     terminalreporter.section("chaosproxy: faults injected per test")
     total = sum(e["injected"] for _, e in entries)
     for nodeid, e in entries:
         terminalreporter.write_line(
-            f"{nodeid}: {e['injected']} faults in {e['requests']} requests "
+            f"{nodeid}: {_count(e['injected'], 'fault')} in {_count(e['requests'], 'request')} "
             f"(scenario {e['scenario']}, seed {e['seed']})"
         )
-    terminalreporter.write_line(f"total: {total} faults injected in {len(entries)} tests")
+    terminalreporter.write_line(
+        f"total: {_count(total, 'fault')} injected in {_count(len(entries), 'test')}"
+    )

@@ -346,3 +346,13 @@ def test_schema_accepts_single_faults_lists_and_durations_as_numbers() -> None:
     }
     jsonschema.validate(doc, sc.json_schema())
     sc.load_data(doc)
+
+
+def test_an_unknown_name_lists_your_scenarios_apart_from_the_shipped_ones(tmp_path: Path) -> None:
+    (tmp_path / "mine.yaml").write_text("rules: []\n")
+    with pytest.raises(sc.ScenarioError) as err:
+        sc.resolve("flakey", [tmp_path])
+    message = str(err.value)
+    assert f"{tmp_path}: mine; shipped: " in message
+    shipped_part = message.split("shipped: ", 1)[1]
+    assert "flaky" in shipped_part and "mine" not in shipped_part

@@ -92,9 +92,56 @@ def test_marker_fixture_and_reset_between_tests(project: pytest.Pytester) -> Non
         [
             "*chaosproxy: faults injected per test*",
             "*test_flaky: * faults in 30 requests (scenario flaky, seed 3)",
-            "*test_next_test_starts_from_passthrough: 0 faults in 1 requests (scenario passthrough, seed *)",
+            "*test_next_test_starts_from_passthrough: 0 faults in 1 request (scenario passthrough, seed *)",
             "*test_marker_without_asking_for_the_fixture: 0 faults in 0 requests (scenario outage, seed *)",
             "total: * faults injected in 3 tests",
+        ]
+    )
+
+
+def test_the_summary_counts_in_words_that_agree(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        """
+        import pytest
+        import requests
+
+        @pytest.mark.chaos({"rules": [{"fault": {"type": "error", "status": 503}}]})
+        def test_one(chaos_proxy):
+            assert requests.get(f"{chaos_proxy.url}/x").status_code == 503
+        """
+    )
+    result = run(project)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["*::test_one: 1 fault in 1 request (scenario inline, seed *)", "total: 1 fault injected in 1 test"]
+    )
+
+
+def test_the_summary_covers_every_test_under_xdist(project: pytest.Pytester) -> None:
+    """With pytest-xdist each worker has its own proxy; the controller prints every test."""
+    pytest.importorskip("xdist")
+    project.makepyfile(
+        """
+        import pytest
+        import requests
+
+        @pytest.mark.parametrize("n", range(4))
+        @pytest.mark.chaos({"rules": [{"fault": {"type": "error", "status": 503}}]}, seed=2)
+        def test_fails_every_call(chaos_proxy, n):
+            for _ in range(n + 1):
+                assert requests.get(f"{chaos_proxy.url}/x").status_code == 503
+        """
+    )
+    result = run(project, "-n", "2")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(
+        [
+            "*chaosproxy: faults injected per test*",
+            "*test_fails_every_call[[]0[]]: 1 fault in 1 request (scenario inline, seed 2)",
+            "*test_fails_every_call[[]1[]]: 2 faults in 2 requests (scenario inline, seed 2)",
+            "*test_fails_every_call[[]2[]]: 3 faults in 3 requests (scenario inline, seed 2)",
+            "*test_fails_every_call[[]3[]]: 4 faults in 4 requests (scenario inline, seed 2)",
+            "total: 10 faults injected in 4 tests",
         ]
     )
 

@@ -43,7 +43,7 @@ def test_readme_test_suite_passes_against_the_demo_app(pytester: pytest.Pytester
             "*chaosproxy: faults injected per test*",
             "test_weather.py::test_two_failures_are_retried_with_growing_backoff: 2 faults in 3 requests *",
             "test_weather.py::test_breaker_opens_and_the_cache_answers: 5 faults in 6 requests *",
-            "test_weather.py::test_slow_upstream_still_answers: 1 faults in 1 requests (scenario slow, seed 3)",
+            "test_weather.py::test_slow_upstream_still_answers: 1 fault in 1 request (scenario slow, seed 3)",
         ]
     )
 
