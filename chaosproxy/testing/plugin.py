@@ -393,8 +393,8 @@ class _XdistSummary:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    entries = list(config.stash.get(_summary_key, []))
-    entries.sort(key=lambda entry: entry[1]["order"])
+    collected: list[tuple[str, dict[str, Any]]] = config.stash.get(_summary_key, [])
+    entries = sorted(collected, key=lambda entry: entry[1]["order"])
     if not entries:
         return
     terminalreporter.section("chaosproxy: faults injected per test")
