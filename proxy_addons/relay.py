@@ -22,7 +22,7 @@ from typing import Any
 
 import h11
 
-from chaosproxy.faults.throttle import Pacing
+from chaosproxy.faults.base import Pacing
 
 logger = logging.getLogger("chaosproxy")
 

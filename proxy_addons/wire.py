@@ -17,7 +17,7 @@ from mitmproxy import http
 
 from chaosproxy.core.engine import Decision
 from chaosproxy.faults import Stage
-from chaosproxy.faults.throttle import Pacing
+from chaosproxy.faults.base import Pacing
 from chaosproxy.proxy_addons._internals import warmup
 from chaosproxy.proxy_addons.relay import HEADER as RELAY_HEADER
 from chaosproxy.proxy_addons.relay import Route

@@ -13,6 +13,12 @@ No mitmproxy import: the addon hands the engine a :class:`RequestView` and gets 
         rule.injected += 1
         return rule
 
+After the match, a rule's selection is a chain of small steps (:class:`Skip`,
+:class:`Every`, :class:`Times`, :class:`PerRequest`, :class:`Probability`, :class:`Gate`),
+built once per rule with only the steps it uses. Each step both decides and says why not,
+and ``decide`` and ``explain`` run the same chain: ``explain`` as a dry run, which changes
+no counter, attempt or rate window.
+
 Every random number comes from a stream derived from (seed, phase, rule name, the rule's
 match number), so a seeded run decides the same for the Nth request matching a rule
 whatever the concurrency or completion order.
@@ -36,7 +42,7 @@ from urllib.parse import quote, urlencode
 
 from chaosproxy.core.decisions import IDEMPOTENCY_HEADER, request_key
 from chaosproxy.core.scenario import PASSTHROUGH, Match, Phase, Rule, Scenario
-from chaosproxy.faults.rate_limit import RateLimit, Window
+from chaosproxy.faults.base import Fault
 
 Clock = Callable[[], float]
 
@@ -384,6 +390,227 @@ def new_seed() -> int:
     return secrets.randbelow(2**31)
 
 
+# --------------------------------------------------------------------------- selection steps
+
+_UNSET: Any = object()
+
+
+class Trial:
+    """One rule tried on one matching request: what the selection steps read, and what
+    they found on the way (the identity, the attempt, the draw, the gate's answer).
+
+    With ``dry_run`` (``explain``) no step changes the rule's state."""
+
+    __slots__ = (
+        "_sticky",
+        "attempt",
+        "clock",
+        "dry_run",
+        "failed",
+        "identity",
+        "n",
+        "req",
+        "retry_after",
+        "seed",
+        "state",
+        "value",
+    )
+
+    def __init__(
+        self, state: RuleState, req: RequestView, n: int, seed: int, clock: Clock, dry_run: bool
+    ) -> None:
+        self.state = state
+        self.req = req
+        self.n = n
+        """The rule's match number for this request (counted from 1 in the phase)."""
+        self.seed = seed
+        self.clock = clock
+        self.dry_run = dry_run
+        self.identity: str | None = None
+        self.attempt: int | None = None
+        self.value = 0.0
+        self.retry_after: int | None = None
+        self.failed: Step | None = None
+        """The first step that did not pass; None: the rule fires."""
+        self._sticky: str | None = _UNSET
+
+    @property
+    def sticky(self) -> str | None:
+        """The sticky key's value for this request ("" without one); None: not sticky."""
+        if self._sticky is _UNSET:
+            self._sticky = _sticky_value(self.state.rule, self.req)
+        return self._sticky
+
+    def decision(self) -> Decision:
+        state = self.state
+        return Decision(
+            state.rule,
+            state.phase,
+            self.n,
+            self.seed,
+            self.retry_after,
+            self.identity,
+            self.attempt,
+            self.sticky,
+        )
+
+
+class Step:
+    """One selection step of a rule, tenacity-style: ``passes`` decides (the hot path: no
+    text built, and state changed only when the trial is not a dry run); ``why`` says why
+    a trial did not pass, for ``explain``."""
+
+    __slots__ = ()
+
+    def passes(self, trial: Trial) -> bool:
+        raise NotImplementedError
+
+    def why(self, trial: Trial) -> str:
+        raise NotImplementedError
+
+
+class Skip(Step):
+    """``skip: N``: let the first N matching requests through."""
+
+    __slots__ = ("skip",)
+
+    def __init__(self, skip: int) -> None:
+        self.skip = skip
+
+    def passes(self, trial: Trial) -> bool:
+        return trial.n > self.skip
+
+    def why(self, trial: Trial) -> str:
+        return f"skip: {self.skip} lets it through (match #{trial.n})"
+
+
+class Every(Step):
+    """``every: N``: after the skipped ones, only every Nth matching request."""
+
+    __slots__ = ("every", "skip")
+
+    def __init__(self, every: int, skip: int) -> None:
+        self.every = every
+        self.skip = skip
+
+    def passes(self, trial: Trial) -> bool:
+        return (trial.n - self.skip) % self.every == 0
+
+    def why(self, trial: Trial) -> str:
+        return f"every: {self.every} (match #{trial.n} is not its turn)"
+
+
+class Times(Step):
+    """``times: N``: at most N injections in the phase."""
+
+    __slots__ = ("times",)
+
+    def __init__(self, times: int) -> None:
+        self.times = times
+
+    def passes(self, trial: Trial) -> bool:
+        return trial.state.injected < self.times
+
+    def why(self, trial: Trial) -> str:
+        return f"times: {self.times} already injected"
+
+
+class PerRequest(Step):
+    """``per_request: {times: N}``: the first N attempts of each distinct request (its
+    identity: Idempotency-Key, else method + URL + body hash). Counts the attempt."""
+
+    __slots__ = ("times",)
+
+    def __init__(self, times: int) -> None:
+        self.times = times
+
+    def passes(self, trial: Trial) -> bool:
+        identity = trial.identity = request_identity(trial.req)
+        attempt = trial.attempt = trial.state.attempt(identity, dry_run=trial.dry_run)
+        return attempt <= self.times
+
+    def why(self, trial: Trial) -> str:
+        req = trial.req
+        return (
+            f"per_request: attempt {trial.attempt} of {req.method} {req.url} "
+            f"({trial.identity}) comes after the {self.times} that fail"
+        )
+
+
+class Probability(Step):
+    """``probability: p``: the draw for this request is below p. The draw is per sticky
+    key, else per request identity (per_request: all attempts of one request share their
+    fate), else per match number."""
+
+    __slots__ = ("probability",)
+
+    def __init__(self, probability: float) -> None:
+        self.probability = probability
+
+    def passes(self, trial: Trial) -> bool:
+        state, sticky = trial.state, trial.sticky
+        if sticky is not None:
+            value = draw_for_key(trial.seed, state.phase, state.name, f"sticky\x1f{sticky}")
+        elif trial.identity is not None:
+            value = draw_for_key(
+                trial.seed, state.phase, state.name, f"request\x1f{trial.identity}"
+            )
+        else:
+            value = draw(trial.seed, state.phase, state.name, trial.n)
+        trial.value = value
+        return value < self.probability
+
+    def why(self, trial: Trial) -> str:
+        rule = trial.state.rule
+        if trial.sticky is not None:
+            what = f"{rule.sticky} = {trial.sticky!r}"
+        elif trial.identity is not None:
+            what = trial.identity
+        else:
+            what = f"match #{trial.n}"
+        return (
+            f"the draw for {what} is {trial.value:.3f} >= probability "
+            f"{self.probability:g} (seed {trial.seed})"
+        )
+
+
+class Gate(Step):
+    """A gating fault (``rate_limit``) decides last, from the state it keeps: under its
+    limit the rule does not fire; over it, the fault acts, told when to retry."""
+
+    __slots__ = ("fault",)
+
+    def __init__(self, fault: Fault) -> None:
+        self.fault = fault
+
+    def passes(self, trial: Trial) -> bool:
+        trial.retry_after = self.fault.gate(
+            trial.state.gate_state, _first_header(trial.req), trial.clock(), dry_run=trial.dry_run
+        )
+        return trial.retry_after is not None
+
+    def why(self, trial: Trial) -> str:
+        return self.fault.gate_declines()
+
+
+def compile_steps(rule: Rule, gate: Fault | None) -> tuple[Step, ...]:
+    """The selection steps ``rule`` uses, in the order DESIGN.md gives them."""
+    steps: list[Step] = []
+    if rule.skip:
+        steps.append(Skip(rule.skip))
+    if rule.every:
+        steps.append(Every(rule.every, rule.skip))
+    if rule.times is not None:
+        steps.append(Times(rule.times))
+    if rule.per_request is not None:
+        steps.append(PerRequest(rule.per_request.times))
+    if rule.probability < 1:
+        steps.append(Probability(rule.probability))
+    if gate is not None:
+        steps.append(Gate(gate))
+    return tuple(steps)
+
+
 # --------------------------------------------------------------------------- state
 
 
@@ -394,7 +621,10 @@ class RuleState:
     rule: Rule
     phase: str | None
     checks: tuple[Check, ...]
-    gate: RateLimit | None
+    steps: tuple[Step, ...]
+    """The selection steps after the match, in order (see :func:`compile_steps`)."""
+    gate: Fault | None
+    """The rule's gating fault (a rate limit), asked last; None for most rules."""
     head_checks: tuple[Check, ...] = ()
     """The checks that do not read the body (all of them when the rule has no body match)."""
     needs_body: bool = False
@@ -406,7 +636,8 @@ class RuleState:
     total_seen: int = 0
     """Matching requests since the scenario was applied or reset (reported)."""
     total_injected: int = 0
-    windows: dict[str, Window] = field(default_factory=dict)
+    gate_state: Any = None
+    """The gate's own state across requests (a rate limit's windows)."""
     attempts: OrderedDict[str, int] = field(default_factory=OrderedDict)
     """per_request: attempts seen so far for each request identity."""
 
@@ -414,13 +645,19 @@ class RuleState:
     def name(self) -> str:
         return self.rule.label
 
+    def __post_init__(self) -> None:
+        self.gate_state = self.gate.new_state() if self.gate is not None else None
+
     def clear(self) -> None:
         self.seen = self.injected = 0
-        self.windows.clear()
+        self.gate_state = self.gate.new_state() if self.gate is not None else None
         self.attempts.clear()
 
-    def attempt(self, identity: str) -> int:
-        """Count one attempt of the request ``identity``; return its number (from 1)."""
+    def attempt(self, identity: str, *, dry_run: bool = False) -> int:
+        """Count one attempt of the request ``identity``; return its number (from 1). With
+        ``dry_run``, the number it would get, counting nothing."""
+        if dry_run:
+            return self.attempts.get(identity, 0) + 1
         n = self.attempts.pop(identity, 0) + 1
         self.attempts[identity] = n
         if len(self.attempts) > MAX_IDENTITIES:
@@ -479,7 +716,7 @@ class Event:
 def _compile_rules(rules: Sequence[Rule], phase: str | None) -> list[RuleState]:
     out = []
     for rule in rules:
-        gate = next((f for f in rule.fault if isinstance(f, RateLimit)), None)
+        gate = next((f for f in rule.fault if f.gates), None)
         checks = _compile_match(rule.match)
         body_match = rule.match.body is not None or bool(rule.match.json_)
         # per_request: a request's identity includes a hash of its body
@@ -490,7 +727,8 @@ def _compile_rules(rules: Sequence[Rule], phase: str | None) -> list[RuleState]:
             else checks
         )
         prefix = literal_prefix(rule.match.path) if rule.match.path is not None else ""
-        out.append(RuleState(rule, phase, checks, gate, head, needs_body, prefix))
+        steps = compile_steps(rule, gate)
+        out.append(RuleState(rule, phase, checks, steps, gate, head, needs_body, prefix))
     return out
 
 
@@ -744,43 +982,24 @@ class Engine:
         for state in states:
             if not path.startswith(state.path_prefix) or not _holds(state.checks, facts):
                 continue
-            rule = state.rule
             state.seen += 1
             state.total_seen += 1
-            n = state.seen
-            if n <= rule.skip:
+            trial = self._trial(state, req, state.seen, dry_run=False)
+            if trial.failed is not None:
                 continue
-            if rule.every and (n - rule.skip) % rule.every != 0:
-                continue
-            if rule.times is not None and state.injected >= rule.times:
-                continue
-            identity = attempt = None
-            if rule.per_request is not None:
-                identity = request_identity(req)
-                attempt = state.attempt(identity)
-                if attempt > rule.per_request.times:
-                    continue
-            sticky = _sticky_value(rule, req)
-            if rule.probability < 1 and self._draw(state, n, sticky, identity) >= rule.probability:
-                continue
-            retry_after = None
-            if state.gate is not None:
-                retry_after = state.gate.admit(state.windows, _first_header(req), self._clock())
-                if retry_after is None:
-                    continue  # under the limit: the rule does not fire
             state.injected += 1
             state.total_injected += 1
-            return Decision(rule, state.phase, n, self.seed, retry_after, identity, attempt, sticky)
+            return trial.decision()
         return None
 
-    def _draw(self, state: RuleState, n: int, sticky: str | None, identity: str | None) -> float:
-        """The decision draw: per sticky key, else per request identity (per_request rules:
-        all attempts of one request share their fate), else per match number."""
-        if sticky is not None:
-            return draw_for_key(self.seed, state.phase, state.name, f"sticky\x1f{sticky}")
-        if identity is not None:
-            return draw_for_key(self.seed, state.phase, state.name, f"request\x1f{identity}")
-        return draw(self.seed, state.phase, state.name, n)
+    def _trial(self, state: RuleState, req: RequestView, n: int, *, dry_run: bool) -> Trial:
+        """Run ``state``'s selection steps for a request that matched it (match #``n``)."""
+        trial = Trial(state, req, n, self.seed, self._clock, dry_run)
+        for step in state.steps:
+            if not step.passes(trial):
+                trial.failed = step
+                break
+        return trial
 
     def explain(self, req: RequestView) -> list[Verdict]:
         """What each rule of the active phase would do with ``req`` next; changes nothing."""
@@ -796,7 +1015,7 @@ class Engine:
             return verdicts
 
     def _verdict(self, state: RuleState, facts: _Facts, winner: str | None) -> Verdict:
-        rule, req = state.rule, facts.req
+        rule = state.rule
 
         def out(fires: bool, reason: str) -> Verdict:
             return Verdict(state.name, state.phase, fires, reason, rule.describe())
@@ -808,44 +1027,11 @@ class Engine:
             return out(False, f"matches, but rule {winner!r} fires first")
         if self.paused:
             return out(False, "matches, but injection is paused")
-        n = state.seen + 1
-        if n <= rule.skip:
-            return out(False, f"matches, but skip: {rule.skip} lets it through (match #{n})")
-        if rule.every and (n - rule.skip) % rule.every != 0:
-            return out(False, f"matches, but every: {rule.every} (match #{n} is not its turn)")
-        if rule.times is not None and state.injected >= rule.times:
-            return out(False, f"matches, but times: {rule.times} already injected")
-        identity = None
-        if rule.per_request is not None:
-            identity = request_identity(req)
-            attempt = state.attempts.get(identity, 0) + 1
-            if attempt > rule.per_request.times:
-                return out(
-                    False,
-                    f"matches, but per_request: attempt {attempt} of {req.method} {req.url} "
-                    f"({identity}) comes after the {rule.per_request.times} that fail",
-                )
-        if rule.probability < 1:
-            sticky = _sticky_value(rule, req)
-            value = self._draw(state, n, sticky, identity)
-            if value >= rule.probability:
-                if sticky is not None:
-                    what = f"{rule.sticky} = {sticky!r}"
-                elif identity is not None:
-                    what = identity
-                else:
-                    what = f"match #{n}"
-                return out(
-                    False,
-                    f"matches, but the draw for {what} is {value:.3f} >= probability "
-                    f"{rule.probability:g} (seed {self.seed})",
-                )
-        if state.gate is not None:
-            probe = {k: _copy_window(w) for k, w in state.windows.items()}
-            if state.gate.admit(probe, _first_header(req), self._clock()) is None:
-                return out(False, "matches, but is under its rate limit")
+        trial = self._trial(state, facts.req, state.seen + 1, dry_run=True)
+        if trial.failed is not None:
+            return out(False, f"matches, but {trial.failed.why(trial)}")
         chance = f", draw below probability {rule.probability:g}" if rule.probability < 1 else ""
-        return out(True, f"matches (match #{n}{chance}): fires")
+        return out(True, f"matches (match #{trial.n}{chance}): fires")
 
     # ------------------------------------------------------------------ reporting
 
@@ -873,12 +1059,6 @@ class Engine:
                     for s in self._all
                 ],
             }
-
-
-def _copy_window(window: Window) -> Window:
-    copy = Window(window.start)
-    copy.count = window.count
-    return copy
 
 
 def _first_header(req: RequestView) -> Callable[[str], str | None]:

@@ -566,9 +566,10 @@ def _finish(scenario: Scenario, doc: Document, default_name: str) -> Scenario:
                     f"duplicate rule name {rule.label!r} (also rules[{first[rule.label]}])",
                 )
             first.setdefault(rule.label, i)
-            types_ = [f.type for f in rule.fault]
-            if types_.count("rate_limit") > 1:
-                add((*base, i, "fault"), "a rule has at most one rate_limit")
+            gates = [f.type for f in rule.fault if f.gates]
+            if len(gates) > 1:
+                kinds = " or ".join(dict.fromkeys(gates))
+                add((*base, i, "fault"), f"a rule has at most one {kinds}")
             streams = [f.type for f in rule.fault if f.streams_body]
             after = [f.describe() for f in rule.fault if f.stage is Stage.RESPONSE]
             if len(streams) > 1:
@@ -588,10 +589,10 @@ def _finish(scenario: Scenario, doc: Document, default_name: str) -> Scenario:
                             f"{other} does not combine with per_request (which counts "
                             "attempts per distinct request)",
                         )
-                if "rate_limit" in types_:
+                if gates:
                     add(
                         (*base, i, "per_request"),
-                        "per_request does not combine with a rate_limit fault",
+                        f"per_request does not combine with a {gates[0]} fault",
                     )
         return named
 

@@ -1,26 +1,44 @@
 """Fault types, one module each, registered by their YAML name.
 
-A new fault type is one new module here (a frozen model with ``type: Literal[...]``,
-decorated with :func:`register`), imported below, plus a README section.
+Every module of this package except ``base`` defines one fault type: a frozen model with
+``type: Literal["<name>"]``, decorated with :func:`register`, in a module named after it.
+Importing the package imports them all (no list to keep), so a new fault type is one new
+module here and its tests; the JSON Schema and the faults reference pick it up from
+:data:`FAULT_TYPES`. See docs/adding-a-fault.md.
 """
 
 from __future__ import annotations
 
-from chaosproxy.faults import abort, error, latency, malformed, rate_limit, throttle, timeout
-from chaosproxy.faults.base import FAULT_TYPES, Fault, ResponseView, Stage, Wire, register
+import importlib
+import pkgutil
+
+from chaosproxy.faults.base import (
+    FAULT_TYPES,
+    Capabilities,
+    Fault,
+    Pacing,
+    ResponseView,
+    Stage,
+    Wire,
+    register,
+)
+
+
+def _import_fault_modules() -> None:
+    for module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if module.name != "base" and not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+_import_fault_modules()
 
 __all__ = [
     "FAULT_TYPES",
+    "Capabilities",
     "Fault",
+    "Pacing",
     "ResponseView",
     "Stage",
     "Wire",
-    "abort",
-    "error",
-    "latency",
-    "malformed",
-    "rate_limit",
     "register",
-    "throttle",
-    "timeout",
 ]

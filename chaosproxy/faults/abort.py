@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
-from chaosproxy.faults.base import Fault, Stage, Wire, register
+from chaosproxy.faults.base import Fault, On, Stage, Wire, register
 
 
 @register
@@ -15,7 +15,9 @@ class Abort(Fault):
 
     type: Literal["abort"] = "abort"
     how: Literal["reset", "close"] = "reset"
-    on: Stage = Stage.REQUEST
+    on: On = Stage.REQUEST
+
+    stages: ClassVar[tuple[Stage, ...]] = (Stage.REQUEST, Stage.RESPONSE)
 
     @property
     def stage(self) -> Stage:

@@ -1,9 +1,13 @@
-"""What every fault type shares: the model base, the stage it acts in, and the Wire it acts on.
+"""What every fault type shares: the model base, its capabilities, and the Wire it acts on.
 
 A fault is a frozen model whose fields are its YAML parameters, with one coroutine,
 ``apply``, that acts on a :class:`Wire`. The wire is the addon's adapter to one mitmproxy
 flow, so fault modules stay free of mitmproxy imports and can be tested with a fake wire.
 Matching, probability, counters and phases live in the engine, never in a fault.
+
+A fault type declares what it needs as class attributes (its :class:`Capabilities`): the
+stages it acts in, whether it reads the body, streams it, keeps state across requests or
+gates its rule. The engine, the scenario model and the addon ask these, never the class.
 """
 
 from __future__ import annotations
@@ -12,10 +16,10 @@ import abc
 import enum
 import json
 import random
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol, TypeVar
+from typing import Annotated, Any, ClassVar, Protocol, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -24,14 +28,12 @@ from pydantic import (
     ConfigDict,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
+    PlainValidator,
     WithJsonSchema,
 )
 from pydantic_core import PydanticCustomError, core_schema
 
 from chaosproxy.core import units
-
-if TYPE_CHECKING:
-    from chaosproxy.faults.throttle import Pacing
 
 #: Delays longer than this are refused unless the fault says ``allow_long: true``.
 MAX_DELAY = 600.0
@@ -43,10 +45,48 @@ MIN_RATE = 1.0
 
 
 class Stage(enum.StrEnum):
-    """When a fault acts: before the upstream is called, or on the upstream's answer."""
+    """When a fault acts: as the client connects, before the upstream is called, or on the
+    upstream's answer. No fault type acts on ``connect`` yet (the addon runs request and
+    response faults); a type declares the stages it supports in ``stages``."""
 
+    CONNECT = "connect"
     REQUEST = "request"
     RESPONSE = "response"
+
+
+def _on(value: object) -> Stage:
+    if isinstance(value, str) and value in (Stage.REQUEST, Stage.RESPONSE):
+        return Stage(value)
+    raise PydanticCustomError("enum", "Input should be 'request' or 'response'")
+
+
+#: The ``on:`` field of fault types that act either before the upstream or on its answer.
+On = Annotated[
+    Stage,
+    PlainValidator(_on),
+    WithJsonSchema(
+        {
+            "enum": ["request", "response"],
+            "type": "string",
+            "description": "request: before the upstream is called; response: on its answer",
+        }
+    ),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Pacing:
+    """How a body is paced: ``rate`` bytes/s in writes of at most ``piece`` bytes, after
+    waiting ``first_byte`` once the headers are out. By ``t`` seconds after that wait at
+    most ``rate * t`` bytes have gone (each write leaves when its last byte is due)."""
+
+    rate: float
+    piece: int
+    first_byte: float = 0.0
+
+    def due(self, sent: int) -> float:
+        """Seconds after the start at which the first ``sent`` bytes may be out."""
+        return sent / self.rate
 
 
 class ResponseView(Protocol):
@@ -108,25 +148,78 @@ class Wire(Protocol):
         """Reset the client connection with a TCP RST (HTTP/2: reset the stream)."""
 
 
+#: Looks a request header up by name (any case): its first value, or None.
+HeaderLookup = Callable[[str], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a fault type needs from the engine, the scenario model and the addon."""
+
+    stages: tuple[Stage, ...]
+    needs_body: bool
+    streams_body: bool
+    passes_on: bool
+    stateful: bool
+    gates: bool
+
+
 class Fault(BaseModel, abc.ABC):
-    """Base of all fault types: the YAML parameters plus how they act on the wire."""
+    """Base of all fault types: the YAML parameters plus how they act on the wire.
+
+    The class attributes below are the type's capabilities; a new type sets those that
+    differ from the defaults, and nothing outside its module names the type.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     type: str
 
-    #: Fault types that need the upstream's whole body buffered before they act.
+    #: The stages this type can act in. With more than one, the fault's ``on`` field
+    #: chooses (and :attr:`stage` returns it); with one, that is its stage.
+    stages: ClassVar[tuple[Stage, ...]] = (Stage.REQUEST,)
+    #: Needs the upstream's whole body buffered before it acts.
     needs_body: ClassVar[bool] = False
-    #: Fault types that act on the body as it streams through (no response stage after).
+    #: Acts on the body as it streams through (no response stage after it): a rule has at
+    #: most one such fault, and no response-stage fault besides it.
     streams_body: ClassVar[bool] = False
-    #: Fault types that, acting on the request, still send it upstream through mitmproxy
-    #: when they are done (its upstream connection can be opened while they wait).
+    #: Acting on the request, still sends it upstream through mitmproxy when done (its
+    #: upstream connection can be opened while it waits).
     passes_on: ClassVar[bool] = False
+    #: Keeps state across requests: the engine holds one :meth:`new_state` per rule (and
+    #: phase), starts it afresh with the rule's counters, and hands it to :meth:`gate`.
+    stateful: ClassVar[bool] = False
+    #: Gates its rule: the rule fires only when :meth:`gate` says so, asked after every
+    #: other selection step (a rate limit fires only over its limit). A rule has at most
+    #: one gating fault, and a gate does not combine with ``per_request``.
+    gates: ClassVar[bool] = False
 
     @property
     def stage(self) -> Stage:
-        """When this fault acts; request-stage unless the type says otherwise."""
-        return Stage.REQUEST
+        """When this fault acts: the type's one stage (types with several override this)."""
+        return self.stages[0]
+
+    @classmethod
+    def capabilities(cls) -> Capabilities:
+        """The type's declared capabilities, in one record (for docs and checks)."""
+        return Capabilities(
+            cls.stages, cls.needs_body, cls.streams_body, cls.passes_on, cls.stateful, cls.gates
+        )
+
+    def new_state(self) -> Any:
+        """Stateful types: a fresh state for one rule (a rate limit's windows)."""
+        return None
+
+    def gate(self, state: Any, header: HeaderLookup, now: float, *, dry_run: bool) -> int | None:
+        """Gating types: None when the rule does not fire for this request (it goes on to
+        later rules); else the seconds the client is told to wait (the wire's
+        ``retry_after``). ``now`` is the engine's monotonic clock. With ``dry_run``
+        (``explain``) the state is left exactly as it was."""
+        raise NotImplementedError(f"{type(self).__name__} does not gate its rule")
+
+    def gate_declines(self) -> str:
+        """Gating types: why the rule does not fire when :meth:`gate` says None (explain)."""
+        return f"{self.describe()} lets it through"
 
     @abc.abstractmethod
     async def apply(self, wire: Wire) -> None:
@@ -139,15 +232,26 @@ class Fault(BaseModel, abc.ABC):
 
 F = TypeVar("F", bound=type[Fault])
 
-#: YAML name -> fault class, filled by :func:`register` as fault modules are imported.
+#: YAML name -> fault class, filled by :func:`register` as fault modules are imported
+#: (``chaosproxy.faults`` imports every module of the package).
 FAULT_TYPES: dict[str, type[Fault]] = {}
 
 
 def register(cls: F) -> F:
-    """Register a fault class under the YAML name its ``type`` literal gives."""
-    name = cls.model_fields["type"].default  # type: ignore[call-overload]
+    """Register a fault class under the YAML name its ``type`` literal gives, after checking
+    that the capabilities it declares hang together."""
+    fields = cls.model_fields  # type: ignore[call-overload]
+    name = fields["type"].default
     if not isinstance(name, str) or name in FAULT_TYPES:
         raise ValueError(f"fault class {cls.__name__} needs a unique default for 'type'")
+    if not cls.stages or not set(cls.stages) <= set(Stage):
+        raise ValueError(f"fault class {cls.__name__}: stages must name one or more Stage")
+    if len(cls.stages) > 1 and "on" not in fields:
+        raise ValueError(f"fault class {cls.__name__} has several stages: it needs an 'on' field")
+    if cls.gates and cls.gate is Fault.gate:
+        raise ValueError(f"fault class {cls.__name__} gates its rule: it must define gate()")
+    if cls.stateful and cls.new_state is Fault.new_state:
+        raise ValueError(f"fault class {cls.__name__} is stateful: it must define new_state()")
     FAULT_TYPES[name] = cls
     return cls
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, JsonValue, model_validator
 
 from chaosproxy.faults.base import (
     Fault,
     HeaderMap,
+    On,
     Stage,
     Status,
     Wire,
@@ -31,7 +32,9 @@ class Error(Fault):
     headers: HeaderMap = Field(default_factory=dict)
     body: str | None = None
     json_: JsonValue | None = Field(default=None, alias="json")
-    on: Stage = Stage.REQUEST
+    on: On = Stage.REQUEST
+
+    stages: ClassVar[tuple[Stage, ...]] = (Stage.REQUEST, Stage.RESPONSE)
 
     @model_validator(mode="after")
     def _one_body(self) -> Error:

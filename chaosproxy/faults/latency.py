@@ -10,7 +10,16 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from chaosproxy.core.units import format_duration
-from chaosproxy.faults.base import MAX_DELAY, Duration, Fault, Stage, Wire, check_delay, register
+from chaosproxy.faults.base import (
+    MAX_DELAY,
+    Duration,
+    Fault,
+    On,
+    Stage,
+    Wire,
+    check_delay,
+    register,
+)
 
 #: z-score of the 99th percentile of a standard normal distribution.
 _Z99 = 2.3263478740408408
@@ -113,11 +122,12 @@ class Latency(Fault):
     """
 
     type: Literal["latency"] = "latency"
+    stages: ClassVar[tuple[Stage, ...]] = (Stage.REQUEST, Stage.RESPONSE)
     passes_on: ClassVar[bool] = True
     delay: Duration | None = None
     jitter: Duration = 0.0
     distribution: Distribution | None = None
-    on: Stage = Stage.REQUEST
+    on: On = Stage.REQUEST
     allow_long: bool = False
 
     @model_validator(mode="after")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -152,7 +152,8 @@ class Malformed(Fault):
     )
     action: Action = Field("drop", description="mutate_json: what to do to the fields")
 
-    needs_body = True
+    stages: ClassVar[tuple[Stage, ...]] = (Stage.RESPONSE,)
+    needs_body: ClassVar[bool] = True
 
     @model_validator(mode="after")
     def _parameters_fit_mode(self) -> Malformed:
@@ -169,10 +170,6 @@ class Malformed(Fault):
         if self.mode == "truncate" and self.keep >= 1:
             raise ValueError("keep must be below 1 (1 would send the whole body)")
         return self
-
-    @property
-    def stage(self) -> Stage:
-        return Stage.RESPONSE
 
     async def apply(self, wire: Wire) -> None:
         response = wire.response

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, MutableMapping
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -13,6 +12,7 @@ from chaosproxy.faults.base import (
     JSON_HEADERS,
     Duration,
     Fault,
+    HeaderLookup,
     Range,
     Status,
     Wire,
@@ -56,6 +56,9 @@ class RateLimit(Fault):
         None, description="header:NAME: one window per value of that header (e.g. an API key)"
     )
 
+    stateful: ClassVar[bool] = True
+    gates: ClassVar[bool] = True
+
     @model_validator(mode="after")
     def _positive_window(self) -> RateLimit:
         if self.per <= 0:
@@ -66,22 +69,30 @@ class RateLimit(Fault):
     def header(self) -> str | None:
         return self.key[len("header:") :].strip() if self.key else None
 
-    def admit(
-        self,
-        windows: MutableMapping[str, Window],
-        header: Callable[[str], str | None],
-        now: float,
+    def new_state(self) -> dict[str, Window]:
+        """One window per key value ("" without a key)."""
+        return {}
+
+    def gate(
+        self, state: dict[str, Window], header: HeaderLookup, now: float, *, dry_run: bool
     ) -> int | None:
-        """Count one request; None if it is under the limit, else the Retry-After seconds."""
+        """Count one request; None if it is under the limit, else the Retry-After seconds.
+        With ``dry_run``, count nothing and keep the windows as they are."""
         name = self.header
         key = (header(name) or "") if name else ""
-        window = windows.get(key)
+        window = state.get(key)
         if window is None or now - window.start >= self.per:
-            window = windows[key] = Window(now)
+            window = Window(now)
+            if not dry_run:
+                state[key] = window
         if window.count < self.limit:
-            window.count += 1
+            if not dry_run:
+                window.count += 1
             return None
         return max(1, math.ceil(window.start + self.per - now))
+
+    def gate_declines(self) -> str:
+        return "is under its rate limit"
 
     async def apply(self, wire: Wire) -> None:
         retry_after = wire.retry_after if wire.retry_after is not None else math.ceil(self.per)

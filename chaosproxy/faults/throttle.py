@@ -7,7 +7,6 @@ that pace, so large bodies are never held in memory and other flows never wait.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from pydantic import model_validator
@@ -17,6 +16,7 @@ from chaosproxy.faults.base import (
     MIN_RATE,
     Duration,
     Fault,
+    Pacing,
     Rate,
     Size,
     Wire,
@@ -35,21 +35,6 @@ def format_size(n: float) -> str:
         if n >= size:
             return f"{n / size:g}{unit}"
     return f"{n:g}B"
-
-
-@dataclass(frozen=True, slots=True)
-class Pacing:
-    """How a body is paced: ``rate`` bytes/s in writes of at most ``piece`` bytes, after
-    waiting ``first_byte`` once the headers are out. By ``t`` seconds after that wait at
-    most ``rate * t`` bytes have gone (each write leaves when its last byte is due)."""
-
-    rate: float
-    piece: int
-    first_byte: float = 0.0
-
-    def due(self, sent: int) -> float:
-        """Seconds after the start at which the first ``sent`` bytes may be out."""
-        return sent / self.rate
 
 
 @register
