@@ -441,6 +441,60 @@ def test_rate_limit_under_the_limit_lets_later_rules_fire() -> None:
     assert fired(engine, [req()] * 3) == ["slow", "rl", "rl"]
 
 
+def test_rate_limit_explain_is_a_dry_run_that_says_under_the_limit() -> None:
+    clock = FakeClock()
+    engine = Engine(
+        load_text("rules: [{name: rl, fault: {type: rate_limit, limit: 1, per: 10s}}]"), clock=clock
+    )
+    [verdict] = engine.explain(req())
+    assert verdict.reason == "matches, but is under its rate limit" and not verdict.fires
+    assert engine.decide(req()) is None  # the explain above did not use up the limit
+    [verdict] = engine.explain(req())
+    assert verdict.fires and verdict.reason == "matches (match #2): fires"
+    decision = engine.decide(req())
+    assert decision is not None and decision.retry_after == 10
+
+
+# --------------------------------------------------------------------------- selection steps
+
+
+def test_a_rule_compiles_to_only_the_steps_it_uses_in_the_documented_order() -> None:
+    def steps(rule: dict) -> list[str]:
+        [state] = rules({**rule, "name": "r"}).rule_states()
+        return [type(step).__name__ for step in state.steps]
+
+    assert steps({"fault": ERR}) == []
+    assert steps({"skip": 1, "every": 2, "times": 3, "probability": 0.5, "fault": ERR}) == [
+        "Skip",
+        "Every",
+        "Times",
+        "Probability",
+    ]
+    assert steps({"per_request": {"times": 2}, "times": 0, "probability": 0.5, "fault": ERR}) == [
+        "Times",
+        "PerRequest",
+        "Probability",
+    ]
+    rate = {"type": "rate_limit", "limit": 1}
+    assert steps({"every": 2, "fault": [rate, ERR]}) == ["Every", "Gate"]
+
+
+def test_each_step_decides_and_says_why_not() -> None:
+    [state] = rules({"name": "r", "skip": 2, "every": 3, "times": 1, "fault": ERR}).rule_states()
+    skip, every, times = state.steps
+
+    def trial(n: int) -> eng.Trial:
+        return eng.Trial(state, req(), n, 1, FakeClock(), dry_run=True)
+
+    assert not skip.passes(trial(2)) and skip.passes(trial(3))
+    assert skip.why(trial(2)) == "skip: 2 lets it through (match #2)"
+    assert not every.passes(trial(4)) and every.passes(trial(5))
+    assert every.why(trial(4)) == "every: 3 (match #4 is not its turn)"
+    assert times.passes(trial(5))
+    state.injected = 1
+    assert not times.passes(trial(5)) and times.why(trial(5)) == "times: 1 already injected"
+
+
 # --------------------------------------------------------------------------- explain + stats
 
 
