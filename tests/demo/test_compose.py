@@ -20,10 +20,15 @@ from tests.support import require_tool
 ROOT = Path(__file__).parents[2]
 
 
-def compose_config(**env: str) -> dict[str, Any]:
+#: the token the tests give compose (it has no default: see test_the_admin_token_is_required)
+TOKEN = "t0ken-for-the-tests"
+
+
+def run_compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``docker-compose config`` with only ``env`` of the CHAOSPROXY_* / DEMO_* variables."""
     exe = require_tool("docker-compose")
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("CHAOSPROXY_", "DEMO_"))}
-    out = subprocess.run(
+    return subprocess.run(
         [exe, "-f", str(ROOT / "docker-compose.yml"), "config"],
         capture_output=True,
         text=True,
@@ -31,9 +36,31 @@ def compose_config(**env: str) -> dict[str, Any]:
         cwd=ROOT,
         env={**clean, **env},
     )
+
+
+def compose_config(**env: str) -> dict[str, Any]:
+    out = run_compose_config({"CHAOSPROXY_ADMIN_TOKEN": TOKEN, **env})
     assert out.returncode == 0, out.stderr
     config: dict[str, Any] = yaml.safe_load(out.stdout)
     return config
+
+
+def published(service: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """The service's ports as (host address, published port, container port).
+
+    docker-compose 1.29 prints a port with a host address in the short syntax
+    (``127.0.0.1:5000:5000/tcp``) and one without it as a mapping.
+    """
+    ports = []
+    for entry in service.get("ports", []):
+        if isinstance(entry, dict):
+            ports.append(
+                (str(entry.get("host_ip", "")), int(entry["published"]), int(entry["target"]))
+            )
+        else:
+            host, public, target = str(entry).split("/")[0].rsplit(":", 2)
+            ports.append((host, int(public), int(target)))
+    return ports
 
 
 def argv(service: dict[str, Any]) -> list[str]:
@@ -87,15 +114,23 @@ def test_the_app_calls_the_proxy_and_its_control_api(services: dict[str, Any]) -
     assert (app_upstream.hostname, admin.hostname) == ("proxy", "proxy")
     assert app_upstream.port == int(option(proxy_args, "--listen").rsplit(":", 1)[1])
     assert admin.port == int(option(proxy_args, "--admin").rsplit(":", 1)[1])
-    token = services["proxy"]["environment"]["CHAOSPROXY_ADMIN_TOKEN"]
-    assert token and env["CHAOSPROXY_ADMIN_TOKEN"] == token
+    assert services["proxy"]["environment"]["CHAOSPROXY_ADMIN_TOKEN"] == TOKEN
+    assert env["CHAOSPROXY_ADMIN_TOKEN"] == TOKEN
+
+
+@pytest.mark.parametrize("env", [{}, {"CHAOSPROXY_ADMIN_TOKEN": ""}], ids=["unset", "empty"])
+def test_the_admin_token_is_required(env: dict[str, str]) -> None:
+    out = run_compose_config(env)
+    assert out.returncode != 0
+    assert "set CHAOSPROXY_ADMIN_TOKEN" in out.stderr
+    assert "change-me" not in (ROOT / "docker-compose.yml").read_text()
 
 
 def test_the_dashboard_port_is_published_and_scenarios_mounted(services: dict[str, Any]) -> None:
     app_args = argv(services["app"])
-    published = services["app"]["ports"][0]
-    assert int(published["target"]) == int(option(app_args, "--port"))
-    assert int(published["published"]) == 5000
+    [(_, public, target)] = published(services["app"])
+    assert target == int(option(app_args, "--port"))
+    assert public == 5000
     volumes = services["proxy"]["volumes"]
     assert any(v.startswith(f"{ROOT / 'scenarios'}:/app/scenarios") for v in volumes), volumes
 
@@ -104,9 +139,23 @@ def test_variables_override_the_defaults() -> None:
     services = compose_config(
         DEMO_PORT="5099", CHAOSPROXY_SCENARIO="outage", CHAOSPROXY_ADMIN_TOKEN="s3cret"
     )["services"]
-    assert int(services["app"]["ports"][0]["published"]) == 5099
+    assert published(services["app"])[0][1] == 5099
     assert option(argv(services["proxy"]), "--scenario") == "outage"
     assert services["app"]["environment"]["CHAOSPROXY_ADMIN_TOKEN"] == "s3cret"
+
+
+def test_every_port_is_published_on_loopback_by_default(services: dict[str, Any]) -> None:
+    ports = {name: published(service) for name, service in services.items()}
+    assert ports["app"] and ports["proxy"], ports
+    for name, entries in ports.items():
+        for host, _, _ in entries:
+            assert host == "127.0.0.1", (name, entries)
+
+
+def test_the_publish_address_can_be_opened_on_purpose() -> None:
+    services = compose_config(DEMO_PUBLISH_HOST="0.0.0.0")["services"]
+    hosts = {host for service in services.values() for host, _, _ in published(service)}
+    assert hosts == {"0.0.0.0"}
 
 
 def test_the_dockerfile_installs_what_the_services_run() -> None:
