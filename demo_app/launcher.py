@@ -1,6 +1,8 @@
 """``chaosproxy demo``: the fake upstream, the proxy and the demo app, supervised together.
 
-Each runs as its own process in its own process group, on loopback:
+Each runs as its own process in its own process group, on loopback; the app starts only
+once the upstream and the proxy answer their health checks (else its first lookups would
+fail against a proxy that is not listening yet, and be retried):
 
     upstream  python -m chaosproxy.demo_app.upstream          --port U
     proxy     python -m chaosproxy.cli.main run       --upstream http://127.0.0.1:U
@@ -76,6 +78,8 @@ class Part:
     argv: list[str]
     ready_url: str
     quiet: bool = True
+    #: also ready only when this (host, port) accepts a connection (the proxy's data port)
+    listening: tuple[str, int] | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self, env: dict[str, str]) -> None:
@@ -92,9 +96,17 @@ class Part:
 
     def is_ready(self) -> bool:
         try:
-            return requests.get(self.ready_url, timeout=0.5).status_code == 200
+            if requests.get(self.ready_url, timeout=0.5).status_code != 200:
+                return False
         except requests.RequestException:
             return False
+        if self.listening is None:
+            return True
+        try:
+            socket.create_connection(self.listening, timeout=0.5).close()
+        except OSError:
+            return False
+        return True
 
     def signal_group(self, sig: int) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -145,7 +157,13 @@ class Demo:
                  "--port", str(self.upstream_port)],  # fmt: skip
                 f"{upstream}/healthz",
             ),
-            Part("proxy", proxy_argv, f"{admin}/healthz", quiet=False),
+            Part(
+                "proxy",
+                proxy_argv,
+                f"{admin}/healthz",
+                quiet=False,
+                listening=(LOOPBACK, self.proxy_port),
+            ),
             Part(
                 "app",
                 [
@@ -178,28 +196,38 @@ class Demo:
 
     # ------------------------------------------------------------------ lifecycle
 
+    def stages(self) -> list[list[Part]]:
+        """The parts in start order: the app (last) only once everything before it answers."""
+        return [self.parts[:-1], self.parts[-1:]]
+
     def start(self, stopping: threading.Event, timeout: float = 60.0) -> None:
-        """Start every part and wait until each answers; DemoError (all stopped) if one fails."""
+        """Start the parts stage by stage, each once the previous ones answer their health
+        checks; DemoError (all stopped) if one exits or is not ready within ``timeout``."""
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        for part in self.parts:
-            part.start(env)
-        waiting = list(self.parts)
         deadline = time.monotonic() + timeout
-        while waiting:
-            if stopping.is_set():
-                return
-            for part in list(waiting):
-                code = part.exited()
-                if code is not None:
+        started: list[Part] = []
+        for stage in self.stages():
+            for part in stage:
+                part.start(env)
+            started += stage
+            waiting = list(stage)
+            while waiting:
+                if stopping.is_set():
+                    return
+                for part in started:
+                    code = part.exited()
+                    if code is not None:
+                        self.stop()
+                        raise DemoError(f"the {part.name} exited during startup (exit code {code})")
+                for part in list(waiting):
+                    if part.is_ready():
+                        waiting.remove(part)
+                if waiting and time.monotonic() > deadline:
                     self.stop()
-                    raise DemoError(f"the {part.name} exited during startup (exit code {code})")
-                if part.is_ready():
-                    waiting.remove(part)
-            if time.monotonic() > deadline:
-                self.stop()
-                names = ", ".join(p.name for p in waiting)
-                raise DemoError(f"not ready within {timeout:g}s: {names}")
-            stopping.wait(0.05)
+                    names = ", ".join(p.name for p in waiting)
+                    raise DemoError(f"not ready within {timeout:g}s: {names}")
+                if waiting:
+                    stopping.wait(0.05)
 
     def died(self) -> Part | None:
         return next((p for p in self.parts if p.exited() is not None), None)

@@ -144,3 +144,25 @@ def test_a_busy_port_is_a_clear_error(start_demo: Callable[..., DemoProcess]) ->
     clash = start_demo("--proxy-port", str(other), port=other)
     assert clash.proc.wait(60) == 1
     assert "four different ports" in clash.output
+
+
+def test_the_app_answers_only_once_the_proxy_serves(
+    start_demo: Callable[..., DemoProcess],
+) -> None:
+    """A client polling the dashboard's port from the first moment gets, under ``healthy``,
+    a first forecast straight from the upstream in one attempt (not "ok after retry" or a
+    503 after three attempts against a proxy that was not listening yet)."""
+    demo = start_demo()
+    deadline = time.monotonic() + 90
+    while True:
+        assert demo.proc.poll() is None, demo.output
+        assert time.monotonic() < deadline, demo.output
+        try:
+            first = requests.get(f"{demo.url}/weather/berlin", timeout=10)
+            break
+        except requests.ConnectionError:
+            time.sleep(0.01)
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert (body["outcome"], body["attempts"], body["source"]) == ("ok", 1, "upstream")
+    assert demo.stop() == 0
