@@ -17,7 +17,7 @@ from mitmproxy import http
 
 from chaosproxy.core.engine import Decision
 from chaosproxy.faults import Stage
-from chaosproxy.faults.base import Pacing
+from chaosproxy.faults.base import Pacing, has_body
 from chaosproxy.proxy_addons._internals import warmup
 from chaosproxy.proxy_addons.relay import HEADER as RELAY_HEADER
 from chaosproxy.proxy_addons.relay import Route
@@ -353,7 +353,13 @@ class FlowWire:
     def respond(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
         if self._flow.response is None:
             self.answered_early = True
-        self._flow.response = http.Response.make(status, body, dict(headers))
+        bodyless = not has_body(status)
+        if bodyless or self._flow.request.method == "HEAD":  # a body would desync keep-alive
+            body = b""
+        response = http.Response.make(status, body, dict(headers))
+        if bodyless:
+            response.headers.pop("content-length", None)
+        self._flow.response = response
 
     def close(self) -> None:
         self.ended = True

@@ -9,6 +9,7 @@ import os
 import platform
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from importlib import metadata
@@ -148,15 +149,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         masters: list[Any] = []
         stopping: list[asyncio.Task[None]] = []
+        signalled: list[int] = []
 
-        def on_signal() -> None:
-            if stopping:  # a second Ctrl-C: leave now
-                os._exit(130)
+        def begin_stop() -> None:
             if masters:
                 stopping.append(asyncio.ensure_future(stop(masters[0])))
 
+        def on_signal(signum: int, frame: object) -> None:
+            # A plain handler, not loop.add_signal_handler: it runs even when a task keeps
+            # the event loop from ever getting back to its callbacks.
+            if signalled or loop.is_closed():  # a second Ctrl-C: leave now
+                os._exit(130)
+            signalled.append(signum)
+            loop.call_soon_threadsafe(begin_stop)
+            _stop_deadline(loop)
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal)
+            signal.signal(sig, on_signal)
         await serve(addon, settings, on_ready=ready, on_master=masters.append)
 
     if args.workers > 1:
@@ -175,6 +184,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StartupError as exc:
         _fail(f"cannot start the proxy: {exc}")
     return EXIT_OK
+
+
+#: How long a signalled proxy may take to stop before it is ended regardless.
+STOP_DEADLINE = 1.0
+
+
+def _stop_deadline(loop: asyncio.AbstractEventLoop, hard: float = 5.0) -> None:
+    """Exit the process if the event loop stops answering after a stop signal: after
+    STOP_DEADLINE with no answer, or after ``hard`` seconds in all (a watchdog thread)."""
+
+    def watch() -> None:
+        started = time.monotonic()
+        time.sleep(STOP_DEADLINE / 2)
+        while time.monotonic() - started < hard:
+            alive = threading.Event()
+            try:
+                loop.call_soon_threadsafe(alive.set)
+            except RuntimeError:  # the loop is closed: the process is on its way out
+                return
+            if not alive.wait(STOP_DEADLINE / 2):
+                break
+            time.sleep(0.05)
+        sys.stderr.write(
+            f"chaosproxy: did not stop within {STOP_DEADLINE:g}s of the signal (the event "
+            "loop is not answering); exiting now\n"
+        )
+        sys.stderr.flush()
+        os._exit(EXIT_FAIL)
+
+    threading.Thread(target=watch, name="chaosproxy-stop-deadline", daemon=True).start()
 
 
 def _admin_settings(args: argparse.Namespace) -> tuple[tuple[str, int] | None, bool, str | None]:

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
+from chaosproxy.core import regex
 from chaosproxy.core.decisions import IDEMPOTENCY_HEADER, request_key
 from chaosproxy.core.scenario import PASSTHROUGH, Match, Phase, Rule, Scenario
 from chaosproxy.faults.base import Fault
@@ -119,11 +120,10 @@ _WILDCARDS = re.compile(r"[*?\[]")
 
 
 def compile_pattern(pattern: str, *, ignore_case: bool = False) -> TextTest:
-    """A test for a glob (``*`` crosses ``/``) or an ``re:`` regex (``re.search``)."""
-    flags = re.IGNORECASE if ignore_case else 0
+    """A test for a glob (``*`` crosses ``/``) or an ``re:`` regex (searched with RE2)."""
     if pattern.startswith("re:"):
-        rx = re.compile(pattern[3:], flags)
-        return lambda text: rx.search(text) is not None
+        return regex.searcher(pattern[3:], ignore_case=ignore_case)
+    flags = re.IGNORECASE if ignore_case else 0
     if not _WILDCARDS.search(pattern):
         if ignore_case:
             lowered = pattern.lower()

@@ -8,7 +8,6 @@ problems at once. The model is the contract of ``DESIGN.md``; the engine gives i
 from __future__ import annotations
 
 import difflib
-import importlib
 import json
 import re
 import typing
@@ -30,6 +29,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from chaosproxy.core import yamlsource
+from chaosproxy.core.regex import RegexError, compile_re2
 from chaosproxy.core.yamlsource import Document, Problem, format_path
 from chaosproxy.core.yamlsource import Path as DocPath
 from chaosproxy.faults import FAULT_TYPES, Fault
@@ -59,77 +59,11 @@ def _match_text(value: object) -> object:
 def _check_pattern(value: str) -> str:
     if value.startswith("re:"):
         try:
-            re.compile(value[3:])
-        except re.error as exc:
-            raise PydanticCustomError(
-                "regex",
-                "invalid regular expression {pattern}: {why}",
-                {"pattern": repr(value[3:]), "why": str(exc)},
-            ) from None
-        why = slow_regex(value[3:])
-        if why is not None:
-            raise PydanticCustomError(
-                "regex",
-                "regular expression {pattern} can take exponential time to match: {why}; "
-                "use a glob, or make the outer repetition possessive (*+, ++) or atomic (?>...)",
-                {"pattern": repr(value[3:]), "why": why},
-            )
+            compile_re2(value[3:])
+        except RegexError as exc:
+            what = "invalid regular expression" if exc.invalid else "regular expression"
+            raise ValueError(f"{what} {value[3:]!r}: {exc}") from None
     return value
-
-
-_sre: Any = importlib.import_module("re._parser")
-_MAXREPEAT: int = _sre.MAXREPEAT
-
-
-def slow_regex(pattern: str) -> str | None:
-    """Why ``pattern`` may backtrack exponentially (catastrophic backtracking), or None.
-
-    Conservative and static: a repetition inside a repetition, either unbounded, as in
-    ``(a+)+``; or a repeated alternation whose branches can start alike, as in ``(a|ab)*``.
-    Possessive repetitions and atomic groups never backtrack, so they are fine.
-    """
-    try:
-        tree = _sre.parse(pattern)
-    except Exception:  # compile() already reported it
-        return None
-    return _scan(list(tree), None)
-
-
-def _scan(items: list[Any], outer: tuple[int, int] | None) -> str | None:
-    for op, av in items:
-        name = str(op)
-        if name in ("MAX_REPEAT", "MIN_REPEAT"):
-            lo, hi, sub = av
-            if hi > 1 and outer is not None and _MAXREPEAT in (hi, outer[1]):
-                return "a repetition inside a repetition"
-            found = _scan(list(sub), (lo, hi) if hi > 1 else outer)
-        elif name == "BRANCH":
-            branches = av[1]
-            if outer is not None and outer[1] == _MAXREPEAT and _overlap(branches):
-                return "a repeated alternation whose branches can match the same text"
-            found = next((w for b in branches if (w := _scan(list(b), outer))), None)
-        elif name == "SUBPATTERN":
-            found = _scan(list(av[3]), outer)
-        elif name in ("ASSERT", "ASSERT_NOT"):
-            found = _scan(list(av[1]), outer)
-        elif name == "GROUPREF_EXISTS":
-            found = _scan(list(av[1]), outer) or (_scan(list(av[2]), outer) if av[2] else None)
-        else:  # literals, classes, anchors; POSSESSIVE_REPEAT and ATOMIC_GROUP are safe
-            found = None
-        if found:
-            return found
-    return None
-
-
-def _overlap(branches: list[Any]) -> bool:
-    """True unless every branch starts with a different literal character."""
-    firsts = set()
-    for branch in branches:
-        items = list(branch)
-        if not items or str(items[0][0]) != "LITERAL":
-            return True
-        firsts.add(items[0][1])
-    return len(firsts) < len(branches)
 
 
 Pattern = Annotated[

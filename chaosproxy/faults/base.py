@@ -327,7 +327,31 @@ class Range:
         return out
 
 
-Status = Annotated[int, Range(100, 599, "must be an HTTP status between 100 and 599")]
+#: Statuses whose answers carry no body (RFC 9110 6.4.1): a body sent with one of them
+#: would be read by a keep-alive client as the start of the next answer.
+BODYLESS = frozenset({204, 304})
+
+
+def _final_status(value: int) -> int:
+    if value < 200:
+        raise ValueError(
+            f"{value} is an interim status (1xx), which no fault may answer with: it "
+            "announces another answer to come; use a status between 200 and 599"
+        )
+    return value
+
+
+def has_body(status: int) -> bool:
+    """Whether an answer with ``status`` may carry a body."""
+    return status >= 200 and status not in BODYLESS
+
+
+Status = Annotated[
+    int,
+    Range(100, 599, "must be an HTTP status between 100 and 599"),
+    AfterValidator(_final_status),
+    WithJsonSchema({"type": "integer", "minimum": 200, "maximum": 599}),
+]
 
 
 def _header_value(value: object) -> object:
@@ -351,7 +375,10 @@ def check_delay(value: float, field: str, allow_long: bool) -> None:
 
 
 def error_body(status: int, rule: str, extra: Mapping[str, Any] | None = None) -> bytes:
-    """The JSON body chaosproxy answers with when a scenario gives none: it names the rule."""
+    """The JSON body chaosproxy answers with when a scenario gives none: it names the rule
+    (none for a 204 or 304, which carry no body)."""
+    if not has_body(status):
+        return b""
     try:
         reason = HTTPStatus(status).phrase
     except ValueError:

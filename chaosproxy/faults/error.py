@@ -15,6 +15,7 @@ from chaosproxy.faults.base import (
     Status,
     Wire,
     error_body,
+    has_body,
     register,
 )
 
@@ -40,6 +41,8 @@ class Error(Fault):
     def _one_body(self) -> Error:
         if self.body is not None and self.json_ is not None:
             raise ValueError("give body or json, not both")
+        if not has_body(self.status) and (self.body is not None or self.json_ is not None):
+            raise ValueError(f"a {self.status} answer has no body: drop body and json")
         return self
 
     @property
@@ -59,7 +62,7 @@ class Error(Fault):
         else:
             body = error_body(self.status, rule)
             default_type = "application/json"
-        if not has_type:
+        if not has_type and body:
             headers["content-type"] = default_type
         return headers, body
 

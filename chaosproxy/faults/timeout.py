@@ -27,6 +27,13 @@ def _then(value: object) -> str | int:
     if isinstance(value, str) and value.strip().isdigit():
         status = int(value)
     if isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599:
+        if status < 200:
+            raise PydanticCustomError(
+                "then",
+                "{value} is an interim status (1xx), which no fault may answer with: it "
+                "announces another answer to come; use a status between 200 and 599",
+                {"value": status},
+            )
         return status
     raise PydanticCustomError(
         "then",
@@ -42,8 +49,8 @@ Then = Annotated[
         {
             "anyOf": [
                 {"enum": ["close", "reset"]},
-                {"type": "integer", "minimum": 100, "maximum": 599},
-                {"type": "string", "pattern": "^[1-5][0-9][0-9]$"},
+                {"type": "integer", "minimum": 200, "maximum": 599},
+                {"type": "string", "pattern": "^[2-5][0-9][0-9]$"},
             ],
             "description": "what happens after `after`: close, reset, or an HTTP status",
         }
@@ -86,7 +93,8 @@ class Timeout(Fault):
             wire.reset()
         else:
             assert isinstance(then, int)
-            wire.respond(then, JSON_HEADERS, error_body(then, wire.rule))
+            body = error_body(then, wire.rule)
+            wire.respond(then, JSON_HEADERS if body else {}, body)
 
     def describe(self) -> str:
         if self.after is None:

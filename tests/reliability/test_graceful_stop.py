@@ -141,3 +141,61 @@ def test_stopping_the_in_process_proxy_releases_held_flows_and_the_port(
     finally:
         again.stop()
     assert port_free(port)
+
+
+#: Runs ``chaosproxy run`` with a request hook that never returns to the event loop, as
+#: the 1xx wedge of issue 22 did (100 % CPU in a loop task): SIGTERM must still stop it.
+HUNG_LOOP = """\
+import sys
+from chaosproxy.core.engine import Engine
+from chaosproxy.cli.main import main
+
+decide = Engine.decide
+
+def hang(self, req):
+    if req.path == "/hang":
+        while True:  # the event loop never gets control back
+            pass
+    return decide(self, req)
+
+Engine.decide = hang
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _answers_within(url: str, timeout: float = 1.0) -> bool:
+    try:
+        return requests.get(url, timeout=timeout).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_sigterm_stops_the_proxy_within_a_second_even_when_the_event_loop_hangs(
+    upstream: UpstreamServer,
+) -> None:
+    port, admin = free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HUNG_LOOP, "run", "--upstream", upstream.url,
+         "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}", "--seed", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: answers(f"http://127.0.0.1:{admin}/healthz"), timeout=20)
+        hung = socket.create_connection(("127.0.0.1", port))
+        hung.sendall(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+        # the loop is stuck: the control API no longer answers
+        wait_until(lambda: not _answers_within(f"http://127.0.0.1:{admin}/healthz"), timeout=20)
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+        stopped = time.monotonic() - signalled
+        hung.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = proc.stdout.read() if proc.stdout else ""
+    assert stopped < 2.0, (stopped, log)  # 1 s by design; slack for a loaded machine
+    assert proc.returncode == 1, log
+    assert "did not stop within 1s" in log
+    assert port_free(port) and port_free(admin)
