@@ -16,6 +16,7 @@ import abc
 import enum
 import json
 import random
+import re
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -362,7 +363,62 @@ def _header_value(value: object) -> object:
     return value
 
 
-HeaderMap = dict[str, Annotated[str, BeforeValidator(_header_value)]]
+#: RFC 9110 5.1: a field name is a token.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKEN_PATTERN = r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$"
+#: RFC 9110 5.5: CR, LF and NUL are never allowed in a field value.
+_FORBIDDEN_IN_VALUE = re.compile(r"[\r\n\x00]")
+
+
+def _header_name(value: str) -> str:
+    if not _TOKEN.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a header name: use letters, digits and !#$%&'*+-.^_`|~ "
+            "(an RFC 9110 token; no spaces, colons or control characters)"
+        )
+    return value
+
+
+def _field_value(value: str) -> str:
+    found = _FORBIDDEN_IN_VALUE.search(value)
+    if found:
+        char = {"\r": "CR", "\n": "LF", "\x00": "NUL"}[found.group()]
+        raise ValueError(f"a header value may not contain {char} (it would split the header)")
+    return value
+
+
+_NAME_SCHEMA = {"type": "string", "pattern": _TOKEN_PATTERN}
+_VALUE_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "pattern": "^[^\r\n\u0000]*$"},
+        {"type": ["number", "boolean"]},
+    ]
+}
+
+
+def _header_names(value: dict[str, str]) -> dict[str, str]:
+    for name in value:
+        _header_name(name)
+    return value
+
+
+#: A header name, validated as an RFC 9110 token.
+HeaderName = Annotated[str, AfterValidator(_header_name), WithJsonSchema(_NAME_SCHEMA)]
+#: A header value: text without CR, LF or NUL; numbers and booleans are written as text.
+HeaderValue = Annotated[
+    str,
+    BeforeValidator(_header_value),
+    AfterValidator(_field_value),
+    WithJsonSchema(_VALUE_SCHEMA),
+]
+#: Header name -> value, both validated (a bad name is reported on the map, naming it).
+HeaderMap = Annotated[
+    dict[str, HeaderValue],
+    AfterValidator(_header_names),
+    WithJsonSchema(
+        {"type": "object", "propertyNames": _NAME_SCHEMA, "additionalProperties": _VALUE_SCHEMA}
+    ),
+]
 
 
 def check_delay(value: float, field: str, allow_long: bool) -> None:

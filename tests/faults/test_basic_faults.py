@@ -3,10 +3,12 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import statistics
 
 import pytest
 
+from chaosproxy.core.scenario import ScenarioError, load_text
 from chaosproxy.faults.abort import Abort
 from chaosproxy.faults.base import FAULT_TYPES, Wire
 from chaosproxy.faults.error import Error
@@ -178,3 +180,29 @@ def test_rate_limit_answers_with_retry_after() -> None:
 )
 def test_describe(fault, text: str) -> None:
     assert fault.describe() == text
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        (
+            '{"Retry After": "3"}',
+            "rules[0].fault.headers: 'Retry After' is not a header name: use letters, digits",
+        ),
+        ('{"X-A:": b}', "rules[0].fault.headers: 'X-A:' is not a header name"),
+        ('{"": b}', "rules[0].fault.headers: '' is not a header name"),
+        ('{X-A: "a\\r\\nSet-Cookie: s=1"}', "headers.X-A: a header value may not contain CR"),
+        ('{X-A: "a\\nb"}', "headers.X-A: a header value may not contain LF"),
+        ('{X-A: "a\\0b"}', "headers.X-A: a header value may not contain NUL"),
+    ],
+)
+def test_error_headers_are_refused_unless_names_are_tokens_and_values_one_line(
+    headers: str, message: str
+) -> None:
+    with pytest.raises(ScenarioError, match=re.escape(message)):
+        load_text(f"rules:\n  - fault: {{type: error, headers: {headers}}}\n")
+
+
+def test_error_header_values_may_be_numbers_and_booleans() -> None:
+    scenario = load_text("rules: [{fault: {type: error, headers: {Retry-After: 3, X-On: true}}}]")
+    assert scenario.rules[0].fault[0].headers == {"Retry-After": "3", "X-On": "true"}
