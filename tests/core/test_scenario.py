@@ -9,7 +9,7 @@ import yaml
 
 from chaosproxy.core import scenario as sc
 from chaosproxy.faults.abort import Abort
-from chaosproxy.faults.base import Stage
+from chaosproxy.faults.base import FAULT_TYPES, Stage
 from chaosproxy.faults.error import Error
 from chaosproxy.faults.latency import Latency
 from chaosproxy.faults.rate_limit import RateLimit
@@ -111,7 +111,8 @@ BAD = [
     ("rules: [\n  {fault: {type: error}\n", "s.yaml:3:1: syntax:"),
     (
         "rules:\n  - fault: {type: explode}\n",
-        "s.yaml:2:19: rules[0].fault.type: unknown fault type 'explode'; valid: abort, error, latency",
+        "s.yaml:2:19: rules[0].fault.type: unknown fault type 'explode'; valid: "
+        + ", ".join(sorted(FAULT_TYPES)),
     ),
     (
         "rules:\n  - probability: 1.5\n    fault: {type: error}\n",
