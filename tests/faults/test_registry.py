@@ -4,12 +4,16 @@ capabilities, and register() refuses declarations that do not hang together."""
 from __future__ import annotations
 
 import pkgutil
+import re
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import pytest
 from pydantic import ValidationError
 
 import chaosproxy.faults as faults
+from chaosproxy.core.engine import Engine, SimpleRequest
+from chaosproxy.core.scenario import ScenarioError, load_text
 from chaosproxy.faults.base import FAULT_TYPES, Capabilities, Fault, Stage, Wire, register
 from chaosproxy.faults.latency import Latency
 from chaosproxy.faults.rate_limit import RateLimit, Window
@@ -144,3 +148,41 @@ def test_a_type_that_does_not_gate_says_so_when_asked_to() -> None:
     with pytest.raises(NotImplementedError, match="_Plain does not gate its rule"):
         _Plain().gate(None, _Header({}), 0.0, dry_run=True)
     assert _Plain().new_state() is None
+
+
+# --------------------------------------------------------------------------- the docs page
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE = ROOT / "docs" / "adding-a-fault.md"
+
+
+def _blocks(kind: str) -> list[str]:
+    return re.findall(rf"```{kind}\n(.*?)```", PAGE.read_text(), re.S)
+
+
+def test_adding_a_fault_page_shows_the_header_change_exactly_as_it_is() -> None:
+    shown: dict[str, str] = {}
+    for block in _blocks("diff"):
+        header = re.search(r"^\+\+\+ b/(\S+)\n@@ -0,0 \+1,(\d+) @@\n", block, re.M)
+        assert header is not None, "each diff block is one new file"
+        lines = block[header.end() :].splitlines()
+        assert len(lines) == int(header.group(2)) and all(ln.startswith("+") for ln in lines)
+        shown[header.group(1)] = "".join(ln[1:] + "\n" for ln in lines)
+    assert set(shown) == {"chaosproxy/faults/header.py", "tests/faults/test_header.py"}
+    for path, text in shown.items():
+        assert (ROOT / path).read_text() == text, f"docs/adding-a-fault.md: {path} differs"
+
+
+def test_adding_a_fault_page_examples_load_and_say_what_the_commands_print() -> None:
+    scenario_text, typo_text = _blocks("yaml")
+    console = "\n".join(_blocks("console"))
+    scenario = load_text(scenario_text, source="no-content-type.yaml")
+    [rule] = scenario.rules
+    verdict = Engine(scenario).explain(
+        SimpleRequest("GET", "weather.example", "/v1/forecast/berlin")
+    )
+    assert f"FIRES {rule.label} [{rule.describe()}]: {verdict[0].reason}" in console
+    assert f"seed {scenario.seed})" in console
+    with pytest.raises(ScenarioError) as info:
+        load_text(typo_text, source="typo.yaml")
+    assert f"\n{info.value}\n" in console
