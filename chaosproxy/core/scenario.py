@@ -33,7 +33,7 @@ from chaosproxy.core.regex import RegexError, compile_re2
 from chaosproxy.core.yamlsource import Document, Problem, format_path
 from chaosproxy.core.yamlsource import Path as DocPath
 from chaosproxy.faults import FAULT_TYPES, Fault
-from chaosproxy.faults.base import Duration, Range, Stage
+from chaosproxy.faults.base import Duration, HeaderName, Range, Stage, check_header_name
 
 SCHEMA_URL = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_LINE = "# yaml-language-server: $schema=schema.json"
@@ -131,7 +131,7 @@ class Match(_Model):
         BeforeValidator(_as_tuple, json_schema_input_type=str | list[str]),
         Field(description="one method or a list"),
     ] = ()
-    headers: dict[str, Pattern] = Field(
+    headers: dict[HeaderName, Pattern] = Field(
         default_factory=dict, description="header name (any case) -> glob on its value"
     )
     query: dict[str, Pattern] = Field(
@@ -165,7 +165,23 @@ def _sticky_spec(value: str) -> str:
             "{value} is not a key: write header:NAME or query:NAME, e.g. header:X-User-Id",
             {"value": repr(value)},
         )
+    if kind == "header":
+        check_header_name(name.strip())
     return value
+
+
+def _printable(value: str) -> str:
+    """Names reach logs, the terminal and X-Chaos-Rule: printable text only."""
+    if not value.isprintable():
+        raise ValueError(
+            f"{value!r} has control characters; a name is printable text (they would "
+            "reach the terminal and headers as they are)"
+        )
+    return value
+
+
+#: A rule, phase or scenario name.
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_printable)]
 
 
 StickyKey = Annotated[
@@ -194,7 +210,7 @@ class PerRequest(_Model):
 class Rule(_Model):
     """When to inject (match, counters, probability) and what (one fault or a list)."""
 
-    name: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+    name: Name | None = Field(
         None, description='default "<fault type>-<n>", n its position counting from 1'
     )
     match: Match = Field(default_factory=Match)
@@ -235,7 +251,7 @@ class Rule(_Model):
 class Phase(_Model):
     """A stretch of a timeline with its own rules (none: calm)."""
 
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Name
     duration: Duration | None = Field(
         None, description="required, except for the last phase when loop is false"
     )
@@ -246,7 +262,7 @@ class Scenario(_Model):
     """A scenario: rules applied to every request, or phases each with their own rules."""
 
     version: Literal[1] = 1
-    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    name: Name | None = None
     description: str = ""
     seed: int | None = Field(None, description="same seed, same decisions")
     annotate: bool = Field(False, description="add X-Chaos-Rule to answers a rule touched")
@@ -455,10 +471,13 @@ def _problems(exc: ValidationError, doc: Document) -> list[Problem]:
     out: list[Problem] = [p for _, p in doc.problems]
     refused = [path for path, _ in doc.problems]
     for err in exc.errors(include_url=False):
-        path, _, _ = _walk(doc.data, err["loc"])
+        loc = err["loc"]
+        on_key = bool(loc) and loc[-1] == "[key]"  # a mapping's key was refused
+        path, _, _ = _walk(doc.data, loc[:-1] if on_key else loc)
         if any(path[: len(r)] == r for r in refused):
             continue  # already reported as it was read
         message, path, at_key = _message(err, doc.data, path)
+        at_key = at_key or on_key
         field = format_path(path)
         if (field, message) in seen:
             continue

@@ -370,7 +370,7 @@ _TOKEN_PATTERN = r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$"
 _FORBIDDEN_IN_VALUE = re.compile(r"[\r\n\x00]")
 
 
-def _header_name(value: str) -> str:
+def check_header_name(value: str) -> str:
     if not _TOKEN.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a header name: use letters, digits and !#$%&'*+-.^_`|~ "
@@ -398,12 +398,12 @@ _VALUE_SCHEMA = {
 
 def _header_names(value: dict[str, str]) -> dict[str, str]:
     for name in value:
-        _header_name(name)
+        check_header_name(name)
     return value
 
 
 #: A header name, validated as an RFC 9110 token.
-HeaderName = Annotated[str, AfterValidator(_header_name), WithJsonSchema(_NAME_SCHEMA)]
+HeaderName = Annotated[str, AfterValidator(check_header_name), WithJsonSchema(_NAME_SCHEMA)]
 #: A header value: text without CR, LF or NUL; numbers and booleans are written as text.
 HeaderValue = Annotated[
     str,

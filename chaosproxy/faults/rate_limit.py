@@ -16,6 +16,7 @@ from chaosproxy.faults.base import (
     Range,
     Status,
     Wire,
+    check_header_name,
     error_body,
     register,
 )
@@ -26,6 +27,7 @@ Limit = Annotated[int, Range(1, None, "must be a whole number >= 1")]
 def _key_spec(value: str) -> str:
     if not value.startswith("header:") or not value[len("header:") :].strip():
         raise ValueError("key must be header:NAME, e.g. header:X-Api-Key")
+    check_header_name(value[len("header:") :].strip())
     return value
 
 

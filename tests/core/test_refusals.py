@@ -61,7 +61,9 @@ def test_constructs_re2_does_not_support_are_refused_with_a_located_error(
     pattern: str, construct: str
 ) -> None:
     lines = problems(f"rules:\n  - match: {{path: 're:{pattern}'}}\n    fault: {{type: error}}\n")
-    assert lines[0].startswith(f"s.yaml:2:19: rules[0].match.path: regular expression {pattern!r}: "), lines
+    assert lines[0].startswith(
+        f"s.yaml:2:19: rules[0].match.path: regular expression {pattern!r}: "
+    ), lines
     assert f"uses {construct} (" in lines[0] and "which RE2 does not support" in lines[0]
 
 
@@ -136,3 +138,65 @@ def test_bodyless_statuses_answer_with_no_body_and_no_content_type(status: int) 
     assert body == b"" and "content-type" not in headers
     assert error_body(status, "r") == b""
     assert error_body(503, "r").startswith(b"{")
+
+
+# --------------------------------------------------------------------------- 3: headers
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            'rules:\n  - fault: {type: error, headers: {X-A: "b\\r\\nSet-Cookie: evil=1"}}\n',
+            "s.yaml:2:41: rules[0].fault.headers.X-A: a header value may not contain CR",
+        ),
+        (
+            'rules:\n  - fault: {type: error, headers: {"Bad Name:": x}}\n',
+            "s.yaml:2:35: rules[0].fault.headers: 'Bad Name:' is not a header name: use "
+            "letters, digits and !#$%&'*+-.^_`|~",
+        ),
+        (
+            'rules:\n  - fault: {type: error, headers: {X-A: "a\\0b"}}\n',
+            "s.yaml:2:41: rules[0].fault.headers.X-A: a header value may not contain NUL",
+        ),
+        (
+            'rules:\n  - match: {headers: {"X A": x}}\n    fault: {type: error}\n',
+            "s.yaml:2:23: rules[0].match.headers['X A']: 'X A' is not a header name",
+        ),
+        (
+            'rules:\n  - sticky: "header:X User"\n    fault: {type: error}\n',
+            "s.yaml:2:13: rules[0].sticky: 'X User' is not a header name",
+        ),
+        (
+            'rules:\n  - fault: {type: rate_limit, limit: 1, key: "header:a:b"}\n',
+            "s.yaml:2:46: rules[0].fault.key: 'a:b' is not a header name",
+        ),
+        (
+            'rules:\n  - name: "\\e[31mred"\n    fault: {type: error}\n',
+            "s.yaml:2:11: rules[0].name: '\\x1b[31mred' has control characters; a name is "
+            "printable text",
+        ),
+        (
+            'phases:\n  - name: "a\\nb"\n',
+            "s.yaml:2:11: phases[0].name: 'a\\nb' has control characters",
+        ),
+        ('name: "x\\ty"\nrules: []\n', "s.yaml:1:7: name: 'x\\ty' has control characters"),
+    ],
+)
+def test_header_names_values_and_names_are_refused_when_they_could_inject(
+    text: str, expected: str
+) -> None:
+    refused(text, expected)
+
+
+def test_ordinary_header_names_and_values_load() -> None:
+    scenario = sc.load_text(
+        "rules:\n  - name: 'café: 50% off'\n    fault: {type: error, headers: "
+        "{Retry-After: 2, X-Ok: true, X_Odd.Name~: \"a\\tb, 'c'; d=é\"}}\n"
+        "    match: {headers: {X-Tenant: acme}}\n"
+    )
+    assert scenario.rules[0].fault[0].headers == {
+        "Retry-After": "2",
+        "X-Ok": "true",
+        "X_Odd.Name~": "a\tb, 'c'; d=é",
+    }

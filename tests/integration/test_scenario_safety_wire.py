@@ -128,3 +128,43 @@ def test_a_pattern_python_would_backtrack_on_does_not_stall_other_clients(make_p
     # for a loaded 2-core machine:
     assert max(latencies) < 1.0, latencies
     assert statistics.median(latencies) < 0.2, latencies
+
+
+# --------------------------------------------------------------------------- 3: headers
+
+
+def test_scenario_values_never_add_a_header_on_the_wire(make_proxy) -> None:
+    from chaosproxy.core.scenario import ScenarioError
+
+    proxy = make_proxy(
+        {"seed": 1, "rules": [{"match": {"path": "/x"}, "fault": {"type": "error"}}]}
+    )
+    evil = [
+        {"fault": {"type": "error", "headers": {"X-A": "b\r\nSet-Cookie: evil=1"}}},
+        {"fault": {"type": "error", "headers": {"Bad Name:": "x"}}},
+        {"name": "r\r\nSet-Cookie: evil=1", "fault": {"type": "error"}},
+    ]
+    for rule in evil:
+        with pytest.raises(ScenarioError):
+            proxy.apply({"annotate": True, "rules": [rule]})
+    answer = requests.get(f"{proxy.url}/x", timeout=10)  # the old scenario still runs
+    assert answer.status_code == 500 and "set-cookie" not in answer.headers
+    proxy.apply(
+        {
+            "annotate": True,
+            "rules": [
+                {
+                    "name": "slow: 50% of /x",
+                    "fault": {
+                        "type": "error",
+                        "status": 503,
+                        "headers": {"Retry-After": 2, "X-Note": "a\tb"},
+                    },
+                }
+            ],
+        }
+    )
+    answer = requests.get(f"{proxy.url}/x", timeout=10)
+    assert answer.status_code == 503
+    assert answer.headers["X-Chaos-Rule"] == "slow: 50% of /x"
+    assert answer.headers["Retry-After"] == "2" and answer.headers["X-Note"] == "a\tb"
