@@ -1,4 +1,4 @@
-"""The demo app's view of chaosproxy's control API (the admin address)."""
+"""The demo app's view of chaosproxy's control API, over the one control client."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import requests
+from chaosproxy.control.client import ControlClient, ControlUnreachable
 
 
 class ProxyControl:
@@ -25,33 +25,22 @@ class ProxyControl:
         ttl: float = 0.4,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.admin_url = admin_url.rstrip("/")
-        self.timeout = timeout
+        # loopback admin: never through an HTTP_PROXY
+        self.client = ControlClient(admin_url, token, timeout=timeout, trust_env=False)
+        self.admin_url = self.client.base
         self.ttl = ttl
         self.clock = clock
-        self.session = requests.Session()
-        self.session.trust_env = False  # loopback admin: never through an HTTP_PROXY
-        if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
         self._lock = threading.Lock()
         self._cached: tuple[float, dict[str, Any]] | None = None
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+    def _call(self, method: str, path: str, doc: Any = None) -> tuple[int, Any]:
         """(status, JSON body) of one admin call; (502, error) when the proxy cannot answer."""
         try:
-            response = self.session.request(
-                method, f"{self.admin_url}{path}", timeout=self.timeout, **kwargs
-            )
-        except requests.RequestException as exc:
-            reason = type(exc).__name__
+            return self.client.request(method, path, doc)
+        except ControlUnreachable as exc:
             return 502, {
-                "error": f"chaosproxy control API unreachable at {self.admin_url} ({reason})"
+                "error": f"chaosproxy control API unreachable at {exc.base} ({exc.reason})"
             }
-        try:
-            body = response.json()
-        except ValueError:
-            body = {"error": response.text.strip()[:500]}
-        return response.status_code, body
 
     def status(self) -> dict[str, Any]:
         """``{"admin_url", "reachable", "scenario", "description", "phase", "phases",
@@ -95,8 +84,8 @@ class ProxyControl:
     def apply(self, name: str) -> tuple[int, Any]:
         """Switch the proxy to the shipped scenario ``name``."""
         self.forget()
-        return self._call("PUT", "/scenario", json={"name": name})
+        return self._call("PUT", "/scenario", {"name": name})
 
     def jump(self, phase: str) -> tuple[int, Any]:
         self.forget()
-        return self._call("POST", "/scenario/phase", json={"phase": phase})
+        return self._call("POST", "/scenario/phase", {"phase": phase})

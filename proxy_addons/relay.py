@@ -6,7 +6,8 @@ request carries a one-time token naming the real upstream and the pacing. The re
 forwards the request, passes the answer's head on at once, then writes the body in
 slices at the asked rate, reading from the upstream only as fast as it writes (so a
 large body is never held in memory). mitmproxy streams what it gets to the client.
-Plain asyncio + h11; no mitmproxy import.
+Served by the control package's :class:`~chaosproxy.control.http.H11Server` (asyncio +
+h11); no mitmproxy import.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from typing import Any
 
 import h11
 
+from chaosproxy.control.http import READ_SIZE, Exchange, H11Server, next_event
 from chaosproxy.faults.base import Pacing
 
 logger = logging.getLogger("chaosproxy")
 
 HEADER = "x-chaosproxy-relay"
 _HEADER = HEADER.encode()
-_READ = 65536
 
 
 def _noop(_: float) -> None:
@@ -49,16 +50,8 @@ class Route:
     """Called with the seconds of each pause, for the decision log's added latency."""
 
 
-class ClientGone(Exception):
+class ClientGone(ConnectionError):
     """mitmproxy closed the relay connection (its client left)."""
-
-
-async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader) -> object:
-    while True:
-        event = conn.next_event()
-        if event is not h11.NEED_DATA:
-            return event
-        conn.receive_data(await reader.read(_READ))
 
 
 class Relay:
@@ -66,16 +59,15 @@ class Relay:
 
     def __init__(self) -> None:
         self._routes: dict[str, Route] = {}
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.port: int | None = None
+        self._http = H11Server(self._exchange, "127.0.0.1", 0)
+
+    @property
+    def port(self) -> int | None:
+        return self._http.port if self._http.serving else None
 
     async def start(self) -> int:
         """Listen on 127.0.0.1 (once); returns the port."""
-        if self._server is None or self.port is None:
-            self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-            self.port = int(self._server.sockets[0].getsockname()[1])
-        return self.port
+        return await self._http.start()
 
     def add(self, route: Route) -> str:
         """Register a route; the request must carry the returned token in :data:`HEADER`."""
@@ -89,53 +81,22 @@ class Relay:
     @property
     def active(self) -> int:
         """Connections being served now."""
-        return len(self._tasks)
+        return self._http.active
 
     def close(self) -> None:
         """Stop listening and end every relayed exchange."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for task in list(self._tasks):
-            task.cancel()
+        self._http.close()
         self._routes.clear()
 
     # ------------------------------------------------------------------ serving
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        conn = h11.Connection(h11.SERVER)
-        try:
-            while True:
-                event = await _next_event(conn, reader)
-                if not isinstance(event, h11.Request):
-                    break
-                await self._exchange(conn, event, reader, writer)
-                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                    break
-                conn.start_next_cycle()
-        except (OSError, h11.ProtocolError, ClientGone, asyncio.IncompleteReadError) as exc:
-            logger.debug("relay: exchange ended early: %r", exc)
-        except asyncio.CancelledError:
-            pass
-        finally:
-            self._tasks.discard(task)
-            writer.close()
-
-    async def _exchange(
-        self,
-        conn: h11.Connection,
-        request: h11.Request,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
+    async def _exchange(self, exchange: Exchange, request: h11.Request) -> None:
+        conn, reader, writer = exchange.conn, exchange.reader, exchange.writer
         headers = [(k, v) for k, v in request.headers.raw_items() if k.lower() != _HEADER]
         tokens = [v for k, v in request.headers.raw_items() if k.lower() == _HEADER]
         route = self._routes.pop(tokens[0].decode(), None) if tokens else None
         if route is None:
-            await self._refuse(conn, reader, writer, "unknown or expired relay token")
+            await self._refuse(exchange, "unknown or expired relay token")
             return
         try:
             up_reader, up_writer = await asyncio.open_connection(
@@ -145,9 +106,7 @@ class Relay:
                 server_hostname=(route.sni or route.host) if route.ssl_context else None,
             )
         except (OSError, ssl.SSLError) as exc:
-            await self._refuse(
-                conn, reader, writer, f"cannot reach {route.host}:{route.port}: {exc}"
-            )
+            await self._refuse(exchange, f"cannot reach {route.host}:{route.port}: {exc}")
             return
         try:
             await self._forward(conn, request, headers, reader, writer, route, up_reader, up_writer)
@@ -171,7 +130,7 @@ class Relay:
             or b""
         )
         while True:  # the request body, as it comes
-            event = await _next_event(conn, reader)
+            event = await next_event(conn, reader)
             if isinstance(event, h11.Data):
                 up_writer.write(up.send(event) or b"")
                 await up_writer.drain()
@@ -182,7 +141,7 @@ class Relay:
             else:
                 raise h11.RemoteProtocolError(f"unexpected {event!r} in a request body")
         while True:  # the answer's head (interim 1xx answers passed on)
-            event = await _next_event(up, up_reader)
+            event = await next_event(up, up_reader)
             if isinstance(event, h11.InformationalResponse):
                 writer.write(conn.send(event) or b"")
                 continue
@@ -202,25 +161,12 @@ class Relay:
         await writer.drain()
         await _Pacer(route, reader, writer, conn).run(up, up_reader)
 
-    async def _refuse(
-        self,
-        conn: h11.Connection,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        why: str,
-    ) -> None:
+    async def _refuse(self, exchange: Exchange, why: str) -> None:
         logger.warning("relay: %s", why)
-        while not isinstance(await _next_event(conn, reader), h11.EndOfMessage):
+        while not isinstance(await exchange.next_event(), h11.EndOfMessage):
             pass
         body = f"chaosproxy relay: {why}\n".encode()
-        head = h11.Response(
-            status_code=502,
-            headers=[("content-type", "text/plain"), ("content-length", str(len(body)))],
-        )
-        writer.write(
-            b"".join(conn.send(e) or b"" for e in (head, h11.Data(data=body), h11.EndOfMessage()))
-        )
-        await writer.drain()
+        await exchange.respond(502, body, [("content-type", "text/plain")])
 
 
 class _Pacer:
@@ -240,7 +186,7 @@ class _Pacer:
         self.loop = asyncio.get_running_loop()
         # mitmproxy sends nothing more until this answer is done: a read that completes
         # now means it closed the connection.
-        self.gone: asyncio.Future[bytes] = asyncio.ensure_future(reader.read(_READ))
+        self.gone: asyncio.Future[bytes] = asyncio.ensure_future(reader.read(READ_SIZE))
 
     async def run(self, up: h11.Connection, up_reader: asyncio.StreamReader) -> None:
         try:
@@ -277,7 +223,7 @@ class _Pacer:
 
     async def upstream(self, up: h11.Connection, up_reader: asyncio.StreamReader) -> object:
         """The upstream's next event; ClientGone if mitmproxy closes the connection first."""
-        read = asyncio.ensure_future(_next_event(up, up_reader))
+        read = asyncio.ensure_future(next_event(up, up_reader))
         try:
             while not read.done():
                 pending: list[asyncio.Future[Any]] = [read, self.gone]

@@ -10,7 +10,7 @@ import struct
 import sys
 import time
 from collections.abc import Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote
 
 from mitmproxy import http
@@ -20,12 +20,11 @@ from chaosproxy.faults import Stage
 from chaosproxy.faults.base import Pacing, has_body
 from chaosproxy.proxy_addons._internals import warmup
 from chaosproxy.proxy_addons.relay import HEADER as RELAY_HEADER
-from chaosproxy.proxy_addons.relay import Route
+from chaosproxy.proxy_addons.relay import Relay, Route
 
 if TYPE_CHECKING:
     import random
-
-    from chaosproxy.proxy_addons.chaos import ChaosAddon
+    import ssl
 
 logger = logging.getLogger("chaosproxy")
 
@@ -213,15 +212,31 @@ _STAMP_SPACE = socket.CMSG_SPACE(16) if hasattr(socket, "CMSG_SPACE") else 0
 _STAMP_TRUSTED = 30.0
 
 
+class WireHost(Protocol):
+    """What a :class:`FlowWire` reaches through besides its flow (the addon side provides it:
+    ``flowhost.FlowHost``)."""
+
+    @property
+    def relay(self) -> Relay: ...
+
+    def arrival(self, flow: http.HTTPFlow) -> float: ...
+
+    async def wait_for_client(self, client_id: str, timeout: float | None) -> bool | None: ...
+
+    def upstream_ssl_context(self) -> ssl.SSLContext: ...
+
+    def connection_handler(self, client_id: str) -> Any: ...
+
+
 class FlowWire:
     """One flow a rule fired for: the faults act on it through these methods."""
 
-    def __init__(self, addon: ChaosAddon, flow: http.HTTPFlow, decision: Decision) -> None:
-        self._addon = addon
+    def __init__(self, host: WireHost, flow: http.HTTPFlow, decision: Decision) -> None:
+        self._host = host
         self._flow = flow
         self.decision = decision
         self.rule = decision.name
-        self.arrival = addon.arrival(flow)
+        self.arrival = host.arrival(flow)
         self.retry_after = decision.retry_after
         self.ended = False
         self._rng: random.Random | None = None
@@ -282,13 +297,13 @@ class FlowWire:
             host=request.host,
             port=request.port,
             pacing=pacing,
-            ssl_context=self._addon.upstream_ssl_context() if tls else None,
+            ssl_context=self._host.upstream_ssl_context() if tls else None,
             sni=flow.server_conn.sni or request.host,
             rule=self.rule,
             on_wait=self._paced,
         )
-        port = await self._addon.relay.start()
-        self.relay_token = self._addon.relay.add(route)
+        port = await self._host.relay.start()
+        self.relay_token = self._host.relay.add(route)
         self._origin = (request.scheme, request.host, request.port, request.host_header)
         request.scheme, request.host, request.port = "http", "127.0.0.1", port
         request.host_header = self._origin[3]  # setting host rewrote it
@@ -311,7 +326,7 @@ class FlowWire:
 
     def forget_route(self) -> None:
         if self.relay_token is not None:
-            self._addon.relay.discard(self.relay_token)
+            self._host.relay.discard(self.relay_token)
 
     async def sleep_until(self, when: float) -> bool:
         delay = when - time.time()
@@ -342,7 +357,7 @@ class FlowWire:
     async def _wait(self, delay: float | None) -> bool | None:
         started = time.monotonic()
         try:
-            return await self._addon.wait_for_client(self._flow.client_conn.id, delay)
+            return await self._host.wait_for_client(self._flow.client_conn.id, delay)
         finally:
             self.added_latency += time.monotonic() - started
 
@@ -394,7 +409,7 @@ class FlowWire:
         self.outcome = self.outcome or "reset"
         flow = self._flow
         if not flow.request.http_version.startswith("HTTP/2"):
-            handler = self._addon.connection_handler(flow.client_conn.id)
+            handler = self._host.connection_handler(flow.client_conn.id)
             if handler is None or not reset_client(handler):
                 logger.warning("rule %s: could not reset the connection; closing it", self.rule)
                 self.outcome = "closed"

@@ -40,14 +40,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from chaosproxy.core.decisions import DecisionRecord, record_from_values, record_values
-from chaosproxy.core.engine import SimpleRequest
+from chaosproxy.core.engine import Decision, Engine, RequestView, SimpleRequest
 from chaosproxy.proxy_addons import launch
+from chaosproxy.proxy_addons.chaos import ChaosAddon
 
 logger = logging.getLogger("chaosproxy")
 
@@ -389,8 +390,7 @@ async def coordinate(
     await addon.running()
     if addon.control_error:
         await coordinator.stop()
-        if addon.control is not None:
-            addon.control.close()
+        addon.control.stop()
         raise StartupError(addon.control_error)
     on_ready()
     await stopping.wait()
@@ -469,43 +469,32 @@ class Link:
             self._pending.clear()
 
 
-def make_worker_addon(setup: WorkerSetup, link: Link) -> Any:
-    from chaosproxy.proxy_addons.chaos import _UNDECIDED, ChaosAddon, _large, frame_h2_body
+class CoordinatorDecider:
+    """A worker's :class:`~chaosproxy.proxy_addons.decider.Decider`: requests no rule of its
+    copy of the scenario could match pass at once (counted for the coordinator); the others
+    are decided by the coordinator's engine."""
 
-    class WorkerAddon(ChaosAddon):
-        """The ChaosAddon of a worker: decisions come from the coordinator."""
+    def __init__(self, engine: Engine, link: Link) -> None:
+        self.engine = engine
+        self.link = link
 
-        def requestheaders(self, flow: Any) -> None:
-            if self._data_since:
-                self.note_arrival(flow)
-            if flow.response or flow.error or not flow.live or not _large(flow.request, True):
-                return
-            if self.engine.could_match(self._view(flow), head_only=True):
-                return  # the body is read whole and the coordinator decides in `request`
-            link.note_passed()
-            self._early[flow.id] = None
-            flow.request.stream = True
+    def decide_early(self, view: RequestView) -> tuple[bool, Decision | None]:
+        if self.engine.could_match(view, head_only=True):
+            return False, None  # the body is read whole and the coordinator decides
+        self.link.note_passed()
+        return True, None
 
-        def request(self, flow: Any) -> Any:
-            early = self._early.pop(flow.id, _UNDECIDED)
-            if flow.response or flow.error or not flow.live:
-                return None
-            frame_h2_body(flow.request)
-            if early is not _UNDECIDED:
-                return self._inject(flow, early)
-            view = self._view(flow)
-            if not self.engine.could_match(view):
-                link.note_passed()
-                return None
-            return self._ask(flow, view)
+    def decide(self, view: Any, request: Any) -> Decision | None | Awaitable[Decision | None]:
+        if not self.engine.could_match(view):
+            self.link.note_passed()
+            return None
+        return self.link.decide(snapshot(view, request))
 
-        async def _ask(self, flow: Any, view: Any) -> None:
-            decision = await link.decide(snapshot(view, flow.request))
-            work = self._inject(flow, decision)
-            if work is not None:
-                await work
 
-    addon = WorkerAddon(setup.scenario, source=setup.source, seed=setup.seed)
+def make_worker_addon(setup: WorkerSetup, link: Link) -> ChaosAddon:
+    """The ChaosAddon of a worker: decisions come from the coordinator."""
+    addon = ChaosAddon(setup.scenario, source=setup.source, seed=setup.seed)
+    addon.decider = CoordinatorDecider(addon.engine, link)
     addon.engine.on_event = None  # the coordinator's engine tells the phases
     addon.summary_at_exit = False
     addon.decisions.subscribe(link.note_record)

@@ -111,10 +111,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         admin_token=token,
         admin_required=admin_required,
     )
-    addon.watch_path = source if args.watch else None
+    addon.watch.path = source if args.watch else None
     if args.decision_log:
         try:
-            addon.log_decisions_to(args.decision_log)
+            addon.recorder.log_to(args.decision_log)
         except OSError as exc:
             _fail(f"--decision-log: cannot write {args.decision_log}: {exc}")
     seed_from = (
@@ -298,7 +298,8 @@ def _header(text: str) -> tuple[str, str]:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from chaosproxy.control.server import TOKEN_ENV, explain_document, explain_request
+    from chaosproxy.control.documents import explain_document, explain_request
+    from chaosproxy.control.server import TOKEN_ENV
     from chaosproxy.core.engine import Engine
 
     body = args.data.encode() if args.data is not None else b""
@@ -319,11 +320,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if args.phase or args.seed is not None:
             _fail("--phase and --seed go with --scenario (a running proxy has its own)", EXIT_USAGE)
         token = args.admin_token or os.environ.get(TOKEN_ENV) or None
-        doc = _call_json(
-            _admin_base(args.admin),
-            "POST",
-            "/explain",
-            token,
+        doc = _ask(
+            _control(args.admin, token).explain,
             {
                 "method": request.method,
                 "url": args.url,
@@ -352,38 +350,24 @@ def cmd_explain(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- stats
 
 
-def _admin_base(text: str) -> str:
-    if "://" not in text:
-        text = f"http://{text}"
-    return text.rstrip("/")
+def _control(admin: str, token: str | None) -> Any:
+    """The control client of ``--admin`` (a ControlClient)."""
+    from chaosproxy.control.client import ControlClient
+
+    return ControlClient(admin, token)
 
 
-def _get_json(base: str, path: str, token: str | None) -> Any:
-    return _call_json(base, "GET", path, token)
+def _ask(call: Any, *args: Any) -> Any:
+    """Call the control API (a ControlClient method); exit with a clear message when it
+    cannot answer."""
+    from chaosproxy.control.client import ControlError, ControlUnreachable
 
-
-def _call_json(base: str, method: str, path: str, token: str | None, doc: Any = None) -> Any:
-    """Call the control API; exit with a clear message when it cannot answer."""
-    import requests
-
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        r = requests.request(method, f"{base}{path}", headers=headers, json=doc, timeout=5)
-    except requests.RequestException as exc:
-        reason = type(exc).__name__
-        if isinstance(exc, requests.ConnectionError):
-            reason = "nothing answers there"
-        _fail(
-            f"cannot reach the control API at {base} ({reason}): is `chaosproxy run` running? "
-            "give its address with --admin"
-        )
-    if r.status_code != 200:
-        try:
-            message = r.json().get("error", r.text)
-        except ValueError:
-            message = r.text.strip()
-        _fail(f"{base}{path} answered {r.status_code}: {message}")
-    return r.json()
+        return call(*args)
+    except ControlUnreachable as exc:
+        _fail(f"{exc}: is `chaosproxy run` running? give its address with --admin")
+    except ControlError as exc:
+        _fail(str(exc))
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -392,12 +376,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     from chaosproxy.control.server import TOKEN_ENV
 
-    base = _admin_base(args.admin)
-    token = args.admin_token or os.environ.get(TOKEN_ENV) or None
-    stats = _get_json(base, "/stats", token)
-    decisions = (
-        _get_json(base, f"/decisions?limit={args.decisions}", token) if args.decisions else []
-    )
+    client = _control(args.admin, args.admin_token or os.environ.get(TOKEN_ENV) or None)
+    stats = _ask(client.stats)
+    decisions = _ask(client.decisions, args.decisions) if args.decisions else []
     if args.json:
         print(json.dumps({"stats": stats, "decisions": decisions}, indent=2))
         return EXIT_OK

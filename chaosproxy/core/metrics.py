@@ -69,7 +69,7 @@ class Metrics:
 
     def render(self, state: Mapping[str, Any]) -> str:
         """The Prometheus text exposition; ``state`` is the engine's present (see
-        :func:`chaosproxy.control.server.metrics_state`): scenario, source, seed, phase,
+        :func:`chaosproxy.control.documents.metrics_state`): scenario, source, seed, phase,
         phases, paused, held."""
         out: list[str] = []
 

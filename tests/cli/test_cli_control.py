@@ -135,7 +135,7 @@ def test_the_default_admin_address_in_use_only_warns(upstream: UpstreamServer, c
             proxy.start()
         proxy.stop()
         quiet = ChaosProxy(upstream=upstream.url, admin=address)
-        quiet.addon.admin_required = False  # what `run` does for the default address
+        quiet.addon.control.required = False  # what `run` does for the default address
         with caplog.at_level(logging.WARNING, logger="chaosproxy"), quiet:
             assert quiet.admin_url is None
             assert status(f"{quiet.url}/echo") == 200

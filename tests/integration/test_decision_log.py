@@ -111,13 +111,13 @@ def test_paused_requests_are_recorded_untouched(make_proxy) -> None:
 def test_faulted_flows_are_marked_and_commented_with_the_outcome(make_proxy) -> None:
     proxy = make_proxy(rules({"name": "rst", "fault": {"type": "abort", "how": "reset"}}))
     seen = []
-    real = proxy.addon._record
+    real = proxy.addon.recorder.record
 
-    def spy(flow, wire):
-        real(flow, wire)
+    def spy(flow, wire, arrived, phase):
+        real(flow, wire, arrived, phase)
         seen.append((flow.marked, flow.comment, dict(flow.metadata["chaos"])))
 
-    proxy.addon._record = spy
+    proxy.addon.recorder.record = spy
     assert curl(f"{proxy.url}/x")[0] == 56
     wait_until(lambda: seen)
     marked, comment, meta = seen[0]

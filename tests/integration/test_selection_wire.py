@@ -6,7 +6,7 @@ import requests
 
 from chaosproxy.core.decisions import parse_retry_after, request_key
 from chaosproxy.core.engine import draw_for_key
-from chaosproxy.proxy_addons.chaos import STREAM_FROM
+from chaosproxy.proxy_addons.bodies import STREAM_FROM
 from tests.support import UpstreamServer, wait_until
 
 ERR = {"type": "error", "status": 503}

@@ -35,7 +35,7 @@ def census(proxy: ChaosProxy) -> dict[str, int]:
             "held": addon.held,
             "in_flight": addon.in_flight,
             "early": len(addon._early),
-            "waiters": len(addon._waiters),
+            "waiters": addon.host.waits.count,
             "relay": addon.relay.active,
         }
 

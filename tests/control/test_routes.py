@@ -1,0 +1,110 @@
+"""The control API's routes over a fake ControlTarget: no proxy, no sockets."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from chaosproxy.control.routes import Reply, Request, Routes
+from chaosproxy.core.decisions import DecisionLog
+from chaosproxy.core.engine import Engine
+from chaosproxy.core.metrics import Metrics
+from chaosproxy.core.scenario import PASSTHROUGH, Scenario, load_text
+
+
+class FakeTarget:
+    """The narrowest thing the routes accept (the addon is one)."""
+
+    def __init__(self) -> None:
+        self.engine = Engine(PASSTHROUGH, seed=1)
+        self.decisions = DecisionLog()
+        self.metrics = Metrics()
+        self.decisions.subscribe(self.metrics)
+        self.ready = threading.Event()
+        self.held = 0
+        self.applied: list[str | None] = []
+        self.resets = 0
+        self.rescheduled = 0
+
+    @property
+    def serving(self) -> bool:
+        return self.ready.is_set()
+
+    def apply(self, scenario: Scenario, source: str | None = None) -> None:
+        self.engine.apply(scenario, source)
+        self.applied.append(source)
+
+    def reset(self) -> None:
+        self.resets += 1
+
+    def reschedule(self) -> None:
+        self.rescheduled += 1
+
+
+def call(routes: Routes, method: str, path: str, body: str = "", **query: str) -> tuple[int, Any]:
+    reply: Reply = routes.dispatch(Request(method, path, dict(query), {}, body.encode()))
+    text = reply.body.decode()
+    return reply.status, json.loads(text) if reply.content_type == "application/json" else text
+
+
+def test_healthz_says_starting_until_the_target_serves() -> None:
+    target = FakeTarget()
+    routes = Routes(target)
+    assert call(routes, "GET", "/healthz") == (503, {"status": "starting"})
+    target.ready.set()
+    assert call(routes, "GET", "/healthz") == (200, {"status": "ok", "scenario": "passthrough"})
+
+
+def test_unknown_paths_and_methods_name_what_exists() -> None:
+    routes = Routes(FakeTarget())
+    status, body = call(routes, "GET", "/nope")
+    assert status == 404 and "/scenario" in body["endpoints"]
+    reply = routes.dispatch(Request("DELETE", "/scenario", {}, {}))
+    assert reply.status == 405 and reply.headers == {"allow": "GET, PUT"}
+
+
+def test_put_scenario_applies_through_the_target_and_refuses_a_bad_one() -> None:
+    target = FakeTarget()
+    routes = Routes(target)
+    status, body = call(routes, "PUT", "/scenario", "rules: [{fault: {type: error, status: 503}}]")
+    assert status == 200 and target.applied == ["PUT /scenario"] and body["name"] == "api"
+    status, body = call(routes, "PUT", "/scenario", "rules: [{fault: {type: error, status: 9}}]")
+    assert status == 400 and body["problems"][0].startswith("body:1:")
+    assert target.applied == ["PUT /scenario"]
+
+
+def test_phase_jumps_reschedule_the_target() -> None:
+    target = FakeTarget()
+    target.apply(
+        load_text(
+            "phases: [{name: a, duration: 1m, rules: []}, {name: b, duration: 1m, rules: []}]",
+            "p.yaml",
+        )
+    )
+    routes = Routes(target)
+    assert call(routes, "POST", "/scenario/phase", '{"phase": "b"}')[0] == 200
+    assert target.engine.phase == "b" and target.rescheduled == 1
+    status, body = call(routes, "POST", "/scenario/phase", '{"phase": "zz"}')
+    assert status == 400 and body["phases"] == ["a", "b"]
+
+
+def test_stats_and_reset_and_held() -> None:
+    target = FakeTarget()
+    target.held = 3
+    routes = Routes(target)
+    status, stats = call(routes, "GET", "/stats")
+    assert status == 200 and stats["held"] == 3 and stats["requests"] == 0
+    assert call(routes, "POST", "/reset")[0] == 200 and target.resets == 1
+
+
+def test_a_failing_handler_is_a_500_not_a_crash() -> None:
+    target = FakeTarget()
+    routes = Routes(target)
+
+    def broken(request: Request) -> Reply:
+        raise RuntimeError("boom")
+
+    routes.table["/stats"]["GET"] = broken
+    status, body = call(routes, "GET", "/stats")
+    assert status == 500 and body["error"] == "internal error: RuntimeError: boom"
