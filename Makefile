@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-py312 lint bench bench-profile soak schema sysdeps clean
+.PHONY: demo test test-py312 lint bench bench-profile soak schema sysdeps clean docs docs-serve
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,9 +51,16 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check chaosproxy proxy_addons demo_app tests bench
 	$(VENV)/bin/mypy
 
+## docs: build the manual (docs/, mkdocs.yml) into site/, failing on any warning;
+## docs-serve: serve it with live reload on http://127.0.0.1:8000/
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
+
 ## schema: regenerate scenarios/schema.json from the model
 schema: $(STAMP)
 	$(VENV)/bin/chaosproxy schema > scenarios/schema.json
 
 clean:
-	rm -rf $(VENV) .venv312 build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv312 build site *.egg-info .pytest_cache .mypy_cache .ruff_cache
