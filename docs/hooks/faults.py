@@ -181,7 +181,7 @@ def _default(value: Any) -> str:
 
 
 CAPABILITY_LABELS = {
-    "stages": "acts",
+    "stages": "acts in",
     "needs_body": "reads the whole answer",
     "streams_body": "streams the body",
     "passes_on": "sends the request on afterwards",
@@ -204,7 +204,8 @@ def capabilities(cls: type) -> list[str]:
         if isinstance(value, bool):
             items.append(f"{label}: {'yes' if value else 'no'}")
         elif isinstance(value, tuple | list):
-            items.append(f"{label}: " + ", ".join(f"`{v}`" for v in value))
+            chosen = " (chosen by `on`)" if len(value) > 1 else ""
+            items.append(f"{label}: " + " or ".join(f"`{v}`" for v in value) + chosen)
         else:
             items.append(f"{label}: `{value}`")
     return items
