@@ -44,7 +44,9 @@ def test_every_registered_type_has_its_section_with_every_parameter() -> None:
 def test_types_defaults_and_limits_come_from_the_models() -> None:
     text = hook().reference(DOCS)
     error = section(text, "error")
-    assert "| `status` | integer 100–599 | `500` |" in error
+    status = FAULT_TYPES["error"].model_json_schema()["properties"]["status"]
+    low, high = status["minimum"], status["maximum"]
+    assert f"| `status` | integer {low}–{high} | `{status['default']}` |" in error
     assert "| `on` | `request` \\| `response` | `request` |" in error
     assert "| `mode` | `truncate` \\| " in section(text, "malformed")
     assert "| required |" in section(text, "malformed")
