@@ -29,6 +29,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import logging
 import random
 import re
 import secrets
@@ -42,6 +43,7 @@ from urllib.parse import quote, urlencode
 
 from chaosproxy.core import regex
 from chaosproxy.core.decisions import IDEMPOTENCY_HEADER, request_key
+from chaosproxy.core.oncelog import CountedWarning
 from chaosproxy.core.scenario import PASSTHROUGH, Match, Phase, Rule, Scenario
 from chaosproxy.faults.base import Fault
 
@@ -175,6 +177,11 @@ def _json_lookup(doc: Any, dotted: str) -> tuple[bool, Any]:
 
 
 _NO_JSON = object()
+#: Request bodies nested too deeply to parse as JSON (their match.json rules do not match).
+UNREADABLE_BODIES = CountedWarning(
+    logging.getLogger("chaosproxy"),
+    "a request body is JSON nested too deeply to read; match.json rules do not match it",
+)
 
 
 class _Facts:
@@ -231,6 +238,9 @@ class _Facts:
                 self._doc = json.loads(self.text())
             except ValueError:
                 self._doc = _NO_JSON
+            except RecursionError:  # a hostile body: no match, one line a minute at most
+                self._doc = _NO_JSON
+                UNREADABLE_BODIES.note()
         return self._doc
 
 

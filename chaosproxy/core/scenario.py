@@ -79,6 +79,32 @@ Pattern = Annotated[
 ]
 
 
+_INDEX = re.compile(r"^-?[0-9]+$")
+
+
+def _json_path(value: str) -> str:
+    """A dotted path into a JSON body: keys, or array indexes written in ASCII digits."""
+    for part in value.split("."):
+        if not part:
+            raise ValueError(
+                f"JSON path {value!r} has an empty part: write keys separated by single dots, "
+                "e.g. items.0.id"
+            )
+        if not _INDEX.match(part) and part.lstrip("-").isdigit():
+            raise ValueError(
+                f"JSON path {value!r}: {part!r} is not an index: array indexes are ASCII "
+                "digits (0-9)"
+            )
+    return value
+
+
+JsonPath = Annotated[
+    str,
+    AfterValidator(_json_path),
+    WithJsonSchema({"type": "string", "pattern": "^[^.]+(\\.[^.]+)*$"}),
+]
+
+
 def _method(value: object) -> object:
     if isinstance(value, str):
         if not _METHOD.match(value):
@@ -138,7 +164,7 @@ class Match(_Model):
         default_factory=dict, description="query parameter -> glob on its value"
     )
     body: Pattern | None = Field(None, description="glob on the request body as text")
-    json_: dict[str, Pattern] = Field(
+    json_: dict[JsonPath, Pattern] = Field(
         default_factory=dict,
         alias="json",
         description="dotted path into a JSON request body -> glob on the value's text",

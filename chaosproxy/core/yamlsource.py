@@ -59,6 +59,26 @@ class _Loader(
         yaml.composer.Composer.__init__(self)
         yaml.constructor.SafeConstructor.__init__(self)
         _Resolver.__init__(self)
+        self.depth = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        # PyYAML composes recursively: past a few hundred levels it would raise
+        # RecursionError, so refuse anything deeper than a scenario can be.
+        self.depth += 1
+        try:
+            if self.depth > _MAX_DEPTH:
+                raise _TooDeep(self.peek_event().start_mark)
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self.depth -= 1
+
+
+class _TooDeep(Exception):
+    def __init__(self, mark: Any) -> None:
+        self.mark = mark
+
+
+_DEEP = f"too deeply nested (more than {_MAX_DEPTH} levels)"
 
 
 @dataclass(frozen=True)
@@ -183,6 +203,10 @@ class _Builder:
     def scalar(self, node: ScalarNode, path: Path, text: bool) -> Any:
         raw = node.value
         tag = node.tag
+        digits = _too_long(raw)
+        if digits and not (text and tag == _PLAIN) and tag != _T + "str":
+            self.problem(node, path, _long_number(digits))
+            return None
         if tag == _PLAIN:
             value = _resolve_plain(raw)
             if text and value is not None and not isinstance(value, str):
@@ -283,6 +307,11 @@ def parse(text: str) -> Document:
         char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
         message = f"character {char} is not allowed in YAML (a control character)"
         raise YamlSourceError([Problem("syntax", message, line, col)]) from None
+    except _TooDeep as deep:
+        mark = deep.mark
+        raise YamlSourceError(
+            [Problem("scenario", _DEEP, mark.line + 1, mark.column + 1)]
+        ) from None
     except yaml.MarkedYAMLError as exc:
         return _json_fallback(text, exc)
     except yaml.YAMLError as exc:
@@ -314,9 +343,15 @@ def _json_fallback(text: str, exc: yaml.MarkedYAMLError) -> Document:
     stripped = text.lstrip()
     if stripped.startswith(("{", "[")):
         try:
-            return Document(json.loads(text))
+            data = json.loads(text, parse_int=_json_int)
+        except RecursionError:
+            raise YamlSourceError([Problem("scenario", _DEEP)]) from None
         except ValueError:
             pass
+        else:
+            doc = Document(data)
+            doc.data = _long_numbers(data, (), doc)
+            return doc
     mark = exc.problem_mark or exc.context_mark
     message = exc.problem or "invalid YAML"
     if exc.context:
@@ -324,3 +359,56 @@ def _json_fallback(text: str, exc: yaml.MarkedYAMLError) -> Document:
     line = mark.line + 1 if mark else None
     col = mark.column + 1 if mark else None
     raise YamlSourceError([Problem("syntax", message, line, col)]) from None
+
+
+#: Integers longer than this are refused: no scenario value needs them, and Python refuses
+#: to convert more than 4300 digits (a ValueError deep inside the parser).
+_MAX_DIGITS = 100
+
+
+def _too_long(raw: str) -> int:
+    """The number of digits of ``raw`` when it is an integer too long to take, else 0."""
+    if len(raw) <= _MAX_DIGITS or not (_INT.match(raw) or _OCT.match(raw) or _HEX.match(raw)):
+        return 0
+    return len(raw.lstrip("+-"))
+
+
+def _long_number(digits: int) -> str:
+    return f"a number of {digits} digits is too long (at most {_MAX_DIGITS})"
+
+
+class _LongInt:
+    """Stands for an integer too long to convert, until it is reported with its path."""
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+
+def _json_int(raw: str) -> Any:
+    digits = _too_long(raw)
+    return _LongInt(digits) if digits else int(raw)
+
+
+def _long_numbers(data: Any, path: Path, doc: Document) -> Any:
+    """Replace each too-long integer of JSON data by None, reporting it at its path."""
+    stack: list[tuple[Any, Path]] = [(data, path)]
+    if isinstance(data, _LongInt):
+        doc.problems.append((path, Problem(format_path(path), _long_number(data.digits))))
+        return None
+    while stack:
+        node, where = stack.pop()
+        items = (
+            node.items()
+            if isinstance(node, dict)
+            else enumerate(node)
+            if isinstance(node, list)
+            else ()
+        )
+        for key, value in items:
+            here = (*where, key)
+            if isinstance(value, _LongInt):
+                doc.problems.append((here, Problem(format_path(here), _long_number(value.digits))))
+                node[key] = None
+            elif isinstance(value, dict | list):
+                stack.append((value, here))
+    return data

@@ -5,6 +5,7 @@ Each refusal is a located error, ``PATH:LINE:COL: field.path: message``.
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -200,3 +201,111 @@ def test_ordinary_header_names_and_values_load() -> None:
         "X-Ok": "true",
         "X_Odd.Name~": "a\tb, 'c'; d=é",
     }
+
+
+# --------------------------------------------------------------------------- 7: deep, huge
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "rules: " + "[" * 500 + "]" * 500 + "\n",
+        "rules: " + "{a: " * 500 + "1" + "}" * 500 + "\n",
+        "rules:\n" + "".join("  " * i + "- \n" for i in range(1, 500)),
+        "x: &a " + "[" * 5000 + "]" * 5000 + "\n",
+    ],
+    ids=["flow-lists", "flow-maps", "block-lists", "deeper"],
+)
+def test_yaml_nested_hundreds_of_levels_is_a_located_error(text: str) -> None:
+    lines = problems(text)
+    assert len(lines) == 1 and re.match(r"^s\.yaml:\d+:\d+: ", lines[0]), lines
+    assert "scenario: too deeply nested (more than 64 levels)" in lines[0], lines
+
+
+def test_json_nested_hundreds_of_levels_is_a_located_error_too() -> None:
+    # tabs make it JSON that YAML refuses, so the JSON fallback reads it
+    lines = problems('{\t"rules": ' + "[" * 5000 + "]" * 5000 + "}")
+    assert "too deeply nested" in lines[0], lines
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("seed: " + "9" * 5000 + "\n", "s.yaml:1:7: seed: a number of 5000 digits is too long"),
+        (
+            "rules:\n  - fault: {type: error, status: " + "5" * 5000 + "}\n",
+            "s.yaml:2:34: rules[0].fault.status: a number of 5000 digits is too long",
+        ),
+        ('{\t"seed": ' + "1" * 5000 + "}", "s.yaml: seed: a number of 5000 digits is too long"),
+    ],
+)
+def test_a_5000_digit_integer_is_a_located_error(text: str, expected: str) -> None:
+    refused(text, expected)
+
+
+@pytest.mark.parametrize(
+    ("dotted", "why"),
+    [
+        ("items.²", "'²' is not an index: array indexes are ASCII digits"),
+        ("items.٣", "'٣' is not an index: array indexes are ASCII digits"),
+        ("a..b", "an empty part"),
+        (".a", "an empty part"),
+        ("a.", "an empty part"),
+        ("", "an empty part"),
+    ],
+)
+def test_match_json_paths_that_could_never_be_looked_up_are_refused(dotted: str, why: str) -> None:
+    text = f'rules:\n  - match: {{json: {{"{dotted}": x}}}}\n    fault: {{type: error}}\n'
+    lines = problems(text)
+    assert lines[0].startswith("s.yaml:2:") and "rules[0].match.json" in lines[0], lines
+    assert f"JSON path {dotted!r}" in lines[0] and why in lines[0], lines
+
+
+def test_match_json_paths_with_indexes_load() -> None:
+    scenario = sc.load_text(
+        "rules:\n  - match: {json: {items.0.id: '7', items.-1.id: '9', a_b.c-d: x}}\n"
+        "    fault: {type: error}\n"
+    )
+    assert set(scenario.rules[0].match.json_) == {"items.0.id", "items.-1.id", "a_b.c-d"}
+
+
+def test_a_body_nested_100000_levels_does_not_match_and_logs_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from chaosproxy.core import engine as engine_mod
+
+    scenario = sc.load_text("rules:\n  - match: {json: {a: x}}\n    fault: {type: error}\n")
+    engine = Engine(scenario, seed=1)
+    deep = ("[" * 100_000 + "]" * 100_000).encode()
+    before = engine_mod.UNREADABLE_BODIES.count
+    with caplog.at_level("WARNING", logger="chaosproxy"):
+        for _ in range(50):
+            assert engine.decide(SimpleRequest("POST", "h", "/x", content=deep)) is None
+        ok = SimpleRequest("POST", "h", "/x", content=b'{"a": "x"}')
+        assert engine.decide(ok) is not None
+    assert engine_mod.UNREADABLE_BODIES.count - before == 50
+    lines = [r for r in caplog.records if "nested too deeply" in r.getMessage()]
+    assert len(lines) <= 1, [r.getMessage() for r in lines]  # one line, not one per request
+    assert not any(r.exc_info for r in caplog.records)  # and no traceback
+
+
+def test_a_counted_warning_logs_at_most_once_per_interval_with_the_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from chaosproxy.core.oncelog import CountedWarning
+
+    now = [100.0]
+    warning = CountedWarning(logging.getLogger("chaosproxy"), "odd body", 60, lambda: now[0])
+    with caplog.at_level("WARNING", logger="chaosproxy"):
+        for _ in range(130):  # one a second for 130 s
+            warning.note()
+            now[0] += 1
+    lines = [r.getMessage() for r in caplog.records]
+    assert warning.count == 130
+    assert lines == [
+        "odd body (1 time since the last such line, 1 in all; logged at most every 60s)",
+        "odd body (60 times since the last such line, 61 in all; logged at most every 60s)",
+        "odd body (60 times since the last such line, 121 in all; logged at most every 60s)",
+    ]

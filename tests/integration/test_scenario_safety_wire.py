@@ -168,3 +168,32 @@ def test_scenario_values_never_add_a_header_on_the_wire(make_proxy) -> None:
     assert answer.status_code == 503
     assert answer.headers["X-Chaos-Rule"] == "slow: 50% of /x"
     assert answer.headers["Retry-After"] == "2" and answer.headers["X-Note"] == "a\tb"
+
+
+# --------------------------------------------------------------------------- 7: deep, huge
+
+
+def test_deep_or_huge_scenarios_get_a_400_and_deep_bodies_no_traceback(
+    make_proxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    rules = [{"match": {"json": {"a": "x"}}, "fault": {"type": "error", "status": 503}}]
+    proxy = make_proxy({"seed": 1, "rules": rules}, admin=True)
+    put = f"{proxy.admin_url}/scenario"
+    for body, message in [
+        ("rules: " + "[" * 500 + "]" * 500, "too deeply nested"),
+        ("seed: " + "9" * 5000 + "\nrules: []", "seed: a number of 5000 digits is too long"),
+        ('{"rules": [{"match": {"json": {"items.²": "x"}}, "fault": {"type": "error"}}]}',
+         "is not an index"),
+    ]:  # fmt: skip
+        answer = requests.put(put, data=body, timeout=10)
+        assert answer.status_code == 400, answer.text
+        assert message in answer.json()["problems"][0]
+    deep = "[" * 100_000 + "]" * 100_000
+    with caplog.at_level("INFO"):
+        for _ in range(20):
+            answer = requests.post(f"{proxy.url}/echo", data=deep, timeout=10)
+            assert answer.status_code == 200  # no match: passed through
+        hit = requests.post(f"{proxy.url}/echo", json={"a": "x"}, timeout=10)
+        assert hit.status_code == 503  # the rule still works for readable bodies
+    assert not any(r.exc_info for r in caplog.records)
+    assert sum("nested too deeply" in r.getMessage() for r in caplog.records) <= 1
