@@ -74,6 +74,12 @@ class Traffic:
             self._ticker.join(timeout=2)
         self._ticker = None
 
+    def reset_counts(self) -> None:
+        """Zero the sent and skipped counts (the dashboard's "Reset counters")."""
+        with self._lock:
+            self.sent = 0
+            self.skipped = 0
+
     def state(self) -> dict[str, Any]:
         with self._lock:
             busy = self._busy

@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
 
 from chaosproxy.demo_app.state import DemoState
+from chaosproxy.demo_app.weather import clear_transitions
 
 bp = Blueprint("demo", __name__)
 
@@ -141,10 +142,12 @@ def traffic() -> ResponseReturnValue:
 
 @bp.post("/reset")
 def reset() -> ResponseReturnValue:
-    """Zero the counters and close the breaker (the cache is kept)."""
+    """Zero the counters, close the breaker and forget its transitions (the cache is kept)."""
     state = _state()
     state.metrics.reset()
     state.client.breaker.close()
+    clear_transitions(state.client.breaker)  # after close(): its own transition goes too
+    state.traffic.reset_counts()
     return jsonify(state.breaker_status())
 
 

@@ -209,6 +209,9 @@ class TransitionLog(pybreaker.CircuitBreakerListener):
             return
         self.entries.append({"time": time.time(), "from": old, "to": new_state.name})
 
+    def clear(self) -> None:
+        self.entries.clear()
+
 
 def make_breaker(fail_max: int = 5, reset_timeout: float = 10.0) -> ConcurrentBreaker:
     """The breaker around the upstream: a 4xx (CityNotFound) does not count as a failure."""
@@ -226,6 +229,12 @@ def transitions(breaker: pybreaker.CircuitBreaker) -> list[dict[str, Any]]:
         if isinstance(listener, TransitionLog):
             return list(listener.entries)
     return []
+
+
+def clear_transitions(breaker: pybreaker.CircuitBreaker) -> None:
+    for listener in breaker.listeners:
+        if isinstance(listener, TransitionLog):
+            listener.clear()
 
 
 @dataclass

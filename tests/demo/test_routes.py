@@ -267,8 +267,16 @@ def test_reset_closes_the_breaker_and_zeroes_counters(
     for _ in range(2):
         client.get("/weather/berlin")
     assert demo(app).client.breaker.current_state == "open"
-    assert client.post("/reset", json={}).get_json()["state"] == "closed"
+    assert client.get("/status").get_json()["breaker"]["transitions"]
+    traffic = demo(app).traffic
+    traffic.sent, traffic.skipped = 12, 3  # as the ticker counts them
+    answer = client.post("/reset", json={}).get_json()
+    assert answer["state"] == "closed"
+    assert answer["transitions"] == []  # not even the open -> closed of the reset itself
     assert demo(app).metrics.totals["error"] == 0
+    status = client.get("/status").get_json()
+    assert status["breaker"]["transitions"] == []
+    assert (status["traffic"]["sent"], status["traffic"]["skipped"]) == (0, 0)
 
 
 def test_config_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -294,9 +302,19 @@ def test_dashboard_is_served_whole_by_the_app(client: FlaskClient) -> None:
         answer = client.get(asset)
         assert answer.status_code == 200, asset
         answer.close()
-    for path in static.iterdir():
-        text = path.read_text()
+    served = [p for p in static.rglob("*") if p.suffix in (".js", ".css", ".html", ".svg")]
+    assert static / "vendor" / "chart.umd.min.js" in served
+    for path in served:
+        # a vendored file names its home page in its licence header only
+        text = re.sub(r"/\*!.*?\*/", "", path.read_text(), flags=re.S)
         assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", text), (
             f"{path.name} reaches out"
         )
         assert "@import" not in text and "@font-face" not in text
+
+
+def test_the_vendored_chart_library_ships_with_its_licences() -> None:
+    vendor = Path(__file__).parents[2] / "demo_app" / "dashboard" / "static" / "vendor"
+    assert (vendor / "chart.umd.min.js").read_text().startswith("/*!\n * Chart.js v4.")
+    for licence in ("chart.js-LICENSE.md", "kurkle-color-LICENSE.md"):
+        assert "MIT License" in (vendor / licence).read_text()

@@ -1,19 +1,29 @@
-// chaosproxy demo dashboard: polls /status twice a second and draws it. No libraries.
+// chaosproxy demo dashboard: polls /status twice a second and shows it. The charts are
+// Chart.js (vendored in static/vendor/, with its licence): it sizes the canvas to the
+// device pixel ratio and picks round axis ticks.
 "use strict";
 
 const POLL_MS = 500;
+// a breaker is half-open only for its trial call (milliseconds): the label holds that
+// state this long so a room can see it
+const HOLD_MS = 2000;
 const OUTCOMES = [
   ["ok", "ok", "--ok"],
   ["ok_retry", "ok after retry", "--retry"],
   ["fallback", "fallback (cache)", "--fallback"],
   ["error", "error", "--error"],
 ];
+const STATE_COLOR = { open: "--open", "half-open": "--half", closed: "--ok" };
 const $ = (id) => document.getElementById(id);
 const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
 
 let lastStatus = null;
 let scenariosLoaded = false;
 let pending = false;
+let charts = null;
+// transitions already seen (by time), and the half-open state the label holds
+let seenUpTo = null;
+let heldUntil = 0;
 
 async function api(method, path, body) {
   const init = { method, headers: {} };
@@ -31,32 +41,66 @@ function fmtTime(epoch) {
   return new Date(epoch * 1000).toLocaleTimeString([], { hour12: false });
 }
 
+// ------------------------------------------------------------------ breaker
+
+function noteTransitions(list) {
+  // on the first status, the history is old news: hold nothing from it
+  const newest = list.length ? list[list.length - 1].time : 0;
+  if (seenUpTo === null) { seenUpTo = newest; return; }
+  for (const t of list) {
+    if (t.time > seenUpTo && t.to === "half-open") heldUntil = Date.now() + HOLD_MS;
+  }
+  if (!list.length || newest < seenUpTo) seenUpTo = newest;  // after a reset
+  else seenUpTo = Math.max(seenUpTo, newest);
+}
+
 function renderBreaker(b) {
+  noteTransitions(b.transitions);
+  const holding = Date.now() < heldUntil && b.state !== "half-open";
+  const shown = holding ? "half-open" : b.state;
   const el = $("breaker-state");
-  el.textContent = b.state;
-  el.className = "breaker " + b.state;
-  el.dataset.state = b.state;
+  el.textContent = shown;
+  el.className = "breaker " + shown;
+  el.dataset.state = shown;
+  el.dataset.actual = b.state;
+  const held = $("breaker-held");
+  held.hidden = !holding;
+  held.textContent = holding ? `trial call made, now ${b.state}` : "";
   $("fail-counter").textContent = b.fail_counter;
   $("fail-max").textContent = b.fail_max;
   $("reset-timeout").textContent = b.reset_timeout;
   $("breaker-disabled").hidden = b.enabled;
   const log = $("transitions");
-  const items = b.transitions.slice().reverse().slice(0, 30);
-  const key = items.map((t) => t.time).join(",");
+  const numbered = b.transitions.map((t, i) => [i + 1, t]).reverse();
+  const key = b.transitions.map((t) => t.time).join(",");
   if (log.dataset.key !== key) {
     log.dataset.key = key;
-    log.replaceChildren(...items.map((t) => {
+    log.replaceChildren(...numbered.map(([n, t]) => {
       const li = document.createElement("li");
-      li.textContent = `${fmtTime(t.time)}  ${t.from || "–"} → ${t.to}`;
+      const num = document.createElement("span");
+      num.className = "n";
+      num.textContent = n;
+      const time = document.createElement("time");
+      time.textContent = fmtTime(t.time);
+      const change = document.createElement("span");
+      change.className = "change";
+      const to = document.createElement("span");
+      to.className = "to-" + t.to;
+      to.textContent = t.to;
+      change.append(`${t.from || "–"} → `, to);
+      li.append(num, time, change);
       return li;
     }));
   }
 }
 
+// ------------------------------------------------------------------ proxy and controls
+
 function renderProxy(p) {
   $("proxy-scenario").textContent = p.scenario || (p.reachable ? "(none)" : "–");
   $("proxy-phase").textContent = p.phase || "–";
   $("proxy-description").textContent = p.description || "";
+  $("proxy-description").title = p.description || "";
   $("proxy-error").hidden = p.reachable;
   $("proxy-error").textContent = p.reachable ? "" : (p.error || "control API unreachable");
   renderPhases(p);
@@ -108,74 +152,169 @@ function renderControls(s) {
                  : "no timeouts: a hanging upstream hangs the app");
 }
 
-function drawOutcomes(series) {
-  const canvas = $("outcomes");
-  const ctx = canvas.getContext("2d");
-  const w = canvas.width, h = canvas.height, pad = 28;
-  ctx.clearRect(0, 0, w, h);
-  const totals = series.map((p) => OUTCOMES.reduce((n, [k]) => n + (p[k] || 0), 0));
-  const max = Math.max(5, ...totals);
-  axes(ctx, w, h, pad, max, "");
-  const bw = (w - pad - 4) / series.length;
-  series.forEach((p, i) => {
-    let y = h - pad;
-    for (const [key, , color] of OUTCOMES) {
-      const v = p[key] || 0;
-      if (!v) continue;
-      const bh = (v / max) * (h - 2 * pad);
-      ctx.fillStyle = css(color);
-      ctx.fillRect(pad + 2 + i * bw, y - bh, Math.max(1, bw - 2), bh);
-      y -= bh;
+// ------------------------------------------------------------------ charts
+
+// Vertical markers at the breaker's transitions (half-open labelled), drawn over both
+// charts at the same place in time. Each chart keeps what it drew in chart.$markers.
+const transitionMarkers = {
+  id: "transitionMarkers",
+  afterDatasetsDraw(chart) {
+    const markers = [];
+    chart.$markers = markers;
+    const series = chart.$series;
+    if (!lastStatus || !series || !series.length) return;
+    const { left, right, top, bottom } = chart.chartArea;
+    const start = series[0].t;
+    const span = series.length;
+    const ctx = chart.ctx;
+    // half-open last, so it is drawn on top of the transition that ends it
+    const list = lastStatus.breaker.transitions.slice().sort(
+      (a, b) => (a.to === "half-open") - (b.to === "half-open"));
+    ctx.save();
+    const drawn = [];
+    for (const t of list) {
+      const offset = t.time - start;
+      if (offset < 0 || offset > span + 1) continue;
+      const x = Math.min(right - 1, left + (offset / span) * (right - left));
+      const half = t.to === "half-open";
+      ctx.strokeStyle = css(STATE_COLOR[t.to] || "--dim");
+      ctx.lineWidth = half ? 3 : 2;
+      ctx.setLineDash(half ? [] : [6, 4]);
+      ctx.beginPath();
+      ctx.moveTo(x, top);
+      ctx.lineTo(x, bottom);
+      ctx.stroke();
+      drawn.push([t, x]);
+      markers.push({ to: t.to, x: Math.round(x), time: t.time });
     }
+    // then a flag on each half-open line, and a label where it does not overlap the last
+    ctx.font = `bold ${Chart.defaults.font.size}px ${Chart.defaults.font.family}`;
+    ctx.textBaseline = "top";
+    ctx.textAlign = "left";
+    const pad = 3;
+    const flags = drawn.filter(([t]) => t.to === "half-open").map(([, x]) => x);
+    flags.sort((a, b) => a - b);
+    ctx.fillStyle = css("--half");
+    for (const x of flags) {
+      ctx.beginPath();
+      ctx.moveTo(x - 7, top);
+      ctx.lineTo(x + 7, top);
+      ctx.lineTo(x, top + 10);
+      ctx.fill();
+    }
+    let labelledUpTo = -Infinity;
+    for (const x of flags) {
+      const label = "half-open";
+      const width = ctx.measureText(label).width + 2 * pad;
+      const from = x + 8 + width > right ? x - 8 - width : x + 8;
+      if (from < labelledUpTo + 4) continue;
+      ctx.fillStyle = css("--card");
+      ctx.fillRect(from, top + 12, width, Chart.defaults.font.size + 2 * pad);
+      ctx.fillStyle = css("--half");
+      ctx.fillText(label, from + pad, top + 12 + pad);
+      labelledUpTo = from + width;
+    }
+    ctx.restore();
+  },
+};
+
+function secondsAgoLabel(series) {
+  return (value, index) => {
+    const ago = series.length - index;
+    if (ago === 1) return "now";
+    return ago % 10 === 0 ? `−${ago} s` : null;
+  };
+}
+
+function makeCharts() {
+  Chart.defaults.color = css("--dim");
+  Chart.defaults.borderColor = css("--line");
+  Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
+  Chart.defaults.font.size = Math.round(parseFloat(getComputedStyle(document.body).fontSize) * 0.87);
+  const common = {
+    animation: false,
+    responsive: true,
+    maintainAspectRatio: false,
+    interaction: { mode: "index", intersect: false },
+    plugins: {
+      legend: { position: "top", align: "end", labels: { boxWidth: 12, boxHeight: 12, padding: 10 } },
+      tooltip: { enabled: true },
+    },
+  };
+  const xAxis = {
+    offset: true,
+    grid: { display: false },
+    ticks: { autoSkip: false, maxRotation: 0 },
+  };
+  const outcomes = new Chart($("outcomes"), {
+    type: "bar",
+    data: {
+      labels: [],
+      datasets: OUTCOMES.map(([key, label, color]) => ({
+        key, label, data: [], backgroundColor: css(color), borderWidth: 0,
+        barPercentage: 0.9, categoryPercentage: 1,
+      })),
+    },
+    options: {
+      ...common,
+      scales: {
+        x: { ...xAxis, stacked: true },
+        y: {
+          stacked: true, beginAtZero: true, suggestedMax: 5,
+          ticks: { precision: 0, maxTicksLimit: 6 },
+          title: { display: true, text: "requests / s" },
+        },
+      },
+    },
+    plugins: [transitionMarkers],
   });
+  const latency = new Chart($("latency"), {
+    type: "line",
+    data: {
+      labels: [],
+      datasets: [
+        ["p95_ms", "p95", "--error"],
+        ["p50_ms", "p50", "--ok"],
+      ].map(([key, label, color]) => ({
+        key, label, data: [], borderColor: css(color), backgroundColor: css(color),
+        borderWidth: 2, pointRadius: 0, spanGaps: false, tension: 0,
+      })),
+    },
+    options: {
+      ...common,
+      scales: {
+        x: { ...xAxis },
+        y: {
+          beginAtZero: true, suggestedMax: 50,
+          ticks: { maxTicksLimit: 6, callback: (v) => `${v} ms` },
+        },
+      },
+    },
+    plugins: [transitionMarkers],
+  });
+  return { outcomes, latency };
 }
 
-function drawLatency(series) {
-  const canvas = $("latency");
-  const ctx = canvas.getContext("2d");
-  const w = canvas.width, h = canvas.height, pad = 28;
-  ctx.clearRect(0, 0, w, h);
-  const values = series.flatMap((p) => [p.p50_ms, p.p95_ms]).filter((v) => v != null);
-  const max = Math.max(50, ...values) * 1.1;
-  axes(ctx, w, h, pad, max, " ms");
-  const step = (w - pad - 4) / series.length;
-  for (const [key, color] of [["p95_ms", "--error"], ["p50_ms", "--ok"]]) {
-    ctx.strokeStyle = css(color);
-    ctx.lineWidth = 2;
-    ctx.beginPath();
-    let drawing = false;
-    series.forEach((p, i) => {
-      const v = p[key];
-      if (v == null) { drawing = false; return; }
-      const x = pad + 2 + i * step + step / 2, y = h - pad - (v / max) * (h - 2 * pad);
-      if (drawing) ctx.lineTo(x, y); else ctx.moveTo(x, y);
-      drawing = true;
-    });
-    ctx.stroke();
+function renderCharts(series) {
+  if (!charts) charts = makeCharts();
+  const labels = series.map((p) => p.t);
+  for (const chart of [charts.outcomes, charts.latency]) {
+    chart.$series = series;
+    chart.data.labels = labels;
+    chart.options.scales.x.ticks.callback = secondsAgoLabel(series);
+    for (const ds of chart.data.datasets) ds.data = series.map((p) => p[ds.key] ?? null);
+    chart.update("none");
   }
 }
 
-function axes(ctx, w, h, pad, max, unit) {
-  ctx.strokeStyle = css("--line");
-  ctx.fillStyle = css("--dim");
-  ctx.font = "12px system-ui, sans-serif";
-  ctx.lineWidth = 1;
-  for (const frac of [0, 0.5, 1]) {
-    const y = h - pad - frac * (h - 2 * pad);
-    ctx.beginPath(); ctx.moveTo(pad, y); ctx.lineTo(w, y); ctx.stroke();
-    ctx.fillText(Math.round(frac * max) + unit, 2, y - 3);
-  }
-  ctx.fillText("60 s ago", pad, h - 8);
-  ctx.fillText("now", w - 30, h - 8);
-}
+// ------------------------------------------------------------------ polling
 
 function render(s) {
   lastStatus = s;
   renderBreaker(s.breaker);
   renderProxy(s.proxy);
   renderControls(s);
-  drawOutcomes(s.series);
-  drawLatency(s.series);
+  renderCharts(s.series);
   $("p50").textContent = s.latency.p50_ms ?? "–";
   $("p95").textContent = s.latency.p95_ms ?? "–";
   $("totals").textContent = "totals: " +
@@ -184,18 +323,19 @@ function render(s) {
   if (!scenariosLoaded && s.proxy.reachable) loadScenarios();
 }
 
+function connection(live) {
+  $("connection").textContent = live ? "live" : "app unreachable";
+  $("connection").className = live ? "pill live" : "pill down";
+}
+
 async function poll() {
   if (pending) return;
   pending = true;
   try {
-    const r = await api("GET", "/status");
-    if (!r.ok) throw new Error("status " + r.status);
-    render(r.data);
-    $("connection").textContent = "live";
-    $("connection").className = "pill live";
-  } catch (e) {
-    $("connection").textContent = "app unreachable";
-    $("connection").className = "pill down";
+    let r = null;
+    try { r = await api("GET", "/status"); } catch (e) { /* the app is down: said below */ }
+    connection(r !== null && r.ok);
+    if (r !== null && r.ok) render(r.data);  // a bug here reaches the console, not the pill
   } finally {
     pending = false;
   }
@@ -217,17 +357,7 @@ async function loadScenarios() {
   if (lastStatus && lastStatus.proxy.scenario) picker.value = lastStatus.proxy.scenario;
 }
 
-function legend(id, entries) {
-  $(id).replaceChildren(...entries.flatMap(([label, color]) => {
-    const dot = document.createElement("i");
-    dot.style.background = css(color);
-    return [dot, document.createTextNode(label)];
-  }));
-}
-
 function setup() {
-  legend("legend", OUTCOMES.map(([, label, color]) => [label, color]));
-  legend("latency-legend", [["p50", "--ok"], ["p95", "--error"]]);
   $("scenario-picker").addEventListener("change", () => {
     $("scenario-picker").dataset.touched = "1";
   });
@@ -260,9 +390,16 @@ function setup() {
       poll();
     });
   }
-  $("reset").addEventListener("click", async () => { await api("POST", "/reset", {}); poll(); });
+  $("reset").addEventListener("click", async () => {
+    await api("POST", "/reset", {});
+    heldUntil = 0;
+    poll();
+  });
   poll();
   setInterval(poll, POLL_MS);
 }
+
+// for the browser test and a curious presenter's console
+window.dashboard = { charts: () => charts, HOLD_MS };
 
 document.addEventListener("DOMContentLoaded", setup);
