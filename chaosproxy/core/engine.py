@@ -1012,8 +1012,11 @@ class Engine:
         return trial
 
     def explain(self, req: RequestView) -> list[Verdict]:
-        """What each rule of the active phase would do with ``req`` next; changes nothing."""
+        """What each rule of the active phase would do with ``req`` next. The timeline and
+        ttl first move on to now, as :meth:`tick` would; then the rules are tried as a dry
+        run, which changes no counter, attempt or rate window."""
         with self._lock:
+            events = self._advance(self._clock()) if self._expires or self._timeline else ()
             states = self._phases[self._phase_index][1]
             facts = _Facts(req)
             verdicts: list[Verdict] = []
@@ -1022,7 +1025,9 @@ class Engine:
                 verdicts.append(self._verdict(state, facts, winner))
                 if verdicts[-1].fires:
                     winner = state.name
-            return verdicts
+        for event in events:
+            self._emit(event)
+        return verdicts
 
     def _verdict(self, state: RuleState, facts: _Facts, winner: str | None) -> Verdict:
         rule = state.rule

@@ -281,6 +281,17 @@ def test_phases_follow_the_clock_from_start() -> None:
     ]
 
 
+def test_explain_moves_the_timeline_on_as_tick_would_then_answers_for_that_phase() -> None:
+    events: list[Event] = []
+    engine, clock = storm(False, events)
+    assert [v.rule for v in engine.explain(req())] == []  # calm: no rules
+    clock.now = 1015
+    [verdict] = engine.explain(req())
+    assert (verdict.rule, verdict.phase, verdict.fires) == ("down", "outage", True)
+    assert engine.phase == "outage" and events[-1].message == "phase outage begins"
+    assert engine.decide(req()).name == "down"
+
+
 def test_looping_restarts_counters_in_each_phase() -> None:
     engine, clock = storm(True)
     clock.now = 1015

@@ -84,12 +84,41 @@ def requests(draw: st.DrawFn) -> tuple[SimpleRequest, float, bool]:
     return req, elapsed, paused
 
 
-@settings(
+SETTINGS = settings(
     derandomize=True,
-    max_examples=150,
+    max_examples=80,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+def named(rule_list: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [dict(rule, name=f"r{i}") for i, rule in enumerate(rule_list)]
+
+
+def agree(
+    engine: Engine, clock: FakeClock, sequence: list[tuple[SimpleRequest, float, bool]]
+) -> None:
+    """Ask explain (twice) then decide for each request; they must agree."""
+    for req, elapsed, paused in sequence:
+        clock.now += elapsed
+        if paused:
+            engine.pause()
+        else:
+            engine.resume()
+        verdicts = engine.explain(req)
+        stats = engine.stats()
+        firing = [v.rule for v in verdicts if v.fires]
+        assert len(firing) <= 1
+        assert engine.explain(req) == verdicts  # explain is a dry run: asking again agrees
+        assert engine.stats() == stats
+        decision = engine.decide(req)
+        assert (decision.name if decision else None) == (firing[0] if firing else None)
+        if decision is not None:
+            assert decision.phase == verdicts[0].phase
+
+
+@SETTINGS
 @given(
     rule_list=st.lists(rules(), min_size=1, max_size=4),
     seed=st.integers(0, 2**31 - 1),
@@ -98,20 +127,40 @@ def requests(draw: st.DrawFn) -> tuple[SimpleRequest, float, bool]:
 def test_explain_says_a_rule_fires_exactly_when_decide_picks_it(
     rule_list: list[dict[str, Any]], seed: int, sequence: list[tuple[SimpleRequest, float, bool]]
 ) -> None:
-    named = [dict(rule, name=f"r{i}") for i, rule in enumerate(rule_list)]
     clock = FakeClock()
-    engine = Engine(load_data({"seed": seed, "rules": named}), clock=clock)
-    for req, elapsed, paused in sequence:
-        clock.now += elapsed
-        if paused:
-            engine.pause()
-        else:
-            engine.resume()
-        stats = engine.stats()
-        verdicts = engine.explain(req)
-        firing = [v.rule for v in verdicts if v.fires]
-        assert len(firing) <= 1
-        assert engine.explain(req) == verdicts  # explain is a dry run: asking again agrees
-        assert engine.stats() == stats
-        decision = engine.decide(req)
-        assert (decision.name if decision else None) == (firing[0] if firing else None)
+    engine = Engine(load_data({"seed": seed, "rules": named(rule_list)}), clock=clock)
+    agree(engine, clock, sequence)
+
+
+@st.composite
+def timelines(draw: st.DrawFn) -> dict[str, Any]:
+    count = draw(st.integers(1, 3))
+    loop = draw(st.booleans())
+    phases = []
+    for i in range(count):
+        phase: dict[str, Any] = {
+            "name": f"p{i}",
+            "rules": named(draw(st.lists(rules(), max_size=3))),
+        }
+        if i < count - 1 or loop or draw(st.booleans()):
+            phase["duration"] = draw(st.sampled_from(["1s", "2s", "3s"]))
+        phases.append(phase)
+    doc: dict[str, Any] = {"phases": phases, "loop": loop}
+    if draw(st.integers(0, 3)) == 0:
+        doc["ttl"] = draw(st.sampled_from(["4s", "8s"]))
+    return doc
+
+
+@SETTINGS
+@given(
+    timeline=timelines(),
+    seed=st.integers(0, 2**31 - 1),
+    sequence=st.lists(requests(), min_size=1, max_size=20),
+)
+def test_with_phases_and_a_ttl_explain_and_decide_see_the_same_phase(
+    timeline: dict[str, Any], seed: int, sequence: list[tuple[SimpleRequest, float, bool]]
+) -> None:
+    clock = FakeClock()
+    engine = Engine(load_data({"seed": seed, **timeline}), clock=clock)
+    engine.start()
+    agree(engine, clock, sequence)
