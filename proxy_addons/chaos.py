@@ -197,6 +197,8 @@ class ChaosAddon:
     async def _finish(self, flow: http.HTTPFlow, wire: FlowWire) -> None:
         try:
             await wire.run(Stage.RESPONSE)
+            if self.engine.scenario.annotate and flow.response is not None:
+                flow.response.headers[ANNOTATION_HEADER] = wire.rule  # also on a new answer
         finally:
             self._wires.pop(flow.id, None)
             # recorded here even when a fault killed the flow: mitmproxy runs no error hook

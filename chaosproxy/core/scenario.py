@@ -33,7 +33,14 @@ from chaosproxy.core.regex import RegexError, compile_re2
 from chaosproxy.core.yamlsource import Document, Problem, format_path
 from chaosproxy.core.yamlsource import Path as DocPath
 from chaosproxy.faults import FAULT_TYPES, Fault
-from chaosproxy.faults.base import Duration, HeaderName, Range, Stage, check_header_name
+from chaosproxy.faults.base import (
+    Duration,
+    HeaderName,
+    PositiveDuration,
+    Range,
+    Stage,
+    check_header_name,
+)
 
 SCHEMA_URL = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_LINE = "# yaml-language-server: $schema=schema.json"
@@ -292,7 +299,7 @@ class Scenario(_Model):
     description: str = ""
     seed: int | None = Field(None, description="same seed, same decisions")
     annotate: bool = Field(False, description="add X-Chaos-Rule to answers a rule touched")
-    ttl: Duration | None = Field(None, description="revert to passthrough after this long")
+    ttl: PositiveDuration | None = Field(None, description="revert to passthrough after this long")
     rules: tuple[Rule, ...] = ()
     phases: tuple[Phase, ...] = ()
     loop: bool = Field(False, description="after the last phase: start over (true) or stay")

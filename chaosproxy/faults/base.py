@@ -284,6 +284,30 @@ Duration = Annotated[
     AfterValidator(_at_most_a_week),
     _json_number_or(units.DURATION_PATTERN, "a duration: 250ms, 1.5s, 2m, 1h, or seconds"),
 ]
+
+
+def _above_zero(value: float) -> float:
+    if value <= 0:
+        raise ValueError("must be above 0 (leave it out for none)")
+    return value
+
+
+#: A duration that must be above 0 (``ttl``: 0 would mean nothing sensible).
+PositiveDuration = Annotated[
+    float,
+    BeforeValidator(units.parse_duration),
+    AfterValidator(_at_most_a_week),
+    AfterValidator(_above_zero),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": units.DURATION_PATTERN},
+            ],
+            "description": "a duration above 0: 250ms, 1.5s, 2m, 1h, or seconds",
+        }
+    ),
+]
 Size = Annotated[
     int,
     BeforeValidator(units.parse_size),

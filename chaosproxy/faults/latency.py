@@ -136,6 +136,12 @@ class Latency(Fault):
             raise ValueError("give either delay (with optional jitter) or distribution")
         if self.distribution is not None and self.jitter:
             raise ValueError("jitter goes with delay; a distribution has its own spread")
+        if self.delay is not None and self.jitter > self.delay:
+            raise ValueError(
+                f"jitter ({format_duration(self.jitter)}) is larger than delay "
+                f"({format_duration(self.delay)}): draws below zero would all become 0; "
+                "make jitter at most the delay, or use a distribution"
+            )
         upper = self.distribution.upper_bound() if self.distribution else self.delay or 0.0
         check_delay(upper + self.jitter, "delay", self.allow_long)
         return self

@@ -309,3 +309,36 @@ def test_a_counted_warning_logs_at_most_once_per_interval_with_the_count(
         "odd body (60 times since the last such line, 61 in all; logged at most every 60s)",
         "odd body (60 times since the last such line, 121 in all; logged at most every 60s)",
     ]
+
+
+# --------------------------------------------------------------------------- 10: ttl, jitter
+
+
+@pytest.mark.parametrize("ttl", ["0", "0s", "0ms", "-1"])
+def test_a_ttl_of_zero_is_refused(ttl: str) -> None:
+    lines = problems(f"ttl: {ttl}\nrules: []\n")
+    assert lines[0].startswith("s.yaml:1:6: ttl: "), lines
+    assert "must be above 0" in lines[0] or "must be a finite number >= 0" in lines[0], lines
+
+
+def test_a_ttl_above_zero_loads() -> None:
+    assert sc.load_text("ttl: 1ms\nrules: []\n").ttl == 0.001
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        (
+            "{type: latency, delay: 100ms, jitter: 150ms}",
+            "jitter (150ms) is larger than delay (100ms)",
+        ),
+        ("{type: latency, delay: 0, jitter: 1ms}", "jitter (1ms) is larger than delay (0ms)"),
+    ],
+)
+def test_jitter_larger_than_delay_is_refused(fault: str, message: str) -> None:
+    refused(f"rules:\n  - fault: {fault}\n", f"s.yaml:2:12: rules[0].fault: {message}")
+
+
+def test_jitter_equal_to_delay_loads() -> None:
+    fault = sc.load_text("rules: [{fault: {type: latency, delay: 100ms, jitter: 100ms}}]").rules[0]
+    assert fault.fault[0].jitter == 0.1

@@ -197,3 +197,26 @@ def test_deep_or_huge_scenarios_get_a_400_and_deep_bodies_no_traceback(
         assert hit.status_code == 503  # the rule still works for readable bodies
     assert not any(r.exc_info for r in caplog.records)
     assert sum("nested too deeply" in r.getMessage() for r in caplog.records) <= 1
+
+
+# --------------------------------------------------------------------------- 10: annotate
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"type": "error", "status": 502, "on": "response"},
+        {"type": "error", "status": 204, "on": "response"},
+        [
+            {"type": "latency", "delay": "10ms", "on": "response"},
+            {"type": "error", "on": "response"},
+        ],
+        {"type": "error", "status": 503},
+        {"type": "latency", "delay": "10ms", "on": "response"},
+    ],
+    ids=["error-on-response", "204-on-response", "list-on-response", "error", "latency"],
+)
+def test_annotate_names_the_rule_on_every_answer_it_touched(make_proxy, fault) -> None:
+    proxy = make_proxy({"seed": 1, "annotate": True, "rules": [{"name": "r1", "fault": fault}]})
+    answers = [requests.get(f"{proxy.url}/echo/{i}", timeout=10) for i in range(3)]
+    assert [a.headers.get("X-Chaos-Rule") for a in answers] == ["r1"] * 3
