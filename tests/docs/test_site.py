@@ -50,3 +50,10 @@ def test_the_faults_page_lists_every_registered_type(site: Path) -> None:
     assert "faults:reference" not in html
     for name in FAULT_TYPES:
         assert f'<h2 id="{name}">' in html, name
+
+
+def test_the_workshop_page_shows_both_screenshots(site: Path) -> None:
+    html = (site / "workshop" / "index.html").read_text(encoding="utf-8")
+    for size in ("1280x720", "1920x1080"):
+        assert f"assets/screenshots/dashboard-{size}.png" in html
+        assert (site / "assets" / "screenshots" / f"dashboard-{size}.png").stat().st_size > 0
