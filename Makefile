@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-py312 lint bench bench-profile soak schema sysdeps clean docs docs-serve
+.PHONY: demo test test-unit test-wire test-e2e test-py312 lint bench bench-profile soak schema sysdeps clean docs docs-serve
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ sysdeps:
 ## test: create the virtualenv if needed, install, run the whole suite
 test: $(STAMP) sysdeps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## test-unit / test-wire / test-e2e: one tier (tests/conftest.py); unit takes seconds
+test-unit test-wire: $(STAMP)
+	$(PY) -m pytest -m $(@:test-%=%) $(PYTEST_ARGS)
+test-e2e: $(STAMP) sysdeps
+	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
 
 ## test-py312: the same suite on Python 3.12 (mitmproxy 12.x) in .venv312
 PY312 ?= $(shell command -v python3.12 || ls $$HOME/.pyenv/versions/3.12*/bin/python 2>/dev/null | tail -1)

@@ -64,6 +64,7 @@ def test_percentile_nearest_rank() -> None:
     assert load.percentile([3.0], 99) == 3.0
 
 
+@pytest.mark.wire
 def test_asyncio_generator_against_the_python_upstream() -> None:
     with Upstream(free_port(), free_port(), nginx=False) as up:
         assert up.kind == "python" and up.hop_url is None
@@ -165,6 +166,7 @@ def test_judge_wants_clean_runs_and_the_faster_toxy() -> None:
     assert verdicts["RSS grows < 30 MB over 50000 requests"]["met"] is False
 
 
+@pytest.mark.e2e
 def test_quick_run_end_to_end(tmp_path: Path) -> None:
     """A tiny real run: chaosproxy and mitmdump through the upstream, 100 ms injected, held
     connections, RSS."""
@@ -247,6 +249,7 @@ def test_profile_summary_groups_samples_by_origin() -> None:
     assert summarize("") == "no samples"
 
 
+@pytest.mark.e2e
 def test_wait_healthy_waits_for_200_and_reports_a_process_that_died() -> None:
     import http.server
     import threading
@@ -286,6 +289,7 @@ def _listening_inodes(port: int) -> set[str]:
     return inodes
 
 
+@pytest.mark.e2e
 def test_chaosproxy_target_with_workers_returns_once_every_worker_listens() -> None:
     """The port opens with the first worker; a load that starts then would keep all its
     kept-alive connections on that one worker."""

@@ -32,6 +32,7 @@ def test_the_schema_is_a_valid_json_schema() -> None:
     jsonschema.Draft202012Validator.check_schema(SCHEMA)
 
 
+@pytest.mark.wire
 @pytest.mark.parametrize("city", ["berlin", "paris", "tokyo", "lima", "oslo", "nairobi"])
 def test_the_fake_upstream_answers_match_the_schema_on_the_wire(
     fake_upstream: str, city: str

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import requests
 
 from chaosproxy.demo_app.upstream import create_upstream
@@ -28,6 +29,7 @@ def test_unknown_city_is_a_json_404() -> None:
     assert answer.get_json()["error"] == "unknown city"
 
 
+@pytest.mark.e2e
 def test_runs_as_a_quiet_fast_process() -> None:
     port = free_port()
     proc = subprocess.Popen(

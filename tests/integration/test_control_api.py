@@ -255,6 +255,7 @@ def test_ttl_reverts_to_passthrough(make_proxy) -> None:
     assert requests.get(f"{proxy.url}/x").status_code == 200
 
 
+@pytest.mark.e2e
 def test_explain_against_the_running_proxy_sees_its_counters(make_proxy) -> None:
     proxy = make_proxy(
         {"seed": 2, "rules": [{"name": "second", "every": 2, "fault": {"type": "error"}}]},

@@ -192,6 +192,7 @@ class Interceptor:
         self.flows.append(flow)
 
 
+@pytest.mark.wire
 def test_an_intercepted_flow_waits_until_resumed(upstream: UpstreamServer) -> None:
     with ChaosProxy(upstream=upstream.url) as proxy:
         interceptor = Interceptor()
@@ -215,6 +216,7 @@ class BrokenResponse:
         raise RuntimeError("addon bug")
 
 
+@pytest.mark.wire
 def test_a_failing_addon_does_not_break_the_request_or_the_decision_log(
     upstream: UpstreamServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -311,6 +313,7 @@ def _pipelined(url_port: int, paths: list[str]) -> list[bytes]:
     return re.findall(rb"HTTP/1\.1 \d{3}", data)
 
 
+@pytest.mark.wire
 def test_pipelined_requests_are_each_answered(upstream: UpstreamServer) -> None:
     """The second request is parsed while the first one's answer goes out; its hooks run
     only once the upstream connection's layer has finished with the first answer."""
@@ -321,6 +324,7 @@ def test_pipelined_requests_are_each_answered(upstream: UpstreamServer) -> None:
     assert [path for _, path, *_ in upstream.received[before:]] == ["/json"] * 3
 
 
+@pytest.mark.wire
 def test_a_delayed_request_and_the_one_pipelined_behind_it(upstream: UpstreamServer) -> None:
     scenario = {
         "rules": [{"match": {"path": "/slow"}, "fault": {"type": "latency", "delay": "200ms"}}]

@@ -61,6 +61,7 @@ class Outcomes:
             thread.join(timeout)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_stops_the_proxy_cleanly_and_frees_its_ports(
     upstream: UpstreamServer, tmp_path: Path, sig: signal.Signals
