@@ -1,0 +1,270 @@
+"""``chaosproxy run``: the proxy, reverse (--upstream) or forward (--forward)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from chaosproxy.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, fail, load, version_text
+from chaosproxy.core import scenario as scenario_mod
+from chaosproxy.proxy_addons import launch, logs
+
+
+def _host_port(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = default_host, text
+    host = host.strip("[]") or default_host
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:8080)")
+    return host, int(port)
+
+
+def _workers(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 64:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers from 1 to 64")
+    return int(text)
+
+
+def add_parser(sub: Any) -> None:
+    run = sub.add_parser(
+        "run",
+        help="run the proxy",
+        description="Run the chaos proxy: reverse (--upstream) or forward (--forward).",
+    )
+    run.add_argument(
+        "--upstream",
+        action="append",
+        default=[],
+        metavar="URL|NAME=URL@PORT",
+        help="reverse-proxy to URL on --listen; repeat as NAME=URL@PORT for more upstreams",
+    )
+    run.add_argument(
+        "--forward",
+        action="store_true",
+        help="forward proxy for clients that honour HTTP_PROXY/HTTPS_PROXY",
+    )
+    run.add_argument("--scenario", metavar="PATH|NAME", help="scenario file or shipped name")
+    run.add_argument(
+        "--listen",
+        type=_host_port,
+        default=("127.0.0.1", 8080),
+        metavar="HOST:PORT",
+        help="where the proxy listens (default 127.0.0.1:8080)",
+    )
+    run.add_argument("--seed", type=int, help="seed for random decisions (overrides the file's)")
+    run.add_argument(
+        "--insecure", action="store_true", help="do not verify upstream TLS certificates"
+    )
+    run.add_argument(
+        "--confdir",
+        metavar="DIR",
+        help="mitmproxy's directory for its CA (default ~/.mitmproxy)",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="log lines as text (default) or JSON",
+    )
+    run.add_argument(
+        "--admin",
+        metavar="HOST:PORT|off",
+        help="control API address (default 127.0.0.1:8475; if that is taken the proxy "
+        "runs without it); off: none",
+    )
+    run.add_argument(
+        "--admin-token",
+        metavar="T",
+        help="require 'Authorization: Bearer T' on the control API (needed beyond "
+        "loopback; default $CHAOSPROXY_ADMIN_TOKEN)",
+    )
+    run.add_argument(
+        "--watch",
+        action="store_true",
+        help="apply the scenario file again whenever it changes (a broken edit is logged "
+        "and the running scenario kept)",
+    )
+    run.add_argument(
+        "--decision-log",
+        metavar="PATH",
+        help="append one JSON line per request (rule, fault, outcome) to PATH",
+    )
+    run.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="N proxy processes sharing the port (SO_REUSEPORT), one shared engine (default 1)",
+    )
+    run.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    run.set_defaults(func=command)
+
+
+def command(args: argparse.Namespace) -> int:
+    from chaosproxy.proxy_addons.chaos import ChaosAddon
+    from chaosproxy.proxy_addons.runner import ProxySettings, StartupError, Upstream, serve, stop
+
+    try:
+        upstreams = [Upstream.parse(u) for u in args.upstream]
+    except ValueError as exc:
+        fail(f"--upstream: {exc}", EXIT_USAGE)
+    unnamed = [u for u in upstreams if u.name is None]
+    if len(unnamed) > 1 or (unnamed and args.forward):
+        fail("--upstream URL listens on --listen; give others as NAME=URL@PORT", EXIT_USAGE)
+    if not upstreams and not args.forward:
+        fail(
+            "give --upstream URL (reverse proxy) or --forward (for HTTP_PROXY clients)", EXIT_USAGE
+        )
+    listen_host, listen_port = args.listen
+    if args.scenario:
+        scenario, path = load(args.scenario)
+        source: str | None = str(path)
+    else:
+        scenario, source = scenario_mod.PASSTHROUGH, None
+    settings = ProxySettings(
+        upstreams=upstreams,
+        forward=args.forward,
+        listen_host=listen_host,
+        listen_port=listen_port,
+        insecure=args.insecure,
+        confdir=args.confdir,
+    )
+    admin, admin_required, token = _admin_settings(args)
+    if args.watch and source is None:
+        fail("--watch needs --scenario PATH: the file to watch", EXIT_USAGE)
+    logs.configure(args.log_format, quiet=args.quiet)
+    addon = ChaosAddon(
+        scenario,
+        source=source,
+        seed=args.seed,
+        admin=admin,
+        admin_token=token,
+        admin_required=admin_required,
+    )
+    addon.watch.path = source if args.watch else None
+    if args.decision_log:
+        try:
+            addon.recorder.log_to(args.decision_log)
+        except OSError as exc:
+            fail(f"--decision-log: cannot write {args.decision_log}: {exc}")
+    seed_from = (
+        "--seed"
+        if args.seed is not None
+        else "the scenario"
+        if scenario.seed is not None
+        else "chosen at random; replay with --seed"
+    )
+
+    log = logging.getLogger("chaosproxy")
+
+    def ready(m: Any) -> None:
+        launch.settle_heap()  # before the line that tells scripts the proxy is ready
+        where = source or "no scenario: passing everything through"
+        control = f"control API {addon.admin_url}" if addon.admin_url else "no control API"
+        log.info(
+            "%s | %s | scenario %s (%s) | seed %d (%s) | %s%s",
+            version_text(),
+            settings.describe(),
+            scenario.label,
+            where,
+            addon.engine.seed,
+            seed_from,
+            control,
+            f" | watching {source}" if args.watch else "",
+        )
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        masters: list[Any] = []
+        stopping: list[asyncio.Task[None]] = []
+        signalled: list[int] = []
+
+        def begin_stop() -> None:
+            if masters:
+                stopping.append(asyncio.ensure_future(stop(masters[0])))
+
+        def on_signal(signum: int, frame: object) -> None:
+            # A plain handler, not loop.add_signal_handler: it runs even when a task keeps
+            # the event loop from ever getting back to its callbacks.
+            if signalled or loop.is_closed():  # a second Ctrl-C: leave now
+                os._exit(130)
+            signalled.append(signum)
+            loop.call_soon_threadsafe(begin_stop)
+            _stop_deadline(loop)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, on_signal)
+        await serve(addon, settings, on_ready=ready, on_master=masters.append)
+
+    if args.workers > 1:
+        from chaosproxy.proxy_addons.workers import coordinate
+
+        def run_workers() -> Any:
+            return coordinate(
+                addon, settings, args.workers, args.log_format, args.quiet, lambda: ready(None)
+            )
+
+        entry = run_workers
+    else:
+        entry = main
+    try:
+        asyncio.run(entry())
+    except StartupError as exc:
+        fail(f"cannot start the proxy: {exc}")
+    return EXIT_OK
+
+
+#: How long a signalled proxy may take to stop before it is ended regardless.
+STOP_DEADLINE = 1.0
+
+
+def _stop_deadline(loop: asyncio.AbstractEventLoop, hard: float = 5.0) -> None:
+    """Exit the process if the event loop stops answering after a stop signal: after
+    STOP_DEADLINE with no answer, or after ``hard`` seconds in all (a watchdog thread)."""
+
+    def watch() -> None:
+        started = time.monotonic()
+        time.sleep(STOP_DEADLINE / 2)
+        while time.monotonic() - started < hard:
+            alive = threading.Event()
+            try:
+                loop.call_soon_threadsafe(alive.set)
+            except RuntimeError:  # the loop is closed: the process is on its way out
+                return
+            if not alive.wait(STOP_DEADLINE / 2):
+                break
+            time.sleep(0.05)
+        sys.stderr.write(
+            f"chaosproxy: did not stop within {STOP_DEADLINE:g}s of the signal (the event "
+            "loop is not answering); exiting now\n"
+        )
+        sys.stderr.flush()
+        os._exit(EXIT_FAIL)
+
+    threading.Thread(target=watch, name="chaosproxy-stop-deadline", daemon=True).start()
+
+
+def _admin_settings(args: argparse.Namespace) -> tuple[tuple[str, int] | None, bool, str | None]:
+    """(address or None, whether failing to bind it is fatal, token) from --admin and
+    --admin-token (or $CHAOSPROXY_ADMIN_TOKEN). The default address only warns when it is
+    taken (another chaosproxy may hold it); an explicit one that cannot be served stops."""
+    from chaosproxy.control.server import DEFAULT_ADMIN, TOKEN_ENV, check_admin, parse_admin
+
+    token = args.admin_token or os.environ.get(TOKEN_ENV) or None
+    if args.admin is None:
+        return DEFAULT_ADMIN, False, token
+    try:
+        admin = parse_admin(args.admin)
+        if admin is not None:
+            check_admin(admin[0], token)
+    except ValueError as exc:
+        fail(f"--admin: {exc}", EXIT_USAGE)
+    return admin, True, token
