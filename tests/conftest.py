@@ -59,8 +59,13 @@ TIERS: dict[str, str] = {
     "tests/test_architecture.py": "unit",
 }
 
-#: folders or files whose tests are all slow (more than ~10 s each); or mark a test `slow`
-SLOW: set[str] = set()
+#: slow tests (more than ~30 s each on a loaded 2-core machine): folders, files or node ids
+SLOW: set[str] = {
+    "tests/plugin",  # each runs a pytest session with proxies in a subprocess
+    "tests/reliability/test_soak.py",
+    "tests/demo/test_browser.py",
+    "tests/test_bench.py::test_quick_run_end_to_end",
+}
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,7 +107,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 )
                 continue
             item.add_marker(tier)
-        if _closest(dict.fromkeys(SLOW, True), path):
+        if any(item.nodeid == s or item.nodeid.startswith((s + "/", s + "::")) for s in SLOW):
             item.add_marker("slow")
     if problems:
         raise pytest.UsageError("test tiers:\n  " + "\n  ".join(problems))
@@ -156,15 +161,21 @@ class _InProcessOnly:
             return f"starts a subprocess ({str(args)[:120]})"
 
         def net(verb: str) -> Callable[..., str | None]:
-            def check(sock: socket.socket, address: Any, *a: Any) -> str | None:
-                if sock.family in (socket.AF_INET, socket.AF_INET6):
-                    return f"{verb} a network socket ({address!r})"
-                return None
+            def check(sock: socket.socket, *args: Any) -> str | None:
+                if sock.family not in (socket.AF_INET, socket.AF_INET6):
+                    return None
+                where = args[0] if verb == "connects" else sock.getsockname()
+                return f"{verb} a network socket ({where!r})"
 
             return check
 
         self._wrap(subprocess.Popen, "__init__", popen)
-        for name, verb in (("connect", "connects"), ("connect_ex", "connects"), ("bind", "binds")):
+        # binding alone (picking a free port) stays in process; listening or connecting not
+        for name, verb in (
+            ("connect", "connects"),
+            ("connect_ex", "connects"),
+            ("listen", "listens on"),
+        ):
             self._wrap(socket.socket, name, net(verb))
         return self
 

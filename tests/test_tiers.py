@@ -58,7 +58,12 @@ import pytest
 def test_pure():
     assert sorted([2, 1]) == [1, 2]
 
-def test_binds():
+def test_listens():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+
+def test_picks_a_free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
 
@@ -70,17 +75,17 @@ def test_a_unix_socket_pair_is_in_process():
     a.close(); b.close()
 
 @pytest.mark.wire
-def test_marked_wire_may_bind():
+def test_marked_wire_may_connect():
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.connect_ex(("127.0.0.1", 9))
 """,
     )
     result = run(project)
-    result.assert_outcomes(passed=3, failed=2)
+    result.assert_outcomes(passed=4, failed=2)
     result.stdout.fnmatch_lines(
         [
-            "*_ test_binds _*",
-            "marked unit, but it binds a network socket (*): mark it wire or e2e (see tests/conftest.py)",
+            "*_ test_listens _*",
+            "marked unit, but it listens on a network socket (*): mark it wire or e2e (see*",
             "*_ test_starts_a_process _*",
             "marked unit, but it starts a subprocess (*python*): mark it wire or e2e*",
         ]
@@ -105,7 +110,7 @@ def test_a_test_without_a_tier_or_with_two_stops_the_collection(project: pytest.
     )
 
 
-def test_each_tier_selects_its_tests_and_dash_m_unit_skips_files_without_one(
+def test_each_tier_and_slow_select_their_tests_and_dash_m_unit_skips_files_without_one(
     project: pytest.Pytester,
 ) -> None:
     write(project, "tests/core/test_u.py", "def test_u():\n    pass\n")
@@ -124,8 +129,13 @@ def test_each_tier_selects_its_tests_and_dash_m_unit_skips_files_without_one(
         "tests/integration/test_w.py::test_u_among_wire",
     ]
     write(project, "tests/integration/test_boom.py", "def test_boom():\n    pass\n")
+    write(project, "tests/plugin/test_p.py", "def test_p():\n    pass\n")
     result = run(project, "--collect-only", "-q", "-m", "wire")
     assert sorted(line for line in result.stdout.lines if "::" in line) == [
         "tests/integration/test_boom.py::test_boom",
         "tests/integration/test_w.py::test_w",
+    ]
+    result = run(project, "--collect-only", "-q", "-m", "slow")  # tests/plugin is slow
+    assert [line for line in result.stdout.lines if "::" in line] == [
+        "tests/plugin/test_p.py::test_p"
     ]

@@ -171,6 +171,7 @@ def _answers_within(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
+@pytest.mark.e2e
 def test_sigterm_stops_the_proxy_within_a_second_even_when_the_event_loop_hangs(
     upstream: UpstreamServer,
 ) -> None:
