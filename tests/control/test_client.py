@@ -83,6 +83,7 @@ def test_nothing_listening_is_unreachable_with_a_reason() -> None:
     )
 
 
+@pytest.mark.unit
 def test_admin_base_takes_host_port_or_a_url() -> None:
     assert admin_base("127.0.0.1:8475") == "http://127.0.0.1:8475"
     assert admin_base("https://proxy:1/") == "https://proxy:1"
