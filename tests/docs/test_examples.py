@@ -167,6 +167,7 @@ def test_console_sessions_print_what_the_page_shows(session: Session, tmp_path: 
 def test_the_manual_has_runnable_sessions() -> None:
     commands = {s.command.split()[1] for s in console_sessions()}
     assert commands == {"validate", "explain"}
+    assert any(s.block.page == README for s in console_sessions())
 
 
 # --------------------------------------------------------------------------- quickstart
