@@ -56,6 +56,7 @@ soak: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check chaosproxy proxy_addons demo_app tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-logo
 
 ## docs: build the manual (docs/, mkdocs.yml) into site/, failing on any warning;
 ## docs-serve: serve it with live reload on http://127.0.0.1:8000/
