@@ -54,6 +54,7 @@ def page_id(page: Path) -> str:
 # --------------------------------------------------------------------------- python files
 
 
+@pytest.mark.unit
 def test_the_pages_keep_their_examples() -> None:
     """The examples that were the README's run somewhere, and the README has its own test."""
     files = {page_id(p): set(named_files(p)) for p in python_pages()}
@@ -62,6 +63,7 @@ def test_the_pages_keep_their_examples() -> None:
     assert "test_tour.py" in files["README.md"]
 
 
+@pytest.mark.slow  # each runs a pytest session with proxies in a subprocess
 @pytest.mark.parametrize("page", python_pages(), ids=page_id)
 def test_python_examples_run(page: Path, pytester: pytest.Pytester) -> None:
     files = {n: text for n, text in named_files(page).items() if n.endswith(".py")}
@@ -120,6 +122,7 @@ def scenario_blocks() -> list[Block]:
     return found
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("block", scenario_blocks(), ids=str)
 def test_yaml_examples_load(block: Block, tmp_path: Path) -> None:
     lines = [ln for ln in block.text.split("\n") if ln.strip() and not ln.startswith("#")]
@@ -164,6 +167,7 @@ def test_console_sessions_print_what_the_page_shows(session: Session, tmp_path: 
     assert problem is None, f"{session.block}: $ {session.command}\n{problem}"
 
 
+@pytest.mark.unit
 def test_the_manual_has_runnable_sessions() -> None:
     commands = {s.command.split()[1] for s in console_sessions()}
     assert commands == {"validate", "explain"}

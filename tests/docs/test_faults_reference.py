@@ -14,6 +14,8 @@ import pytest
 from chaosproxy.faults.base import FAULT_TYPES, Fault, Wire
 from tests.docs.examples import DOCS
 
+pytestmark = pytest.mark.unit  # the hook, called in process
+
 
 def hook() -> ModuleType:
     spec = importlib.util.spec_from_file_location("docs_hooks_faults", DOCS / "hooks" / "faults.py")

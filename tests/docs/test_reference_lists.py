@@ -24,6 +24,7 @@ def keys(model: type) -> list[str]:
     return [info.alias or name for name, info in model.model_fields.items()]  # type: ignore[attr-defined]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("model", "where"),
     [
@@ -41,17 +42,20 @@ def test_every_key_is_documented(model: type, where: str) -> None:
     assert not missing, f"docs/{where} does not name {missing}"
 
 
+@pytest.mark.unit
 def test_the_rule_keys_sentence_lists_them_all() -> None:
     sentence = re.search(r"A rule's keys are (.*?)\.", page("scenarios.md"), re.S)
     assert sentence
     assert re.findall(r"`(\w+)`", sentence.group(1)) == keys(scenario.Rule)
 
 
+@pytest.mark.unit
 def test_every_outcome_is_documented() -> None:
     text = page("control-api.md")
     assert [o for o in OUTCOMES if f"`{o}`" not in text] == []
 
 
+@pytest.mark.unit
 def test_every_metric_is_documented() -> None:
     source = (ROOT / "chaosproxy" / "core" / "metrics.py").read_text(encoding="utf-8")
     families = re.findall(r'family\(\s*"(chaosproxy_\w+)"', source)
@@ -73,6 +77,7 @@ def test_every_subcommand_is_in_the_commands_table() -> None:
     assert [c for c in commands if f"| `chaosproxy {c}" not in table] == []
 
 
+@pytest.mark.unit
 def test_every_shipped_scenario_is_in_the_table() -> None:
     shipped = sorted(p.stem for p in (ROOT / "scenarios").glob("*.yaml"))
     table = page("scenarios.md").split("## Shipped scenarios", 1)[1]
