@@ -1,7 +1,10 @@
 """The mitmproxy side of chaosproxy, installed as ``chaosproxy.proxy_addons``.
 
-The addon (``chaos``: thin hooks that ask the engine and let the faults act), the flow
-wiring (``wire``), the loopback relay that paces throttled bodies (``relay``), the
+The addon (``chaos``: thin hooks that ask a ``decider`` and let the faults act) and its
+collaborators (``recorder``: decision records and metrics; ``arrivals``: when a request
+arrived; ``timeline``: the phase timer; ``gate``: the start-up hold; ``services``: the
+control API and ``--watch``; ``flowhost``, ``waits``, ``bodies``, ``chaos_options``), the
+flow wiring (``wire``), the loopback relay that paces throttled bodies (``relay``), the
 in-process runner (``runner``), worker processes (``workers``) and the scenario file
 watcher (``watch``). Every patch of mitmproxy's internals lives in ``_internals``.
 
