@@ -50,6 +50,7 @@ CHROMIUM_ARGS = [
 TOTALS = "(document.getElementById('totals').textContent.match(/\\d+/g) || []).map(Number)"
 
 #: installed before the page's scripts: every change of the breaker label, with its time
+#: and whether the text fits its box
 WATCH_LABEL = """
 window.labelChanges = [];
 document.addEventListener("DOMContentLoaded", () => {
@@ -57,7 +58,8 @@ document.addEventListener("DOMContentLoaded", () => {
   new MutationObserver(() => {
     const last = window.labelChanges[window.labelChanges.length - 1];
     if (!last || last.state !== el.dataset.state)
-      window.labelChanges.push({ state: el.dataset.state, at: performance.now() });
+      window.labelChanges.push({ state: el.dataset.state, at: performance.now(),
+                                 fits: el.scrollWidth <= el.clientWidth });
   }).observe(el, { attributes: true, attributeFilter: ["data-state"] });
 });
 """
@@ -302,8 +304,10 @@ def test_dashboard_on_a_projector(start_demo: Callable[..., DemoProcess]) -> Non
                 expect(each.locator("#breaker-state")).to_have_attribute(
                     "data-state", "closed", timeout=10_000
                 )
-                spans = held_half_open(each.evaluate("() => window.labelChanges"))
+                changes = each.evaluate("() => window.labelChanges")
+                spans = held_half_open(changes)
                 assert spans and spans[-1] >= 1500, f"{size}: half-open shown for {spans} ms"
+                assert all(c["fits"] for c in changes), f"{size}: label overflows: {changes}"
                 each.wait_for_function(
                     f"() => document.querySelectorAll('#transitions li').length === {count}",
                     timeout=5_000,
