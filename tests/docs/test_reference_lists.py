@@ -82,3 +82,18 @@ def test_every_shipped_scenario_is_in_the_table() -> None:
     shipped = sorted(p.stem for p in (ROOT / "scenarios").glob("*.yaml"))
     table = page("scenarios.md").split("## Shipped scenarios", 1)[1]
     assert [s for s in shipped if f"| `{s}` |" not in table] == []
+
+
+#: top-level folders of the checkout that the manual names files in
+TOP = ("chaosproxy", "proxy_addons", "demo_app", "scenarios", "tests", "bench", "docs", "scripts")
+
+
+@pytest.mark.unit
+def test_every_file_the_manual_names_exists() -> None:
+    pattern = re.compile(r"`((?:" + "|".join(TOP) + r")/[\w./-]+)`")
+    named = set()
+    for path in [ROOT / "README.md", *DOCS.rglob("*.md")]:
+        for found in pattern.findall(path.read_text("utf-8")):
+            named.add((path.relative_to(ROOT).as_posix(), found.rstrip("/")))
+    assert named, "no file named"
+    assert sorted((page, f) for page, f in named if not (ROOT / f).exists()) == []
