@@ -307,6 +307,7 @@ def test_running_starts_the_timeline_and_done_logs_the_summary(
 
 
 @pytest.mark.wire
+@pytest.mark.wire  # a loopback listener holds the port
 def test_a_taken_required_admin_port_is_a_control_error() -> None:
     async def go() -> str | None:
         blocker = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
