@@ -64,6 +64,7 @@ def test_every_metric_is_documented() -> None:
     assert [f for f in families if f"`{f}" not in text] == []
 
 
+@pytest.mark.e2e
 def test_every_subcommand_is_in_the_commands_table() -> None:
     out = subprocess.run(
         [str(Path(sys.executable).parent / "chaosproxy"), "--help"],
