@@ -306,7 +306,6 @@ def test_running_starts_the_timeline_and_done_logs_the_summary(
     assert "rules that never matched (check their match blocks):" in messages
 
 
-@pytest.mark.wire
 @pytest.mark.wire  # a loopback listener holds the port
 def test_a_taken_required_admin_port_is_a_control_error() -> None:
     async def go() -> str | None:
