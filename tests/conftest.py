@@ -1,11 +1,12 @@
 """Shared fixtures, and the test tiers.
 
-Every test is exactly one of ``unit`` (in process: no subprocess, no network socket),
-``wire`` (real sockets, usually through a proxy) or ``e2e`` (subprocesses, a browser,
-compose); ``slow`` comes on top. A test takes the tier of the closest entry in ``TIERS``
-(its file, else its folder) unless it carries a tier marker of its own; a test with no
-tier, or two, stops the collection. A ``unit`` test that opens a network socket or starts
-a subprocess fails, saying so. ``pytest -m unit`` runs the unit tier; ``make test`` all.
+Every test is exactly one of ``unit`` (in process: no subprocess, no listening or
+connected network socket), ``wire`` (real sockets, usually through a proxy) or ``e2e``
+(subprocesses, a browser, compose); ``slow`` comes on top. A test takes the tier of the
+closest entry in ``TIERS`` (its file, else its folder) unless it carries a tier marker of
+its own; a test with no tier, or two, stops the collection. A ``unit`` test that listens
+on or connects a network socket, or starts a subprocess, fails saying so. ``pytest -m
+unit`` runs the unit tier; ``make test`` runs everything.
 """
 
 from __future__ import annotations
