@@ -1,8 +1,8 @@
 """The control API's routes: one handler per endpoint, over a :class:`ControlTarget`.
 
-The endpoints and JSON shapes are DESIGN.md's (see the README's "Controlling a running
-proxy"). Handlers are plain functions of a :class:`Request` to a :class:`Reply`; the
-server (:mod:`.server`) reads requests and writes replies.
+The endpoints and JSON shapes are DESIGN.md's (users read them in docs/control-api.md).
+Handlers are plain functions of a :class:`Request` to a :class:`Reply`; the server
+(:mod:`.server`) reads requests and writes replies.
 """
 
 from __future__ import annotations

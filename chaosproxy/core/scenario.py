@@ -741,7 +741,7 @@ def json_schema() -> dict[str, Any]:
     out.update(schema)
     out["description"] = (
         "A chaosproxy scenario: which requests get which faults. "
-        "See the README's 'Scenario files' section."
+        "See docs/scenarios.md in the chaosproxy repository."
     )
     return out
 

@@ -142,7 +142,7 @@ def mutate(doc: Any, path: str, action: Action) -> int:
 
 @register
 class Malformed(Fault):
-    """Break the upstream's answer: ``mode`` says how (see the README's table)."""
+    """Break the upstream's answer in the way ``mode`` names."""
 
     type: Literal["malformed"] = "malformed"
     mode: Mode
