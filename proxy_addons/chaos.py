@@ -283,9 +283,9 @@ class ChaosAddon:
         logger.info("counters reset")
         self.reschedule()
 
-    def apply(self, scenario: Scenario, source: str | None = None) -> None:
-        """Make ``scenario`` the active one (thread-safe)."""
-        self.engine.apply(scenario, source)
+    def apply(self, scenario: Scenario, source: str | None = None, seed: int | None = None) -> None:
+        """Make ``scenario`` the active one (thread-safe); ``seed`` is the apply's own."""
+        self.engine.apply(scenario, source, seed)
         if self.on_apply is not None:
             self.on_apply()
         rules = sum(1 for _ in scenario.all_rules())

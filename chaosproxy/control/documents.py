@@ -28,7 +28,7 @@ BODY_SOURCE = "body"
 """How located errors name a PUT body: ``body:3:12: rules[0].fault.status: ...``."""
 #: Keys GET /scenario adds to the scenario document; PUT ignores them, so a GET's output
 #: can be edited and PUT back.
-RUNTIME_KEYS = ("phase", "source", "paused", "expires_in")
+RUNTIME_KEYS = ("seed_source", "phase", "source", "paused", "expires_in")
 
 
 def model_document(model: BaseModel) -> dict[str, Any]:
@@ -56,6 +56,7 @@ def scenario_state(target: ControlTarget) -> dict[str, Any]:
     doc = model_document(engine.scenario)
     doc["name"] = engine.scenario.label
     doc["seed"] = engine.seed
+    doc["seed_source"] = engine.seed_source
     doc["phase"] = engine.phase
     doc["source"] = engine.source
     doc["paused"] = engine.paused
@@ -69,6 +70,7 @@ def metrics_state(target: ControlTarget) -> dict[str, Any]:
         "scenario": engine.scenario.label,
         "source": engine.source,
         "seed": engine.seed,
+        "seed_source": engine.seed_source,
         "phase": engine.phase,
         "phases": engine.phase_names,
         "paused": engine.paused,

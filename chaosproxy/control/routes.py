@@ -129,7 +129,8 @@ class Routes:
                 f"invalid scenario; still running {self.target.engine.scenario.label}",
                 problems=exc.lines,
             )
-        self.target.apply(scenario, source=source)
+        # a seed in the body is given with this apply: it wins over the run's --seed
+        self.target.apply(scenario, source=source, seed=scenario.seed)
         return Reply.json(200, scenario_state(self.target))
 
     def post_phase(self, request: Request) -> Reply:

@@ -40,8 +40,8 @@ class ControlTarget(Protocol):
         """Flows currently waiting in a fault."""
         ...
 
-    def apply(self, scenario: Scenario, source: str | None = None) -> None:
-        """Make ``scenario`` the active one."""
+    def apply(self, scenario: Scenario, source: str | None = None, seed: int | None = None) -> None:
+        """Make ``scenario`` the active one (``seed``: given with this apply, it wins)."""
         ...
 
     def reset(self) -> None:

@@ -767,15 +767,18 @@ class Engine:
 
     # ------------------------------------------------------------------ scenario
 
-    def _apply(self, scenario: Scenario, source: str | None) -> None:
+    def _apply(self, scenario: Scenario, source: str | None, seed: int | None = None) -> None:
         self.scenario = scenario
         self.source = source
-        if self.seed_override is not None:
-            self.seed = self.seed_override
+        # the most specific seed wins: the apply's, the run's, the scenario's, a random one
+        if seed is not None:
+            self.seed, self.seed_source = seed, "apply"
+        elif self.seed_override is not None:
+            self.seed, self.seed_source = self.seed_override, "run"
         elif scenario.seed is not None:
-            self.seed = scenario.seed
+            self.seed, self.seed_source = scenario.seed, "scenario"
         else:
-            self.seed = new_seed()
+            self.seed, self.seed_source = new_seed(), "random"
         if scenario.phases:
             self._phases: list[tuple[Phase, list[RuleState]]] = [
                 (p, _compile_rules(p.rules, p.name)) for p in scenario.phases
@@ -793,10 +796,11 @@ class Engine:
         self._phase_started = now
         self._expires = now + scenario.ttl if scenario.ttl else None
 
-    def apply(self, scenario: Scenario, source: str | None = None) -> None:
-        """Replace the active scenario: counters, windows and the phase clock start afresh."""
+    def apply(self, scenario: Scenario, source: str | None = None, seed: int | None = None) -> None:
+        """Replace the active scenario: counters, windows and the phase clock start afresh.
+        ``seed``, given with this apply, wins over the run's and the scenario's own."""
         with self._lock:
-            self._apply(scenario, source)
+            self._apply(scenario, source, seed)
         if self._timeline and self.started:  # before start, start() says it
             self._emit(Event("phase", f"phase {self.phase} begins", self.phase))
 
@@ -1059,6 +1063,7 @@ class Engine:
             return {
                 "scenario": self.scenario.label,
                 "seed": self.seed,
+                "seed_source": self.seed_source,
                 "phase": self.phase,
                 "paused": self.paused,
                 "requests": self.requests,

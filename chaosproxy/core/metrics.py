@@ -128,6 +128,7 @@ class Metrics:
                 "scenario": state["scenario"],
                 "source": state.get("source") or "",
                 "seed": state["seed"],
+                "seed_source": state.get("seed_source") or "",
             },
         )
         family("chaosproxy_phase", "gauge", "1 for the active phase of the scenario, else 0.")

@@ -173,9 +173,7 @@ class ChaosProxy:
     def apply(self, scenario: ScenarioSpec, seed: int | None = None) -> Scenario:
         """Replace the scenario (a shipped name, a path, a dict, YAML text or a Scenario)."""
         found, source = load_spec(scenario)
-        if seed is not None:
-            self.addon.engine.seed_override = seed
-        self.addon.apply(found, source)
+        self.addon.apply(found, source, seed)  # the apply's seed wins, for this apply
         return found
 
     def jump_to(self, phase: str) -> None:

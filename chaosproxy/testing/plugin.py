@@ -150,8 +150,8 @@ class ChaosFixture:
 
     def _set(self, scenario: Scenario, source: str | None, seed: int | None) -> None:
         engine = self.proxy.engine
-        engine.seed_override = seed
-        self.proxy.addon.apply(scenario, source)
+        engine.seed_override = _configured_seed(self._config)  # the run's seed
+        self.proxy.addon.apply(scenario, source, seed)  # the marker's or apply(seed=)
         self.proxy.reset()
 
     # ------------------------------------------------------------------ steering
@@ -172,8 +172,6 @@ class ChaosFixture:
             problem = ""
         if problem:
             pytest.fail(f"cannot apply chaos scenario:\n{problem}", pytrace=False)
-        if seed is None:
-            seed = _configured_seed(self._config)
         self._set(found, source, seed)
         self.applied.append(f"{found.label} (seed {self.seed})")
         return found

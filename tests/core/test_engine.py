@@ -535,6 +535,7 @@ def test_stats_shape() -> None:
     assert engine.stats() == {
         "scenario": "inline",
         "seed": 4,
+        "seed_source": "scenario",
         "phase": None,
         "paused": False,
         "requests": 1,

@@ -9,6 +9,7 @@ STATE = {
     "scenario": 'we"ird\\name',
     "source": "s.yaml",
     "seed": 3,
+    "seed_source": "run",
     "phase": "outage",
     "phases": ["calm", "outage"],
     "paused": False,
@@ -39,7 +40,8 @@ def test_counts_faults_statuses_outcomes_and_latency() -> None:
     assert "chaosproxy_added_latency_seconds_sum 2.3" in lines
     assert "chaosproxy_added_latency_seconds_count 2" in lines
     assert (
-        'chaosproxy_scenario_info{scenario="we\\"ird\\\\name",source="s.yaml",seed="3"} 1' in lines
+        'chaosproxy_scenario_info{scenario="we\\"ird\\\\name",source="s.yaml",seed="3",seed_source="run"} 1'
+        in lines
     )
     assert 'chaosproxy_phase{scenario="we\\"ird\\\\name",phase="outage"} 1' in lines
     assert 'chaosproxy_phase{scenario="we\\"ird\\\\name",phase="calm"} 0' in lines

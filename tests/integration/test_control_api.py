@@ -170,7 +170,10 @@ def test_metrics_count_what_was_injected(make_proxy) -> None:
     assert 'chaosproxy_added_latency_seconds_bucket{le="0.05"} 0' in text
     assert 'chaosproxy_added_latency_seconds_bucket{le="+Inf"} 1' in text
     assert "chaosproxy_added_latency_seconds_count 1" in text
-    assert 'chaosproxy_scenario_info{scenario="inline",source="",seed="1"} 1' in text
+    assert (
+        'chaosproxy_scenario_info{scenario="inline",source="",seed="1",seed_source="scenario"} 1'
+        in text
+    )
 
 
 def test_errors_404_405_413_and_bad_requests(proxy) -> None:

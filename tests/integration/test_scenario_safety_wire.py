@@ -220,3 +220,40 @@ def test_annotate_names_the_rule_on_every_answer_it_touched(make_proxy, fault) -
     proxy = make_proxy({"seed": 1, "annotate": True, "rules": [{"name": "r1", "fault": fault}]})
     answers = [requests.get(f"{proxy.url}/echo/{i}", timeout=10) for i in range(3)]
     assert [a.headers.get("X-Chaos-Rule") for a in answers] == ["r1"] * 3
+
+
+# --------------------------------------------------------------------------- 12: seeds
+
+
+def test_a_seed_put_with_the_scenario_wins_over_the_runs_and_is_reported(make_proxy) -> None:
+    proxy = make_proxy("flaky", seed=1, admin=True)
+    admin = proxy.admin_url
+
+    def state() -> tuple:
+        doc = requests.get(f"{admin}/scenario", timeout=10).json()
+        stats = requests.get(f"{admin}/stats", timeout=10).json()
+        metrics = requests.get(f"{admin}/metrics", timeout=10).text
+        info = next(
+            line for line in metrics.splitlines() if line.startswith("chaosproxy_scenario_info")
+        )
+        return doc["seed"], doc["seed_source"], stats["seed"], stats["seed_source"], info
+
+    assert state()[:4] == (1, "run", 1, "run")
+    answer = requests.put(f"{admin}/scenario", json={"name": "flaky", "seed": 5}, timeout=10)
+    assert answer.status_code == 200 and answer.json()["seed"] == 5
+    seed, source, stats_seed, stats_source, info = state()
+    assert (seed, source, stats_seed, stats_source) == (5, "apply", 5, "apply")
+    assert 'seed="5"' in info and 'seed_source="apply"' in info
+    requests.put(f"{admin}/scenario", json={"name": "flaky"}, timeout=10)
+    assert state()[:2] == (1, "run")  # the apply's seed was for that apply only
+    # a GET document PUT back as it is keeps the seed it shows
+    doc = requests.get(f"{admin}/scenario", timeout=10).json()
+    assert requests.put(f"{admin}/scenario", json=doc, timeout=10).status_code == 200
+
+
+def test_the_python_api_apply_seed_wins_for_that_apply_only(make_proxy) -> None:
+    proxy = make_proxy("flaky", seed=1)
+    proxy.apply("flaky", seed=9)
+    assert (proxy.seed, proxy.engine.seed_source) == (9, "apply")
+    proxy.apply("flaky")
+    assert (proxy.seed, proxy.engine.seed_source) == (1, "run")
