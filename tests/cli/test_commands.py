@@ -4,6 +4,8 @@ codes, the control API answered by ``responses`` (test_cli.py runs the installed
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -257,3 +259,18 @@ def test_ctrl_c_and_a_closed_pipe_exit_quietly(
 
     monkeypatch.setattr(run_command, "command", stop)
     assert chaosproxy(capsys, "run", "--forward") == (code, "", "")
+
+
+@pytest.mark.e2e
+def test_the_command_line_imports_mitmproxy_flask_and_rich_only_for_the_commands_using_them() -> (
+    None
+):
+    """``chaosproxy validate`` and friends start without the proxy's weight (--version
+    reads mitmproxy.version, a few milliseconds)."""
+    code = (
+        "import sys; from chaosproxy.cli.main import build_parser; build_parser(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'mitmproxy', 'flask', "
+        "'rich'} and m not in {'mitmproxy', 'mitmproxy.version'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout.strip()) == (0, "[]"), out.stderr
