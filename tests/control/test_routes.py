@@ -31,8 +31,8 @@ class FakeTarget:
     def serving(self) -> bool:
         return self.ready.is_set()
 
-    def apply(self, scenario: Scenario, source: str | None = None) -> None:
-        self.engine.apply(scenario, source)
+    def apply(self, scenario: Scenario, source: str | None = None, seed: int | None = None) -> None:
+        self.engine.apply(scenario, source, seed)
         self.applied.append(source)
 
     def reset(self) -> None:
