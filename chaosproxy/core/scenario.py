@@ -337,6 +337,9 @@ class ScenarioError(Exception):
     def lines(self) -> list[str]:
         return [p.format(self.source) for p in self.problems]
 
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled across processes (off-loop loading)
+        return (ScenarioError, (self.source, self.problems))
+
 
 _DISCRIMINATORS = ("type", "kind")
 
@@ -617,6 +620,38 @@ class _Located(Exception):
 # --------------------------------------------------------------------------- loading
 
 
+def _too_many(doc: Document) -> list[Problem]:
+    """Refuse more rules or phases than :data:`yamlsource.MAX_RULES` / ``MAX_PHASES``,
+    before validating them one by one (which would take long)."""
+    data = doc.data
+    phases = data.get("phases")
+    problems: list[Problem] = []
+
+    def add(path: DocPath, message: str) -> None:
+        problems.append(Problem(format_path(path), message, *(doc.position(path) or (None, None))))
+
+    if isinstance(phases, list) and len(phases) > yamlsource.MAX_PHASES:
+        add(("phases",), f"{len(phases)} phases; a scenario has at most {yamlsource.MAX_PHASES}")
+    lists: list[tuple[DocPath, Any]] = [(("rules",), data.get("rules"))]
+    if isinstance(phases, list):
+        lists += [
+            (("phases", i, "rules"), p.get("rules"))
+            for i, p in enumerate(phases)
+            if isinstance(p, dict)
+        ]
+    total = 0
+    for path, rules in lists:
+        if not isinstance(rules, list):
+            continue
+        total += len(rules)
+        if total > yamlsource.MAX_RULES:
+            at = (*path, len(rules) - (total - yamlsource.MAX_RULES))
+            limit = yamlsource.MAX_RULES
+            add(at, f"too many rules: a scenario has at most {limit} (all phases together)")
+            break
+    return problems
+
+
 def _validate(doc: Document, source: str, default_name: str) -> Scenario:
     if not isinstance(doc.data, dict):
         kind = "a list" if isinstance(doc.data, list) else f"{_shown(doc.data)}"
@@ -624,6 +659,9 @@ def _validate(doc: Document, source: str, default_name: str) -> Scenario:
             source,
             [Problem("scenario", f"must be a mapping with rules or phases, got {kind}", 1, 1)],
         )
+    too_many = _too_many(doc)
+    if too_many:
+        raise ScenarioError(source, too_many)
     try:
         scenario = Scenario.model_validate(doc.data)
     except ValidationError as exc:
@@ -654,11 +692,11 @@ def load_file(path: str | Path) -> Scenario:
     """Read and validate a scenario file."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = yamlsource.read_text(p)
     except FileNotFoundError:
         raise ScenarioError(str(path), [Problem("file", "no such file")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScenarioError(str(path), [Problem("file", f"cannot read it: {exc}")]) from None
+    except yamlsource.FileRefused as exc:
+        raise ScenarioError(str(path), [Problem("file", str(exc))]) from None
     return load_text(text, str(path), default_name=p.stem)
 
 

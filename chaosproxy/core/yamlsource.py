@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +20,13 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 Path = tuple[str | int, ...]
+
+#: The largest scenario accepted, from a file or a ``PUT /scenario`` body (bytes).
+MAX_BYTES = 1_000_000
+#: The most rules a scenario may have (all phases together), and the most phases: far
+#: beyond any real scenario, and small enough that loading one stays quick.
+MAX_RULES = 1000
+MAX_PHASES = 100
 
 _PLAIN = "tag:chaosproxy,2024:plain"
 _T = "tag:yaml.org,2002:"
@@ -124,6 +133,73 @@ class Document:
             if not probe:
                 return None
             probe = probe[:-1]
+
+
+class FileRefused(Exception):
+    """A scenario file that is not read: not a regular file, too large, unreadable."""
+
+
+def read_text(path: str | os.PathLike[str], limit: int = MAX_BYTES) -> str:
+    """The UTF-8 text of the regular file at ``path``, at most ``limit`` bytes.
+
+    Checked before anything is read, so nothing can make the reader wait or fill memory: a
+    FIFO, a device or a directory is refused (opened without blocking, then ``fstat``), and
+    so is a file over ``limit`` bytes (and one that grows past it while being read).
+    Raises FileNotFoundError, or FileRefused with a message for the user.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise FileRefused(f"cannot read it: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileRefused(
+                f"not a regular file ({_file_kind(st.st_mode)}): give a scenario file"
+            )
+        if st.st_size > limit:
+            raise FileRefused(_too_large(st.st_size, limit))
+        os.set_blocking(fd, True)
+        chunks: list[bytes] = []
+        total = 0
+        while total <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > limit:
+            raise FileRefused(_too_large(None, limit))
+    except OSError as exc:
+        raise FileRefused(f"cannot read it: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FileRefused(
+            f"cannot read it: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
+
+
+def _too_large(size: int | None, limit: int) -> str:
+    got = f"{size:,} bytes" if size is not None else "more than that"
+    return f"too large: {got}; a scenario is at most {limit:,} bytes"
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a file"
 
 
 def format_path(path: Path) -> str:
