@@ -1,9 +1,12 @@
 """Hot reload (``--watch``): apply the scenario file again whenever it changes.
 
-Polls the file's status on the proxy's event loop (no thread, no inotify dependency):
-a change is loaded once the file has stayed the same for one poll, so an editor's
-truncate-then-write is not read half-written. A broken edit is logged with its located
-errors and the running scenario stays; the next good save applies.
+Polls the file's status on the proxy's event loop (no inotify dependency): a change is
+loaded once the file has stayed the same for one poll, so an editor's truncate-then-write
+is not read half-written. A broken edit is logged with its located errors and the running
+scenario stays; the next good save applies. The file is checked before it is read (a
+regular file of at most 1 MB: a FIFO put in its place is a warning, never a wait), and
+parsed and applied off the loop (:mod:`chaosproxy.control.offload`), so a large scenario
+does not pause the requests flowing through the proxy.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from chaosproxy.control import offload
 from chaosproxy.core import scenario as scenario_mod
+from chaosproxy.core import yamlsource
 from chaosproxy.core.scenario import Scenario, ScenarioError
 
 logger = logging.getLogger("chaosproxy")
@@ -33,8 +38,17 @@ def _stamp(path: Path) -> Stamp:
     return st.st_mtime_ns, st.st_size, st.st_ino
 
 
+def _read(path: Path) -> str | None:
+    """The file's text within the limits, None when it cannot be read (see :meth:`poll`)."""
+    try:
+        return yamlsource.read_text(path)
+    except (OSError, yamlsource.FileRefused):
+        return None
+
+
 class Watcher:
-    """Calls ``apply(scenario, source)`` when ``path`` changes to a valid scenario."""
+    """Calls ``apply(scenario, source)`` (in a thread) when ``path`` changes to a valid
+    scenario."""
 
     def __init__(
         self,
@@ -49,18 +63,13 @@ class Watcher:
         self.interval = interval
         self._seen: Stamp = _stamp(self.path)
         self._settling = False
-        self._digest = self._content_digest()
+        text = _read(self.path)
+        self._digest = _digest(text) if text is not None else None
         self._task: asyncio.Task[None] | None = None
         self.reloads = 0
         self.failures = 0
 
-    def _content_digest(self) -> str | None:
-        try:
-            return hashlib.sha256(self.path.read_bytes()).hexdigest()
-        except OSError:
-            return None
-
-    def poll(self) -> None:
+    async def poll(self) -> None:
         """Look once: note a change, or load one that has settled since the last poll."""
         stamp = _stamp(self.path)
         if stamp != self._seen:
@@ -70,20 +79,23 @@ class Watcher:
         if not self._settling:
             return
         self._settling = False
-        if stamp is None:
-            logger.error(
-                "%s: file: gone (keeping scenario %s; it applies again when the file is back)",
-                self.path,
-                self.describe_current(),
-            )
-            self.failures += 1
+        try:
+            text = yamlsource.read_text(self.path)
+        except FileNotFoundError:
+            self._refuse("file: gone", "it applies again when the file is back", logging.ERROR)
             return
-        digest = self._content_digest()
+        except (OSError, yamlsource.FileRefused) as exc:
+            self._digest = None  # the same good text, back in place, applies again
+            self._refuse(f"file: {exc}", "it applies again when a scenario file is back")
+            return
+        digest = _digest(text)
         if digest == self._digest:
             return  # touched, not changed
         self._digest = digest
         try:
-            scenario = scenario_mod.load_file(self.path)
+            scenario = await offload.run(
+                scenario_mod.load_text, text, str(self.path), self.path.stem, size=len(text)
+            )
         except ScenarioError as exc:
             self.failures += 1
             logger.error(
@@ -95,13 +107,18 @@ class Watcher:
             return
         self.reloads += 1
         logger.info("%s changed: reloading", self.path)
-        self.apply(scenario, str(self.path))
+        await asyncio.to_thread(self.apply, scenario, str(self.path))
+
+    def _refuse(self, problem: str, then: str, level: int = logging.WARNING) -> None:
+        self.failures += 1
+        current = self.describe_current()
+        logger.log(level, "%s: %s (keeping scenario %s; %s)", self.path, problem, current, then)
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
             try:
-                self.poll()
+                await self.poll()
             except Exception:  # never let a surprise end the watching
                 logger.exception("watching %s failed", self.path)
 
@@ -114,3 +131,7 @@ class Watcher:
         if self._task is not None:
             self._task.cancel()
             self._task = None
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -23,9 +23,10 @@ import h11
 from chaosproxy.control.http import Exchange, H11Server
 from chaosproxy.control.routes import Reply, Request, Routes
 from chaosproxy.control.target import ControlTarget
+from chaosproxy.core.yamlsource import MAX_BYTES
 
 DEFAULT_ADMIN = ("127.0.0.1", 8475)
-MAX_BODY = 1_000_000
+MAX_BODY = MAX_BYTES  # the same limit as scenario files
 TOKEN_ENV = "CHAOSPROXY_ADMIN_TOKEN"
 IDLE_TIMEOUT = 60.0
 
@@ -121,7 +122,7 @@ class ControlServer:
         reply = self._refuse(request) or await self._read_body(exchange, request)
         keep = reply is None
         if reply is None:
-            reply = self.routes.dispatch(request)
+            reply = await self.routes.dispatch(request)
         headers = [
             ("content-type", reply.content_type),
             ("cache-control", "no-store"),

@@ -742,6 +742,12 @@ def _compile_rules(rules: Sequence[Rule], phase: str | None) -> list[RuleState]:
     return out
 
 
+def _compile_phases(scenario: Scenario) -> list[tuple[Phase, list[RuleState]]]:
+    if scenario.phases:
+        return [(p, _compile_rules(p.rules, p.name)) for p in scenario.phases]
+    return [(Phase(name="-", rules=scenario.rules), _compile_rules(scenario.rules, None))]
+
+
 class Engine:
     """Decides, for each request, which rule of the active scenario fires. Thread-safe."""
 
@@ -767,7 +773,13 @@ class Engine:
 
     # ------------------------------------------------------------------ scenario
 
-    def _apply(self, scenario: Scenario, source: str | None, seed: int | None = None) -> None:
+    def _apply(
+        self,
+        scenario: Scenario,
+        source: str | None,
+        seed: int | None = None,
+        phases: list[tuple[Phase, list[RuleState]]] | None = None,
+    ) -> None:
         self.scenario = scenario
         self.source = source
         # the most specific seed wins: the apply's, the run's, the scenario's, a random one
@@ -779,14 +791,7 @@ class Engine:
             self.seed, self.seed_source = scenario.seed, "scenario"
         else:
             self.seed, self.seed_source = new_seed(), "random"
-        if scenario.phases:
-            self._phases: list[tuple[Phase, list[RuleState]]] = [
-                (p, _compile_rules(p.rules, p.name)) for p in scenario.phases
-            ]
-        else:
-            self._phases = [
-                (Phase(name="-", rules=scenario.rules), _compile_rules(scenario.rules, None))
-            ]
+        self._phases = phases if phases is not None else _compile_phases(scenario)
         self._timeline = bool(scenario.phases)
         self._all = [state for _, states in self._phases for state in states]
         self.requests = self.injected = 0
@@ -799,8 +804,9 @@ class Engine:
     def apply(self, scenario: Scenario, source: str | None = None, seed: int | None = None) -> None:
         """Replace the active scenario: counters, windows and the phase clock start afresh.
         ``seed``, given with this apply, wins over the run's and the scenario's own."""
+        phases = _compile_phases(scenario)  # outside the lock: requests are decided meanwhile
         with self._lock:
-            self._apply(scenario, source, seed)
+            self._apply(scenario, source, seed, phases)
         if self._timeline and self.started:  # before start, start() says it
             self._emit(Event("phase", f"phase {self.phase} begins", self.phase))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from typing import Any
@@ -43,7 +44,9 @@ class FakeTarget:
 
 
 def call(routes: Routes, method: str, path: str, body: str = "", **query: str) -> tuple[int, Any]:
-    reply: Reply = routes.dispatch(Request(method, path, dict(query), {}, body.encode()))
+    reply: Reply = asyncio.run(
+        routes.dispatch(Request(method, path, dict(query), {}, body.encode()))
+    )
     text = reply.body.decode()
     return reply.status, json.loads(text) if reply.content_type == "application/json" else text
 
@@ -60,7 +63,7 @@ def test_unknown_paths_and_methods_name_what_exists() -> None:
     routes = Routes(FakeTarget())
     status, body = call(routes, "GET", "/nope")
     assert status == 404 and "/scenario" in body["endpoints"]
-    reply = routes.dispatch(Request("DELETE", "/scenario", {}, {}))
+    reply = asyncio.run(routes.dispatch(Request("DELETE", "/scenario", {}, {})))
     assert reply.status == 405 and reply.headers == {"allow": "GET, PUT"}
 
 

@@ -17,19 +17,23 @@ def edit(path: Path, text: str, bump: int) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + bump * 1_000_000))
 
 
+def poll(watcher: Watcher) -> None:
+    asyncio.run(watcher.poll())
+
+
 def test_a_change_applies_once_it_has_settled(tmp_path: Path) -> None:
     path = tmp_path / "s.yaml"
     path.write_text("rules: [{name: a, fault: {type: error}}]\n")
     applied: list[tuple[Scenario, str]] = []
     watcher = Watcher(path, lambda sc, src: applied.append((sc, src)))
-    watcher.poll()
+    poll(watcher)
     assert applied == []  # unchanged
     edit(path, "rules: [{name: b, fault: {type: error}}]\n", 1)
-    watcher.poll()
+    poll(watcher)
     assert applied == []  # seen, not settled
-    watcher.poll()
+    poll(watcher)
     assert [(sc.rules[0].name, src) for sc, src in applied] == [("b", str(path))]
-    watcher.poll()
+    poll(watcher)
     assert len(applied) == 1 and watcher.reloads == 1
 
 
@@ -40,14 +44,14 @@ def test_a_broken_edit_is_logged_with_its_location_and_not_applied(tmp_path, cap
     watcher = Watcher(path, lambda sc, _: applied.append(sc), lambda: "current")
     edit(path, "rules:\n  - fault: {type: error, status: 99}\n", 1)
     with caplog.at_level(logging.ERROR, logger="chaosproxy"):
-        watcher.poll()
-        watcher.poll()
+        poll(watcher)
+        poll(watcher)
     assert applied == [] and watcher.failures == 1
     assert "changed but is invalid (keeping scenario current)" in caplog.text
     assert f"{path}:2:34: rules[0].fault.status: must be an HTTP status" in caplog.text
     edit(path, "rules: [{fault: {type: abort}}]\n", 2)
-    watcher.poll()
-    watcher.poll()
+    poll(watcher)
+    poll(watcher)
     assert len(applied) == 1 and applied[0].rules[0].fault[0].type == "abort"
 
 
@@ -57,17 +61,17 @@ def test_touch_without_change_and_a_deleted_file(tmp_path, caplog) -> None:
     applied: list[Scenario] = []
     watcher = Watcher(path, lambda sc, _: applied.append(sc))
     edit(path, "rules: []\n", 1)
-    watcher.poll()
-    watcher.poll()
+    poll(watcher)
+    poll(watcher)
     assert applied == []
     path.unlink()
     with caplog.at_level(logging.ERROR, logger="chaosproxy"):
-        watcher.poll()
-        watcher.poll()
+        poll(watcher)
+        poll(watcher)
     assert "file: gone" in caplog.text and applied == []
     path.write_text("rules: [{fault: {type: error}}]\n")
-    watcher.poll()
-    watcher.poll()
+    poll(watcher)
+    poll(watcher)
     assert len(applied) == 1
 
 
@@ -88,3 +92,34 @@ def test_runs_on_the_loop_until_stopped(tmp_path: Path) -> None:
 
     asyncio.run(main())
     assert len(applied) == 1
+
+
+def test_a_fifo_or_a_huge_file_in_place_of_the_scenario_is_a_warning(tmp_path, caplog) -> None:
+    path = tmp_path / "s.yaml"
+    good = "rules: [{fault: {type: error}}]\n"
+    path.write_text(good)
+    applied: list[Scenario] = []
+    watcher = Watcher(path, lambda sc, _: applied.append(sc), lambda: "current")
+    path.unlink()
+    os.mkfifo(path)  # nobody ever writes to it: opening it for reading would wait for ever
+    with caplog.at_level(logging.WARNING, logger="chaosproxy"):
+        poll(watcher)
+        poll(watcher)
+    assert applied == [] and watcher.failures == 1
+    assert (
+        f"{path}: file: not a regular file (a FIFO): give a scenario file (keeping scenario "
+        "current; it applies again when a scenario file is back)"
+    ) in caplog.text
+    path.unlink()
+    with open(path, "wb") as f:
+        f.truncate(50_000_000)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="chaosproxy"):
+        poll(watcher)
+        poll(watcher)
+    assert "file: too large: 50,000,000 bytes; a scenario is at most 1,000,000" in caplog.text
+    path.unlink()
+    path.write_text(good)  # the same text as before the FIFO: applied again
+    poll(watcher)
+    poll(watcher)
+    assert len(applied) == 1 and watcher.failures == 2
