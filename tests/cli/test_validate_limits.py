@@ -8,6 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.e2e  # chaosproxy in subprocesses
+
 # validate in a fresh interpreter that reports its own peak memory (KiB) on stderr
 PROBE = (
     "import resource, sys\n"

@@ -16,10 +16,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import requests
 
 from chaosproxy.core.yamlsource import MAX_BYTES, MAX_RULES
 from tests.support import UpstreamServer, free_port, wait_until
+
+pytestmark = pytest.mark.e2e  # chaosproxy in subprocesses
 
 EXE = str(Path(sys.executable).with_name("chaosproxy"))
 #: The target is 50 ms; this machine's 2 cores run other suites at the same time, so the
