@@ -71,7 +71,7 @@ def probe(port: int, seconds: float, interval: float = 0.01) -> dict[str, list[f
 def measure(seconds: float) -> dict[str, Any]:
     with Upstream(free_port(), free_port()) as up:
         port, admin = free_port(), free_port()
-        cmd = [sys.executable, "-m", "chaosproxy.cli.main", "run", "--upstream", up.url,
+        cmd = [sys.executable, "-m", "chaosproxy.cli", "run", "--upstream", up.url,
                "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}",
                "--scenario", str(SCENARIO), "-q"]  # fmt: skip
         proc = start("chaosproxy", cmd)

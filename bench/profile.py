@@ -21,7 +21,7 @@ from pathlib import Path
 from bench import load, targets
 from bench.procs import free_port
 from bench.upstream import Upstream
-from chaosproxy.proxy_addons.launch import NO_LEAN_ENV
+from chaosproxy.proxy_addons._internals import NO_LEAN_ENV
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

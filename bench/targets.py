@@ -30,7 +30,7 @@ def _bin(name: str) -> list[str]:
 
 @functools.cache
 def chaosproxy_help() -> str:
-    cmd = [sys.executable, "-m", "chaosproxy.cli.main", "run", "--help"]
+    cmd = [sys.executable, "-m", "chaosproxy.cli", "run", "--help"]
     return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout
 
 
@@ -84,7 +84,7 @@ def chaosproxy(
     cmd = [
         sys.executable,
         "-m",
-        "chaosproxy.proxy_addons.launch",
+        "chaosproxy.cli",
         "run",
         "--upstream",
         upstream,

@@ -5,7 +5,7 @@ once the upstream and the proxy answer their health checks (else its first looku
 fail against a proxy that is not listening yet, and be retried):
 
     upstream  python -m chaosproxy.demo_app.upstream          --port U
-    proxy     python -m chaosproxy.cli.main run       --upstream http://127.0.0.1:U
+    proxy     python -m chaosproxy.cli run            --upstream http://127.0.0.1:U
                                                    --listen 127.0.0.1:P --admin 127.0.0.1:A
     app       python -m demo_app                   --port N --upstream http://127.0.0.1:P
                                                    --admin http://127.0.0.1:A
@@ -142,7 +142,7 @@ class Demo:
         proxy = f"http://{LOOPBACK}:{self.proxy_port}"
         admin = f"http://{LOOPBACK}:{self.admin_port}"
         proxy_argv = [
-            self.python, "-m", "chaosproxy.cli.main", "run",
+            self.python, "-m", "chaosproxy.cli", "run",
             "--upstream", upstream,
             "--listen", f"{LOOPBACK}:{self.proxy_port}",
             "--admin", f"{LOOPBACK}:{self.admin_port}",

@@ -14,7 +14,7 @@ from typing import Any
 
 from mitmproxy import http
 
-from chaosproxy.proxy_addons.wire import KernelStamps, head_waiting
+from chaosproxy.proxy_addons._internals.receivetimes import KernelStamps, arrival_of
 
 
 class ArrivalClock:
@@ -36,7 +36,7 @@ class ArrivalClock:
     def connected(self, client_id: str, handler: Any) -> None:
         """A client connected (``handler``: mitmproxy's handler of it, or None)."""
         if handler is not None:
-            since = head_waiting(handler)
+            since = arrival_of(handler)
             if since is not None:
                 self.waiting[client_id] = since
 

@@ -24,8 +24,7 @@ from mitmproxy import http
 from chaosproxy.core.engine import Decision, Engine
 from chaosproxy.core.scenario import PASSTHROUGH, Scenario
 from chaosproxy.faults import Stage
-from chaosproxy.proxy_addons import chaos_options
-from chaosproxy.proxy_addons._internals import warmup
+from chaosproxy.proxy_addons import _internals, chaos_options
 from chaosproxy.proxy_addons.bodies import frame_h2_body, is_large
 from chaosproxy.proxy_addons.decider import Decider, EngineDecider
 from chaosproxy.proxy_addons.flowhost import FlowHost
@@ -83,7 +82,7 @@ class ChaosAddon:
     # ------------------------------------------------------------------ mitmproxy hooks
 
     def load(self, loader: Any) -> None:
-        self.host.master = loader.master
+        self.host.attach(loader.master)
         chaos_options.declare(loader)
 
     def configure(self, updated: set[str]) -> None:
@@ -216,9 +215,7 @@ class ChaosAddon:
         self.recorder.record(flow, wire, self.arrivals.pop(flow), self.engine.phase)
 
     def client_disconnected(self, client: Any) -> None:
-        self.arrivals.forget_client(client.id)
-        warmup.discard(client.id)
-        self.host.waits.client_left(client.id)
+        self.host.client_left(client.id)
 
     def done(self) -> None:
         self.gate.open()
@@ -246,6 +243,8 @@ class ChaosAddon:
     def when_ready(self, callback: Callable[[], object]) -> None:
         """Call ``callback`` (on the proxy's loop) once the listeners are bound."""
         self._ready_callbacks.append(callback)
+
+    patches = property(lambda self: _internals.active())  # ControlTarget: in /healthz
 
     @property
     def serving(self) -> bool:  # ControlTarget

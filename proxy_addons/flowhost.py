@@ -13,6 +13,8 @@ from typing import Any
 
 from mitmproxy import http
 
+from chaosproxy.proxy_addons import _internals
+from chaosproxy.proxy_addons._internals import clientsock, warmup
 from chaosproxy.proxy_addons.arrivals import ArrivalClock
 from chaosproxy.proxy_addons.relay import Relay
 from chaosproxy.proxy_addons.upstream_tls import UpstreamTLS
@@ -32,6 +34,18 @@ class FlowHost:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._tls = UpstreamTLS()
 
+    def attach(self, master: Any) -> None:
+        """mitmproxy loaded the addon: its master, and the seam's patches for the addon
+        (the client sockets behind ``abort: reset`` and the arrival clock)."""
+        self.master = master
+        _internals.apply(_internals.ADDON)
+
+    def client_left(self, client_id: str) -> None:
+        """The client disconnected: its arrival, early upstream connections and waits go."""
+        self.arrivals.forget_client(client_id)
+        warmup.discard(client_id)
+        self.waits.client_left(client_id)
+
     def arrival(self, flow: http.HTTPFlow) -> float:
         """When the request arrived at the proxy; delays count from here."""
         return self.arrivals.arrival(flow)
@@ -48,8 +62,7 @@ class FlowHost:
 
     def connection_handler(self, client_id: str) -> Any:
         """mitmproxy's handler of a client connection (internal API), or None."""
-        proxyserver = self.master.addons.get("proxyserver") if self.master else None
-        return proxyserver.connections.get(client_id) if proxyserver else None
+        return clientsock.connection_handler(self.master, client_id)
 
     def close(self) -> None:
         """The proxy stops: end every wait, the relay and the kernel stamps."""

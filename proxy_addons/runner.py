@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,12 +24,11 @@ from mitmproxy.addons import (
 )
 from mitmproxy.proxy import mode_specs
 
-from chaosproxy.proxy_addons._internals import fasthooks, mitmctx
+from chaosproxy.proxy_addons import _internals
+from chaosproxy.proxy_addons._internals import clientsock, listeners
 from chaosproxy.proxy_addons.chaos import ChaosAddon
 
 logger = logging.getLogger("chaosproxy")
-
-mitmctx.install()  # several in-process proxies each see their own master (see mitmctx)
 
 
 class StartupError(Exception):
@@ -134,35 +131,6 @@ def lean_addons() -> list[Any]:
     ]
 
 
-#: Listen backlog for the proxy's sockets. asyncio's default (100) drops SYNs when more
-#: clients connect at once, and each dropped client waits a second for its retry.
-LISTEN_BACKLOG = 4096
-
-
-def widen_backlog(ps: Any, backlog: int = LISTEN_BACKLOG) -> int:
-    """Raise the listen backlog of the proxy's TCP sockets; returns how many were widened.
-
-    Uses mitmproxy internals (``ServerInstance._servers``, the asyncio servers), the same
-    on 11.x and 12.x; without them the proxy still works, with asyncio's default.
-    """
-    widened = 0
-    for instance in ps.servers:
-        for server in getattr(instance, "_servers", ()):
-            for tsock in getattr(server, "sockets", ()) or ():
-                try:
-                    if tsock.type != socket.SOCK_STREAM:
-                        continue
-                    dup = socket.socket(fileno=os.dup(tsock.fileno()))
-                    try:
-                        dup.listen(backlog)
-                    finally:
-                        dup.close()
-                    widened += 1
-                except OSError as exc:  # pragma: no cover - best effort
-                    logger.debug("cannot widen the listen backlog: %s", exc)
-    return widened
-
-
 class _StartupErrors(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
@@ -173,15 +141,19 @@ class _StartupErrors(logging.Handler):
 
 
 def build_master(addon: ChaosAddon, settings: ProxySettings) -> master.Master:
-    """A mitmproxy Master with the lean addon set and ``addon``; call inside a running loop."""
+    """A mitmproxy Master with the lean addon set and ``addon``; call inside a running loop.
+
+    Applies the seam's :data:`~._internals.PROXY` patches first (several in-process
+    proxies each see their own master), and :data:`~._internals.MASTER` to the master.
+    """
     specs, names = settings.modes()
+    _internals.apply(_internals.PROXY)
     addon.upstream_names = names
     opts = options.Options()
     m = master.Master(opts, with_termlog=False)
     m.addons.add(*lean_addons(), addon)
-    if not os.environ.get("CHAOSPROXY_NO_LEAN"):
-        fasthooks.install(m.addons)
-        m.addons.add(fasthooks.InlineHooks())
+    if _internals.is_lean():
+        _internals.apply(_internals.MASTER, master=m)
     updates: dict[str, Any] = {
         "mode": specs,
         "listen_host": settings.listen_host,
@@ -230,13 +202,14 @@ async def serve(
         waiting: list[asyncio.Future[Any]] = [run, ready]
         done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         ps = m.addons.get("proxyserver")
-        if run in done or len(ps.listen_addrs()) < len(ps.servers) or addon.control_error:
+        bound = len(ps.listen_addrs()) >= len(m.options.mode)
+        if run in done or not bound or addon.control_error:
             if run not in done:
                 m.shutdown()
                 await run
             message = "\n".join(errors.messages) or "the proxy stopped during startup"
             raise StartupError(message)
-        widen_backlog(ps)
+        _internals.apply(_internals.LISTENING, master=m)
     finally:
         root.removeHandler(errors)
     try:
@@ -252,22 +225,17 @@ async def stop(m: master.Master, grace: float = 0.3) -> None:
     give them ``grace`` seconds to finish, close the remaining client connections, shut down.
     """
     loop = asyncio.get_running_loop()
-    ps = m.addons.get("proxyserver")
     chaos = next((a for a in m.addons.chain if isinstance(a, ChaosAddon)), None)
-    if ps is not None:
-        await ps.servers.update([])
+    await listeners.stop_listening(m)
     if chaos is not None:
         chaos.release_all()
         deadline = loop.time() + grace
         while chaos.in_flight and loop.time() < deadline:
             await asyncio.sleep(0.01)
-    if ps is not None:
-        for handler in list(ps.connections.values()):
-            io = handler.transports.get(handler.client)
-            writer = getattr(io, "writer", None)
-            if writer is not None and not writer.is_closing():
-                writer.close()
-        deadline = loop.time() + grace
-        while ps.connections and loop.time() < deadline:
-            await asyncio.sleep(0.01)
+    handlers = clientsock.connection_handlers(m)
+    for handler in handlers:
+        clientsock.close_client(handler)
+    deadline = loop.time() + grace
+    while handlers and clientsock.connection_handlers(m) and loop.time() < deadline:
+        await asyncio.sleep(0.01)
     m.shutdown()

@@ -47,7 +47,7 @@ from typing import Any
 
 from chaosproxy.core.decisions import DecisionRecord, record_from_values, record_values
 from chaosproxy.core.engine import Decision, Engine, RequestView, SimpleRequest
-from chaosproxy.proxy_addons import launch
+from chaosproxy.proxy_addons import _internals
 from chaosproxy.proxy_addons.chaos import ChaosAddon
 
 logger = logging.getLogger("chaosproxy")
@@ -151,21 +151,6 @@ def ensure_ca(settings: Any) -> None:
     confdir = os.path.expanduser(settings.confdir or options.CONF_DIR)
     key_size = settings.mitm_options.get("key_size", options.KEY_SIZE)
     certs.CertStore.from_store(confdir, options.CONF_BASENAME, key_size)
-
-
-def listen_with_reuse_port() -> None:
-    """Make this (worker) process's listening sockets share their port (SO_REUSEPORT).
-
-    mitmproxy listens with ``asyncio.start_server``; in a worker, the only servers are
-    mitmproxy's, so they all get ``reuse_port=True``.
-    """
-    original = asyncio.start_server
-
-    async def start_server(*args: Any, **kwargs: Any) -> asyncio.Server:
-        kwargs.setdefault("reuse_port", True)
-        return await original(*args, **kwargs)
-
-    asyncio.start_server = start_server
 
 
 # --------------------------------------------------------------------------- coordinator
@@ -510,7 +495,7 @@ async def _worker_main(path: str, index: int) -> None:
     link.send(("hello", index))
     setup: WorkerSetup = await _read(reader)
     logs.configure(setup.log_format, quiet=setup.quiet)
-    listen_with_reuse_port()
+    _internals.apply(_internals.WORKER)  # listen on the port the other workers share
     addon = make_worker_addon(setup, link)
     loop = asyncio.get_running_loop()
     masters: list[Any] = []
@@ -542,7 +527,7 @@ async def _worker_main(path: str, index: int) -> None:
                 link.send(("held", sent))
 
     def ready(_: Any) -> None:
-        launch.settle_heap()
+        _internals.settle_heap()
         link.send(("ready",))
         tasks.append(asyncio.ensure_future(report_held()))
 
@@ -560,7 +545,7 @@ async def _worker_main(path: str, index: int) -> None:
 
 def worker_main(argv: Sequence[str] | None = None) -> int:
     """A worker process: ``worker_main([COORDINATOR_SOCKET, INDEX])``."""
-    launch.lean()
+    _internals.lean_start()
     path, index = (argv if argv is not None else sys.argv[1:])[:2]
     try:
         asyncio.run(_worker_main(path, int(index)))

@@ -46,7 +46,7 @@ def test_wheel_ships_scenarios_schema_and_the_console_script(installed: Path) ->
     assert {"schema.json", "outage.yaml", "flaky.yaml", "healthy.yaml"} <= shipped
     [info] = installed.glob("chaosproxy-*.dist-info")
     entry_points = (info / "entry_points.txt").read_text()
-    assert "chaosproxy = chaosproxy.proxy_addons.launch:main" in entry_points
+    assert "chaosproxy = chaosproxy.cli.main:main" in entry_points
     assert "[pytest11]\nchaosproxy = chaosproxy.testing.plugin" in entry_points
 
 

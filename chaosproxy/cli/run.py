@@ -14,7 +14,7 @@ from typing import Any
 
 from chaosproxy.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, fail, load, version_text
 from chaosproxy.core import scenario as scenario_mod
-from chaosproxy.proxy_addons import launch, logs
+from chaosproxy.proxy_addons import _internals, logs
 
 
 def _host_port(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -105,10 +105,15 @@ def add_parser(sub: Any) -> None:
         help="N proxy processes sharing the port (SO_REUSEPORT), one shared engine (default 1)",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    run.add_argument(
+        "-v", "--verbose", action="store_true", help="also log the mitmproxy patches in force"
+    )
     run.set_defaults(func=command)
 
 
 def command(args: argparse.Namespace) -> int:
+    logs.configure(args.log_format, quiet=args.quiet)
+    _internals.lean_start()  # mitmproxy's lean patches, before anything imports mitmproxy
     from chaosproxy.proxy_addons.chaos import ChaosAddon
     from chaosproxy.proxy_addons.runner import ProxySettings, StartupError, Upstream, serve, stop
 
@@ -140,7 +145,6 @@ def command(args: argparse.Namespace) -> int:
     admin, admin_required, token = _admin_settings(args)
     if args.watch and source is None:
         fail("--watch needs --scenario PATH: the file to watch", EXIT_USAGE)
-    logs.configure(args.log_format, quiet=args.quiet)
     addon = ChaosAddon(
         scenario,
         source=source,
@@ -166,7 +170,14 @@ def command(args: argparse.Namespace) -> int:
     log = logging.getLogger("chaosproxy")
 
     def ready(m: Any) -> None:
-        launch.settle_heap()  # before the line that tells scripts the proxy is ready
+        _internals.settle_heap()  # before the line that tells scripts the proxy is ready
+        if args.verbose:
+            off = _internals.failed()
+            log.info(
+                "mitmproxy patches: %s%s",
+                ", ".join(_internals.active()) or "none",
+                "".join(f" | off: {name} ({why})" for name, why in off.items()),
+            )
         where = source or "no scenario: passing everything through"
         control = f"control API {addon.admin_url}" if addon.admin_url else "no control API"
         log.info(

@@ -105,7 +105,14 @@ class Routes:
     def healthz(self, request: Request) -> Reply:
         if not self.target.serving:
             return Reply.json(503, {"status": "starting"})
-        return Reply.json(200, {"status": "ok", "scenario": self.target.engine.scenario.label})
+        return Reply.json(
+            200,
+            {
+                "status": "ok",
+                "scenario": self.target.engine.scenario.label,
+                "patches": self.target.patches,  # mitmproxy's internals patched (the seam)
+            },
+        )
 
     async def get_scenario(self, request: Request) -> Reply:
         # in a thread: the document of a scenario with 1000 rules takes ~0.1 s to build

@@ -36,6 +36,11 @@ class ControlTarget(Protocol):
         ...
 
     @property
+    def patches(self) -> list[str]:
+        """The mitmproxy patches in force (the seam's active list; ``/healthz`` shows it)."""
+        ...
+
+    @property
     def held(self) -> int:
         """Flows currently waiting in a fault."""
         ...

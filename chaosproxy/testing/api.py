@@ -7,6 +7,7 @@
 The proxy runs mitmproxy on its own event loop in a daemon thread, listening on a free
 loopback port. All per-proxy state lives on its addon, never in mitmproxy's global
 ``ctx.options``, so several proxies in one process do not share scenarios or counters.
+Importing this module imports no mitmproxy module: a ChaosProxy imports it when made.
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ import concurrent.futures
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chaosproxy.control.server import check_admin, parse_admin
 from chaosproxy.core import scenario as scenario_mod
 from chaosproxy.core.decisions import DecisionRecord
 from chaosproxy.core.scenario import Scenario
-from chaosproxy.proxy_addons.chaos import ChaosAddon
-from chaosproxy.proxy_addons.runner import ProxySettings, StartupError, Upstream, serve, stop
 from chaosproxy.testing.oracle import Calls
+
+if TYPE_CHECKING:
+    from chaosproxy.proxy_addons.runner import ProxySettings
 
 ScenarioSpec = Scenario | Mapping[str, Any] | str | Path | None
 
@@ -83,11 +85,14 @@ class ChaosProxy:
             address = admin or None
         if address is not None:
             check_admin(address[0], admin_token)
+        from chaosproxy.proxy_addons.chaos import ChaosAddon
+        from chaosproxy.proxy_addons.runner import ProxySettings, Upstream
+
         found, source = load_spec(scenario)
         self.addon = ChaosAddon(
             found, source=source, seed=seed, admin=address, admin_token=admin_token
         )
-        self.settings = ProxySettings(
+        self.settings: ProxySettings = ProxySettings(
             upstreams=[Upstream.parse(spec) for spec in specs],
             forward=forward,
             listen_host=host,
@@ -107,6 +112,8 @@ class ChaosProxy:
 
     def start(self) -> ChaosProxy:
         """Start listening; returns once the proxy serves (raises StartupError if it cannot)."""
+        from chaosproxy.proxy_addons.runner import StartupError
+
         if self._thread is not None:
             raise RuntimeError("this ChaosProxy is already started")
         self._thread = threading.Thread(target=self._run, name="chaosproxy", daemon=True)
@@ -118,6 +125,8 @@ class ChaosProxy:
         return self
 
     def _run(self) -> None:
+        from chaosproxy.proxy_addons.runner import StartupError, serve
+
         def ready(m: Any) -> None:
             self._master = m
             addrs = m.addons.get("proxyserver").listen_addrs()
@@ -137,6 +146,8 @@ class ChaosProxy:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop gracefully and release the port."""
+        from chaosproxy.proxy_addons.runner import stop
+
         loop, m = self._loop, self._master
         if loop is not None and m is not None and not loop.is_closed():
             future = asyncio.run_coroutine_threadsafe(stop(m), loop)

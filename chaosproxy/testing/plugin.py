@@ -18,6 +18,10 @@ passthrough, or to the test's ``chaos`` marker. The seed comes from ``apply(seed
 marker, ``--chaos-seed``, ``CHAOSPROXY_SEED``, the ``chaos_seed`` ini option, the
 scenario's own seed, or is chosen at random, in that order; a failing test's report names
 it, with the decisions taken, so ``--chaos-seed N`` replays the failure exactly.
+
+pytest loads this module in every session where chaosproxy is installed, so it imports
+only pytest at load: the proxy, the scenario model and mitmproxy are imported by the
+fixtures that use them (a session that never asks for ``chaos_proxy`` imports none).
 """
 
 from __future__ import annotations
@@ -27,14 +31,15 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from chaosproxy.core.decisions import DecisionRecord
-from chaosproxy.core.scenario import PASSTHROUGH, Scenario, ScenarioError
-from chaosproxy.testing.api import ChaosProxy, ScenarioSpec, load_spec
-from chaosproxy.testing.oracle import Calls
+if TYPE_CHECKING:
+    from chaosproxy.core.decisions import DecisionRecord
+    from chaosproxy.core.scenario import Scenario
+    from chaosproxy.testing.api import ChaosProxy, ScenarioSpec
+    from chaosproxy.testing.oracle import Calls
 
 SEED_ENV = "CHAOSPROXY_SEED"
 MARKER = "chaos"
@@ -138,6 +143,8 @@ class ChaosFixture:
 
     def begin(self) -> None:
         """Back to passthrough with fresh counters and an empty traffic log."""
+        from chaosproxy.core.scenario import PASSTHROUGH
+
         self.proxy.resume()
         self._set(PASSTHROUGH, None, None)
         self.applied = []
@@ -164,6 +171,9 @@ class ChaosFixture:
     def apply(self, scenario: ScenarioSpec, seed: int | None = None) -> Scenario:
         """Apply a scenario: a shipped name, a name in ``--chaos-scenarios``, a path, a dict
         or YAML text. The seed: ``seed``, else the configured one, else the scenario's."""
+        from chaosproxy.core.scenario import ScenarioError
+        from chaosproxy.testing.api import load_spec
+
         try:
             found, source = load_spec(scenario, self._dirs)
         except ScenarioError as exc:
@@ -222,6 +232,8 @@ class ChaosFixture:
     def calls(self) -> Calls:
         """The same requests, with the resilience oracle's expectations
         (:class:`~chaosproxy.testing.oracle.Calls`)."""
+        from chaosproxy.testing.oracle import Calls
+
         return Calls(self.decisions, origin=self.started)
 
     def counts(self) -> tuple[int, int]:
@@ -258,6 +270,8 @@ class _ProxyPool:
         self.proxies: dict[str, ChaosProxy] = {}
 
     def get(self, upstream: str) -> ChaosProxy:
+        from chaosproxy.testing.api import ChaosProxy
+
         proxy = self.proxies.get(upstream)
         if proxy is None:
             proxy = self.proxies[upstream] = ChaosProxy(upstream=upstream).start()

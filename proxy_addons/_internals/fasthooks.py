@@ -23,6 +23,9 @@ connections of a master with a :class:`HookTable`, a hook's handlers run as soon
 that raised it has been handled, and the layer hears right away that the hook is complete,
 in the order mitmproxy would have delivered it. A handler that returns an awaitable (a fault
 that delays the request) and an intercepted flow continue in a task as before.
+
+``PATCH`` (``fast_hooks``) applies both to a master; this module imports mitmproxy, so
+the seam imports it only when a master is built.
 """
 
 from __future__ import annotations
@@ -38,6 +41,12 @@ from typing import Any
 
 from mitmproxy import addonmanager, exceptions, flow, hooks
 from mitmproxy.proxy import commands, events
+
+from chaosproxy.proxy_addons._internals import (
+    Patch,
+    missing_attributes,
+    missing_instance_attributes,
+)
 
 #: mitmproxy's own logger for addon errors, so they read as before
 _addon_logger = logging.getLogger(addonmanager.__name__)
@@ -247,3 +256,50 @@ class InlineHooks:
                 await data.wait_for_resume()
         if hook.blocking:
             await handler.server_event(events.HookCompleted(hook))
+
+
+def check() -> str | None:
+    """The shape both halves rely on: the manager's dispatch, hooks and their completion,
+    and a connection handler's layer, event entry point and idle watchdog."""
+    from mitmproxy.addons import proxyserver
+    from mitmproxy.proxy import server
+
+    manager = addonmanager.AddonManager
+    lifecycle = getattr(manager, "handle_lifecycle", None)
+    if lifecycle is None or not inspect.iscoroutinefunction(lifecycle):
+        return "AddonManager.handle_lifecycle is not a coroutine function"
+    if list(inspect.signature(lifecycle).parameters) != ["self", "event"]:
+        return "AddonManager.handle_lifecycle(self, event) changed its signature"
+    return (
+        missing_instance_attributes(manager, "chain")
+        or missing_attributes(hooks, "UpdateHook")
+        or missing_attributes(commands.StartHook, "blocking", "name")
+        or missing_attributes(events, "HookCompleted")
+        or missing_attributes(exceptions, "AddonHalt", "OptionsError")
+        or missing_attributes(flow.Flow, "wait_for_resume")
+        or missing_instance_attributes(flow.Flow, "intercepted")
+        or missing_attributes(server.ConnectionHandler, "server_event")
+        or missing_instance_attributes(
+            server.ConnectionHandler, "layer", "timeout_watchdog", "client"
+        )
+        or missing_attributes(server.TimeoutWatchdog, "disarm")
+        or missing_instance_attributes(proxyserver.Proxyserver, "connections")
+    )
+
+
+def apply(master: Any) -> None:
+    if master is None:
+        raise ValueError("fast_hooks applies to a master")
+    install(master.addons)
+    master.addons.add(InlineHooks())
+
+
+PATCH = Patch(
+    name="fast_hooks",
+    target="mitmproxy.addonmanager.AddonManager.handle_lifecycle (per master), and each "
+    "connection's layer.handle_event",
+    check=check,
+    apply=apply,
+    fallback="hooks go through mitmproxy's own dispatch, a task each (slower)",
+    per_master=True,
+)

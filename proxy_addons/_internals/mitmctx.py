@@ -8,7 +8,7 @@ second proxy's addons. :func:`install` makes those three names per thread: each
 in-process proxy runs its own event loop in its own thread and creates its master
 there, so each thread sees its own master. A thread that never created one (the main
 thread of ``mitmdump``, a test calling into an addon) sees the last one created, as
-before.
+before. Applied when a proxy starts (never on import).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import sys
 import threading
 import types
 from typing import Any
+
+from chaosproxy.proxy_addons._internals import Patch
 
 _NAMES = ("master", "options", "log")
 _local = threading.local()
@@ -61,3 +63,28 @@ def install() -> None:
         if name in module.__dict__:  # a master created before: keep it as the default
             _last[name] = module.__dict__.pop(name)
     module.__class__ = _PerThreadContext
+
+
+def check() -> str | None:
+    import mitmproxy.ctx  # noqa: F401 - make sure the module exists
+
+    module = sys.modules["mitmproxy.ctx"]
+    if isinstance(module, _PerThreadContext):
+        return None
+    if type(module) is not types.ModuleType:
+        return f"mitmproxy.ctx is a {type(module).__name__}, not a plain module"
+    from mitmproxy import master
+
+    init = getattr(master.Master.__init__, "__code__", None)
+    if init is None or not {"master", "options"} <= set(init.co_names):
+        return "mitmproxy.master.Master.__init__ no longer sets mitmproxy.ctx"
+    return None
+
+
+PATCH = Patch(
+    name="ctx_per_thread",
+    target="mitmproxy.ctx (master, options, log)",
+    check=check,
+    apply=lambda _: install(),
+    fallback="in-process proxies share the last master created (one proxy per process)",
+)

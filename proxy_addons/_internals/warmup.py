@@ -17,16 +17,21 @@ upstream closed or wrote to in the meantime, or to another address than mitmprox
 for, is not used: mitmproxy connects as usual. One not asked for (the client left, the
 flow was killed) is closed when its client disconnects, or :data:`KEEP` seconds after
 its delay ended. :func:`install` wraps mitmproxy's ``ConnectionHandler.open_connection``
-(internal API, the same in mitmproxy 11 and 12); without it, :func:`prepare` does nothing.
+(internal API, the same in mitmproxy 11 and 12) and the ``asyncio`` its server module
+calls ``open_connection`` through; without it (``PATCH`` not applied), :func:`prepare`
+does nothing and mitmproxy connects when the request goes out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import time
 import types
 from typing import Any
+
+from chaosproxy.proxy_addons._internals import Patch, missing_attributes
 
 #: How long before a delay ends its upstream connection is opened (seconds).
 LEAD = 0.05
@@ -162,6 +167,24 @@ def discard(client_id: str) -> None:
         early.close()
 
 
+def check() -> str | None:
+    from mitmproxy.proxy import server
+
+    problem = missing_attributes(server, "ConnectionHandler", "asyncio")
+    if problem:
+        return problem
+    opener = getattr(server.ConnectionHandler, "open_connection", None)
+    if opener is None or not inspect.iscoroutinefunction(opener):
+        return "ConnectionHandler.open_connection is not a coroutine function"
+    if list(inspect.signature(opener).parameters) != ["self", "command"]:
+        return "ConnectionHandler.open_connection(self, command) changed its signature"
+    if server.asyncio is not asyncio and not isinstance(server.asyncio, _AsyncioWithHandoff):
+        return "mitmproxy.proxy.server.asyncio is not the asyncio module"
+    if "open_connection" not in opener.__code__.co_names:
+        return "ConnectionHandler.open_connection no longer calls asyncio.open_connection"
+    return None
+
+
 def install() -> bool:
     """Hand early connections to mitmproxy's ``ConnectionHandler.open_connection``."""
     from mitmproxy.proxy import server
@@ -223,3 +246,12 @@ class _AsyncioWithHandoff(types.ModuleType):
         value = getattr(asyncio, name)
         setattr(self, name, value)
         return value
+
+
+PATCH = Patch(
+    name="early_upstream",
+    target="mitmproxy.proxy.server.ConnectionHandler.open_connection (and that module's asyncio)",
+    check=lambda: None if _installed else check(),
+    apply=lambda _: install(),
+    fallback="a delayed request opens its upstream connection after its delay",
+)

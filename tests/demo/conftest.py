@@ -78,7 +78,7 @@ class DemoProcess:
         self.port = port or free_port()
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chaosproxy.cli.main", "demo", "--no-browser",
+            [sys.executable, "-m", "chaosproxy.cli", "demo", "--no-browser",
              "--port", str(self.port), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

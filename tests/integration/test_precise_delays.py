@@ -138,7 +138,7 @@ def _require_kernel_stamps() -> None:
 
 def _kernel_stamps() -> bool:
     """Whether this kernel reports when a waiting TCP segment came in."""
-    from chaosproxy.proxy_addons.wire import _SO_TIMESTAMPNS, _STAMP_SPACE
+    from chaosproxy.proxy_addons._internals.receivetimes import _SO_TIMESTAMPNS, _STAMP_SPACE
 
     if not _SO_TIMESTAMPNS:
         return False
@@ -181,7 +181,7 @@ def test_a_head_sent_in_pieces_counts_from_when_it_was_complete(short_proxy: Any
 def test_head_waiting_tells_when_the_kernel_received_the_head() -> None:
     from types import SimpleNamespace
 
-    from chaosproxy.proxy_addons.wire import KernelStamps, head_waiting
+    from chaosproxy.proxy_addons._internals.receivetimes import KernelStamps, head_waiting
 
     stamps = KernelStamps()
     stamps.start()
@@ -207,7 +207,7 @@ def test_head_waiting_tells_when_the_kernel_received_the_head() -> None:
 def test_head_waiting_wants_a_whole_http1_head_in_the_socket_or_the_stream_buffer() -> None:
     from types import SimpleNamespace
 
-    from chaosproxy.proxy_addons.wire import head_waiting
+    from chaosproxy.proxy_addons._internals.receivetimes import head_waiting
 
     def when(value: float | None) -> bool:
         return value is not None and started <= value <= time.time()

@@ -66,7 +66,7 @@ def _ready(proxy: Proxy) -> bool:
 def running(upstream: UpstreamServer, scenario: Path, workers: int) -> Iterator[Proxy]:
     port, admin = free_port(), free_port()
     cmd = [
-        sys.executable, "-m", "chaosproxy.proxy_addons.launch", "run", "--upstream", upstream.url,
+        sys.executable, "-m", "chaosproxy.cli", "run", "--upstream", upstream.url,
         "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}",
         "--scenario", str(scenario), "--workers", str(workers),
     ]  # fmt: skip
@@ -186,7 +186,7 @@ def test_a_port_in_use_is_a_clear_error(upstream: UpstreamServer, tmp_path: Path
             [
                 sys.executable,
                 "-m",
-                "chaosproxy.proxy_addons.launch",
+                "chaosproxy.cli",
                 "run",
                 "--upstream",
                 upstream.url,
@@ -209,7 +209,7 @@ def test_a_port_in_use_is_a_clear_error(upstream: UpstreamServer, tmp_path: Path
 
 def test_workers_must_be_a_sensible_number(upstream: UpstreamServer) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "chaosproxy.proxy_addons.launch", "run", "--upstream", upstream.url,
+        [sys.executable, "-m", "chaosproxy.cli", "run", "--upstream", upstream.url,
          "--workers", "0"],  # fmt: skip
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip

@@ -1,12 +1,11 @@
-"""The console script's lean start for ``chaosproxy run`` (proxy_addons/launch.py)."""
+"""The lean start of ``chaosproxy run``: the seam's LEAN patches (proxy_addons/_internals)
+each give mitmproxy's own answers, cheaper."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import textwrap
-
-from chaosproxy.proxy_addons import launch
 
 
 def _python(code: str) -> str:
@@ -25,8 +24,8 @@ def test_lean_start_imports_only_the_addons_the_proxy_runs() -> None:
     out = _python(
         """
         import sys
-        from chaosproxy.proxy_addons import launch
-        launch.lean()
+        from chaosproxy.proxy_addons import _internals
+        _internals.lean_start()
         import chaosproxy.proxy_addons.runner
         print(sorted(m for m in sys.modules if m.startswith("mitmproxy.addons.")))
         print("onboarding" in repr(sys.modules), "ldap3" in sys.modules)
@@ -52,22 +51,36 @@ def test_lean_start_skips_mitmproxys_debug_type_checks_only() -> None:
             except TypeError:
                 return "checked"
         before = build()
-        from chaosproxy.proxy_addons import launch
-        print(before, launch.skip_debug_typechecks(), build(), launch.skip_debug_typechecks())
+        from chaosproxy.proxy_addons import _internals
+        from chaosproxy.proxy_addons._internals import typechecks
+        first = typechecks.applied(), _internals.apply(["no_debug_typechecks"])
+        print(before, first, build(), _internals.apply(["no_debug_typechecks"]), typechecks.applied())
         r = http.Request.make("GET", "http://example.com/x", b"body")
         print(r.pretty_url, r.content)
         """
     )
     checks, request = out.splitlines()
-    assert checks == "checked True built False"
+    assert checks == "checked (False, ['no_debug_typechecks']) built ['no_debug_typechecks'] True"
     assert request == "http://example.com/x b'body'"
 
 
 def test_only_run_is_made_lean() -> None:
-    assert launch._is_run(["run", "--upstream", "http://x"])
-    assert not launch._is_run(["run", "--help"])
-    assert not launch._is_run(["validate", "x.yaml"])
-    assert not launch._is_run([])
+    """Other commands, and ``run --help``, leave mitmproxy as it is."""
+    out = _python(
+        """
+        import contextlib, io
+        from chaosproxy.cli.main import main
+        from chaosproxy.proxy_addons import _internals
+        with contextlib.redirect_stdout(io.StringIO()):
+            codes = [main(["list"]), main(["schema"])]
+            try:
+                main(["run", "--help"])
+            except SystemExit as exc:
+                codes.append(exc.code)
+        print(codes, _internals.active())
+        """
+    )
+    assert out.strip() == "[0, 0, 0] []"
 
 
 def test_direct_header_lookups_answer_exactly_as_mitmproxys_own() -> None:
@@ -108,17 +121,21 @@ def test_direct_header_lookups_answer_exactly_as_mitmproxys_own() -> None:
             return out
 
         before = cases()
-        from chaosproxy.proxy_addons import launch
-        first, again = launch.direct_header_lookups(), launch.direct_header_lookups()
+        from chaosproxy.proxy_addons import _internals
+        from chaosproxy.proxy_addons._internals import headers
+        was = headers.applied()
+        first = _internals.apply(["header_lookups"])
+        patched = http.Headers.get_all
+        again = _internals.apply(["header_lookups"])  # once: not wrapped twice
         after = cases()
-        print(first, again, len(before))
+        print(was, first, again, http.Headers.get_all is patched, len(before))
         for b, a in zip(before, after):
             if b != a:
                 print("DIFF", b, a)
         """
     )
     lines = out.splitlines()
-    assert lines[0] == "True False 48"
+    assert lines[0] == "False ['header_lookups'] ['header_lookups'] True 48"
     assert lines[1:] == []
 
 
@@ -126,7 +143,8 @@ def test_plain_option_reads_give_the_same_values_and_still_copy_mutable_ones() -
     out = _python(
         """
         from mitmproxy import options
-        from chaosproxy.proxy_addons import launch
+        from chaosproxy.proxy_addons import _internals
+        from chaosproxy.proxy_addons._internals import options as option_reads
 
         def snapshot(o):
             return {name: getattr(o, name) for name in sorted(o._options)}
@@ -134,7 +152,12 @@ def test_plain_option_reads_give_the_same_values_and_still_copy_mutable_ones() -
         o = options.Options()
         o.update(listen_host="127.0.0.1", confdir="/tmp/c", mode=["reverse:http://x"])
         before = snapshot(o)
-        first, again = launch.plain_option_reads(), launch.plain_option_reads()
+        was = option_reads.applied()
+        _internals.apply(["option_reads"])
+        patched = options.optmanager._Option.current
+        _internals.apply(["option_reads"])  # once: not wrapped twice
+        first = not was and option_reads.applied()
+        again = options.optmanager._Option.current is not patched
         after = snapshot(o)
         print(first, again, before == after, len(after) > 10)
         modes = o.mode
@@ -150,9 +173,9 @@ def test_plain_option_reads_give_the_same_values_and_still_copy_mutable_ones() -
 _STREAMS = """
     import gc, sys, weakref
     import requests
-    from chaosproxy.proxy_addons import launch
+    from chaosproxy.proxy_addons import _internals
     if sys.argv[1] == "lean":
-        launch.lean()
+        _internals.lean_start()
     from mitmproxy.proxy.layers import http as layers_http
     from chaosproxy.testing.api import ChaosProxy
     from tests.support import free_port, running_upstream, wait_until
@@ -210,34 +233,13 @@ def test_heap_is_settled_only_in_a_lean_process() -> None:
     out = _python(
         """
         import gc
-        from chaosproxy.proxy_addons import launch
+        from chaosproxy.proxy_addons import _internals
         frozen = gc.get_freeze_count()  # Python 3.12 starts with a few hundred
-        plain = launch.settle_heap(), gc.get_freeze_count() == frozen
-        launch.lean()
+        plain = _internals.settle_heap(), gc.get_freeze_count() == frozen
+        _internals.lean_start()
         import chaosproxy.proxy_addons.runner
-        lean = launch.settle_heap(), gc.get_freeze_count() > frozen + 10000, gc.isenabled()
+        lean = _internals.settle_heap(), gc.get_freeze_count() > frozen + 10000, gc.isenabled()
         print(plain, lean)
         """
     )
     assert out.strip() == "(False, True) (True, True, True)"
-
-
-def test_python_m_launch_is_the_module_the_rest_of_the_code_imports() -> None:
-    # `python -m chaosproxy.proxy_addons.launch run ...` (the bench starts the proxy so) must leave
-    # the lean state where the CLI looks for it, or the heap is never settled
-    out = _python(
-        """
-        import runpy, sys, types
-        from chaosproxy.proxy_addons import launch
-        def cli_main(argv):
-            print(argv, bool(sys.modules["chaosproxy.proxy_addons.launch"]._leaned), launch.settle_heap())
-            return 0
-        sys.modules["chaosproxy.cli.main"] = types.SimpleNamespace(main=cli_main)
-        sys.argv = ["launch", "run", "--upstream", "http://127.0.0.1:9"]
-        try:
-            runpy.run_module("chaosproxy.proxy_addons.launch", run_name="__main__", alter_sys=True)
-        except SystemExit as exc:
-            print("exit", exc.code)
-        """
-    )
-    assert out.splitlines() == ["['run', '--upstream', 'http://127.0.0.1:9'] True True", "exit 0"]
