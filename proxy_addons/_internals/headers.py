@@ -26,7 +26,7 @@ def check() -> str | None:
     from mitmproxy import http
     from mitmproxy.utils import strutils
 
-    headers: Any = getattr(http, "Headers", None)
+    headers = getattr(http, "Headers", None)
     if not isinstance(headers, type):
         return "mitmproxy.http.Headers is not a class"
     problem = (
@@ -36,7 +36,7 @@ def check() -> str | None:
     )
     if problem:
         return problem
-    if list(inspect.signature(headers.get_all).parameters) != ["self", "name"]:
+    if list(inspect.signature(http.Headers.get_all).parameters) != ["self", "name"]:
         return "Headers.get_all(self, name) changed its signature"
     fields = http.Headers([(b"A", b"1")]).fields
     if fields != ((b"A", b"1"),):
