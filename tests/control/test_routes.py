@@ -24,6 +24,7 @@ class FakeTarget:
         self.decisions.subscribe(self.metrics)
         self.ready = threading.Event()
         self.held = 0
+        self.patches = ["ctx_per_thread"]
         self.applied: list[str | None] = []
         self.resets = 0
         self.rescheduled = 0
@@ -56,7 +57,10 @@ def test_healthz_says_starting_until_the_target_serves() -> None:
     routes = Routes(target)
     assert call(routes, "GET", "/healthz") == (503, {"status": "starting"})
     target.ready.set()
-    assert call(routes, "GET", "/healthz") == (200, {"status": "ok", "scenario": "passthrough"})
+    assert call(routes, "GET", "/healthz") == (
+        200,
+        {"status": "ok", "scenario": "passthrough", "patches": ["ctx_per_thread"]},
+    )
 
 
 def test_unknown_paths_and_methods_name_what_exists() -> None:
