@@ -35,8 +35,8 @@ TIERS: dict[str, str] = {
     "tests/faults": "unit",
     "tests/testing": "unit",
     "tests/proxy_addons": "unit",
-    "tests/proxy_addons/test_launch.py": "e2e",
-    "tests/proxy_addons/test_lean.py": "e2e",  # test_launch.py once the seam lands
+    "tests/proxy_addons/test_lean.py": "e2e",
+    "tests/proxy_addons/test_internals.py": "e2e",
     "tests/control": "unit",
     "tests/control/test_http.py": "wire",
     "tests/control/test_client.py": "wire",
