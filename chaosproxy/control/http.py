@@ -93,7 +93,13 @@ class H11Server:
         idle_timeout: float | None = None,
         max_head: int = 16 * 1024,  # h11's default
         bad_request: BadRequest | None = None,
+        header_timeout: float | None = None,
+        max_connections: int | None = None,
     ) -> None:
+        """``idle_timeout``: the longest wait for any read; ``header_timeout``: the longest
+        wait for a whole request head (from the connection's start, or the end of the
+        previous answer), so idle and slow clients are closed; ``max_connections``: beyond
+        that many at once, a new connection gets 503 and is closed."""
         self.handler = handler
         self.host = host
         self.port = port
@@ -101,6 +107,9 @@ class H11Server:
         self.idle_timeout = idle_timeout
         self.max_head = max_head
         self.bad_request = bad_request
+        self.header_timeout = header_timeout
+        self.max_connections = max_connections
+        self.turned_away = 0
         self._server: asyncio.Server | None = None
         self._tasks: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
@@ -139,13 +148,16 @@ class H11Server:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if self.max_connections is not None and len(self._tasks) >= self.max_connections:
+            await self._turn_away(reader, writer)
+            return
         self._tasks[task] = writer
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head)
         exchange = Exchange(conn, reader, writer, self.idle_timeout)
         try:
             while True:
                 try:
-                    event = await exchange.next_event()
+                    event = await self._next_head(exchange)
                 except h11.RemoteProtocolError as exc:
                     await self._refuse(exchange, exc)
                     break
@@ -163,6 +175,48 @@ class H11Server:
             pass
         finally:
             self._tasks.pop(task, None)
+            writer.close()
+
+    async def _next_head(self, exchange: Exchange) -> object:
+        if self.header_timeout is None:
+            return await exchange.next_event()
+        async with asyncio.timeout(self.header_timeout):  # TimeoutError: the connection ends
+            return await exchange.next_event()
+
+    async def _turn_away(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer 503 at once and close: too many connections are open."""
+        self.turned_away += 1
+        if self.turned_away == 1 or self.turned_away % 1000 == 0:
+            logger.warning(
+                "%s: %d connections open (the most it serves at once): new ones get 503 "
+                "(%d so far)",
+                self.url,
+                self.max_connections,
+                self.turned_away,
+            )
+        message = f"too many connections (at most {self.max_connections}); try again later"
+        content_type, body = (
+            self.bad_request(503, message)
+            if self.bad_request is not None
+            else ("text/plain", message.encode())
+        )
+        head = (
+            "HTTP/1.1 503 Service Unavailable\r\n"
+            f"content-type: {content_type}\r\ncontent-length: {len(body)}\r\n"
+            "retry-after: 1\r\nconnection: close\r\n\r\n"
+        )
+        try:
+            async with asyncio.timeout(1.0):
+                writer.write(head.encode("latin-1") + body)
+                await writer.drain()
+                writer.write_eof()
+                # read what the client sends until it closes (at most a second): closing
+                # with its request unread would reset the connection before it reads the 503
+                while await reader.read(READ_SIZE):
+                    pass
+        except (OSError, TimeoutError):
+            pass
+        finally:
             writer.close()
 
     async def _refuse(self, exchange: Exchange, exc: h11.RemoteProtocolError) -> None:

@@ -29,6 +29,12 @@ DEFAULT_ADMIN = ("127.0.0.1", 8475)
 MAX_BODY = MAX_BYTES  # the same limit as scenario files
 TOKEN_ENV = "CHAOSPROXY_ADMIN_TOKEN"
 IDLE_TIMEOUT = 60.0
+#: Seconds a client has to send a whole request head (from connecting, or from the end of
+#: the previous answer): idle keep-alive and slow clients are closed after it.
+HEADER_TIMEOUT = 10.0
+#: Admin connections served at once; beyond, a new one gets 503 and is closed. The proxy's
+#: own connections do not count, so a flood of idle admin connections leaves it serving.
+MAX_CONNECTIONS = 64
 
 
 class AdminConfigError(ValueError):
@@ -90,6 +96,8 @@ class ControlServer:
             idle_timeout=IDLE_TIMEOUT,
             max_head=64 * 1024,
             bad_request=_json_error,
+            header_timeout=HEADER_TIMEOUT,
+            max_connections=MAX_CONNECTIONS,
         )
 
     @property

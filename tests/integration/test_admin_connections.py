@@ -1,0 +1,117 @@
+"""Admin connections have a deadline for their request head and a cap (issue 22 item 9).
+
+19,980 idle admin connections were accepted before; none was ever closed. The data path
+shares the proxy's event loop, so it must keep serving while the admin port is flooded.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from chaosproxy.control import server
+from chaosproxy.testing.api import ChaosProxy
+from tests.support import wait_until
+
+
+def admin_address(proxy: ChaosProxy) -> tuple[str, int]:
+    parts = urlsplit(proxy.admin_url or "")
+    assert parts.hostname and parts.port
+    return parts.hostname, parts.port
+
+
+@pytest.fixture
+def sockets() -> Iterator[list[socket.socket]]:
+    held: list[socket.socket] = []
+    yield held
+    for sock in held:
+        sock.close()
+
+
+def connect(proxy: ChaosProxy, held: list[socket.socket]) -> socket.socket:
+    sock = socket.create_connection(admin_address(proxy), timeout=10)
+    held.append(sock)
+    return sock
+
+
+def read_all(sock: socket.socket, timeout: float = 10) -> bytes:
+    """What the server sends until it closes (raises TimeoutError if it never does)."""
+    sock.settimeout(timeout)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def silent(sock: socket.socket, seconds: float = 0.2) -> bool:
+    """Nothing to read (no answer, no close) for ``seconds``."""
+    readable, _, _ = select.select([sock], [], [], seconds)
+    return not readable
+
+
+def test_connections_beyond_the_cap_get_503_and_the_proxy_keeps_serving(
+    make_proxy, monkeypatch, sockets
+) -> None:
+    monkeypatch.setattr(server, "MAX_CONNECTIONS", 8)
+    monkeypatch.setattr(server, "HEADER_TIMEOUT", 60.0)  # the idle ones stay for the test
+    proxy = make_proxy(admin=True)
+    idle = [connect(proxy, sockets) for _ in range(8)]
+    wait_until(lambda: requests.get(f"{proxy.url}/echo", timeout=5).status_code == 200)
+    # the cap is reached once the server has accepted all eight; then every new one is
+    # answered 503 (without sending anything) and closed
+    over = [connect(proxy, sockets) for _ in range(40)]
+    answers = [read_all(sock) for sock in over]
+    assert all(a.startswith(b"HTTP/1.1 503 ") for a in answers), answers[0]
+    assert b'"error": "too many connections (at most 8); try again later"' in answers[0]
+    assert all(silent(sock) for sock in idle)  # the first eight are still open, unanswered
+    # the data path is unaffected
+    for _ in range(5):
+        assert requests.get(f"{proxy.url}/echo", timeout=5).status_code == 200
+    assert requests.get(f"{proxy.admin_url}/healthz", timeout=5).status_code == 503
+    # once some close, the admin API answers again
+    for sock in idle[:2]:
+        sock.close()
+    wait_until(lambda: requests.get(f"{proxy.admin_url}/healthz", timeout=5).status_code == 200)
+
+
+def test_a_request_sent_to_a_full_server_reads_the_503(make_proxy, monkeypatch, sockets) -> None:
+    monkeypatch.setattr(server, "MAX_CONNECTIONS", 1)
+    monkeypatch.setattr(server, "HEADER_TIMEOUT", 60.0)
+    proxy = make_proxy(admin=True)
+    connect(proxy, sockets)
+    wait_until(lambda: requests.get(f"{proxy.admin_url}/healthz", timeout=5).status_code == 503)
+    reply = requests.put(f"{proxy.admin_url}/scenario", data="rules: []\n" * 5000, timeout=5)
+    assert reply.status_code == 503 and reply.headers["retry-after"] == "1"
+
+
+def test_a_client_that_does_not_finish_its_head_in_time_is_closed(
+    make_proxy, monkeypatch, sockets
+) -> None:
+    monkeypatch.setattr(server, "HEADER_TIMEOUT", 0.5)
+    proxy = make_proxy(admin=True)
+    idle = connect(proxy, sockets)
+    slow = connect(proxy, sockets)
+    start = time.monotonic()
+    for part in (b"GET /healthz HTTP/1.1\r\n", b"Host: 127.0.0.1\r\n"):  # never the blank line
+        slow.sendall(part)
+        time.sleep(0.2)
+    assert read_all(slow) == b"" and read_all(idle) == b""
+    took = time.monotonic() - start
+    assert 0.5 <= took < 5, took
+    # a keep-alive connection idle after its answer is closed too; prompt clients are served
+    kept = connect(proxy, sockets)
+    kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    answer = read_all(kept)
+    assert answer.startswith(b"HTTP/1.1 200 ") and b'"status": "ok"' in answer
+    assert requests.get(f"{proxy.admin_url}/healthz", timeout=5).status_code == 200
+    print(f"slow head closed after {took:.2f} s (deadline 0.5 s)")
+
+
+def test_the_limits_are_documented_constants() -> None:
+    assert server.HEADER_TIMEOUT == 10.0 and server.MAX_CONNECTIONS == 64
