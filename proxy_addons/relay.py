@@ -140,26 +140,34 @@ class Relay:
                 break
             else:
                 raise h11.RemoteProtocolError(f"unexpected {event!r} in a request body")
-        while True:  # the answer's head (interim 1xx answers passed on)
-            event = await next_event(up, up_reader)
-            if isinstance(event, h11.InformationalResponse):
-                writer.write(conn.send(event) or b"")
-                continue
-            if not isinstance(event, h11.Response):
-                raise h11.RemoteProtocolError(f"the upstream sent {event!r} instead of an answer")
-            break
-        writer.write(
-            conn.send(
-                h11.Response(
-                    status_code=event.status_code,
-                    headers=event.headers.raw_items(),
-                    reason=event.reason,
+        # from here on mitmproxy sends nothing until the answer is done: watch for it
+        # closing the connection (its client left), also while the upstream is silent
+        pacer = _Pacer(route, reader, writer, conn)
+        try:
+            while True:  # the answer's head (interim 1xx answers passed on)
+                event = await pacer.upstream(up, up_reader)
+                if isinstance(event, h11.InformationalResponse):
+                    writer.write(conn.send(event) or b"")
+                    continue
+                if not isinstance(event, h11.Response):
+                    raise h11.RemoteProtocolError(
+                        f"the upstream sent {event!r} instead of an answer"
+                    )
+                break
+            writer.write(
+                conn.send(
+                    h11.Response(
+                        status_code=event.status_code,
+                        headers=event.headers.raw_items(),
+                        reason=event.reason,
+                    )
                 )
+                or b""
             )
-            or b""
-        )
-        await writer.drain()
-        await _Pacer(route, reader, writer, conn).run(up, up_reader)
+            await writer.drain()
+            await pacer.run(up, up_reader)
+        finally:
+            await pacer.stop_watching()
 
     async def _refuse(self, exchange: Exchange, why: str) -> None:
         logger.warning("relay: %s", why)
@@ -216,10 +224,14 @@ class _Pacer:
                     await self.writer.drain()
                     sent += len(part)
         finally:
-            if not self.gone.done():
-                self.gone.cancel()
-                # let the read unwind before the connection's next read (one reader only)
-                await asyncio.wait([self.gone])
+            await self.stop_watching()
+
+    async def stop_watching(self) -> None:
+        """Stop reading from mitmproxy's side (the connection has one reader only)."""
+        if not self.gone.done():
+            self.gone.cancel()
+            # let the read unwind before the connection's next read
+            await asyncio.wait([self.gone])
 
     async def upstream(self, up: h11.Connection, up_reader: asyncio.StreamReader) -> object:
         """The upstream's next event; ClientGone if mitmproxy closes the connection first."""

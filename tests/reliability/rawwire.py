@@ -204,3 +204,23 @@ def parse_head(head: bytes) -> tuple[list[bytes], list[tuple[bytes, bytes]]]:
         name, _, value = line.partition(b":")
         fields.append((name, value.strip(b" \t")))
     return start, fields
+
+
+class Blackhole(RawUpstream):
+    """An upstream that accepts, reads, and never answers; it closes a connection only
+    once its peer has. ``open`` counts the connections the peer still holds."""
+
+    def __init__(self) -> None:
+        super().__init__(self._swallow)
+        self.open = 0
+        self._lock = threading.Lock()
+
+    def _swallow(self, conn: socket.socket) -> None:
+        with self._lock:
+            self.open += 1
+        try:
+            while conn.recv(65536):
+                pass
+        finally:
+            with self._lock:
+                self.open -= 1
