@@ -205,14 +205,24 @@ class ChaosAddon:
             self._record(flow, wire)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        self._early.pop(flow.id, None)
+        early = self._early.pop(flow.id, _UNDECIDED)
         wire = self._wires.pop(flow.id, None)
         if wire is not None:
             wire.forget_route()
+        if wire is None and early is not _UNDECIDED:
+            # decided (and counted) from its head, then the client left mid-upload
+            self._record(flow, None, decided=early)
+            return
         self._record(flow, wire)
 
-    def _record(self, flow: http.HTTPFlow, wire: FlowWire | None) -> None:
-        self.recorder.record(flow, wire, self.arrivals.pop(flow), self.engine.phase)
+    def _record(
+        self, flow: http.HTTPFlow, wire: FlowWire | None, decided: Any = _UNDECIDED
+    ) -> None:
+        arrived, phase = self.arrivals.pop(flow), self.engine.phase
+        if decided is _UNDECIDED:
+            self.recorder.record(flow, wire, arrived, phase)
+        else:
+            self.recorder.record(flow, wire, arrived, phase, counted=True, decision=decided)
 
     def client_disconnected(self, client: Any) -> None:
         self.host.client_left(client.id)

@@ -88,12 +88,21 @@ class DecisionRecorder:
         )
 
     def record(
-        self, flow: http.HTTPFlow, wire: FlowWire | None, arrived: float, phase: str | None
+        self,
+        flow: http.HTTPFlow,
+        wire: FlowWire | None,
+        arrived: float,
+        phase: str | None,
+        *,
+        counted: bool = False,
+        decision: Decision | None = None,
     ) -> None:
-        """Add the finished request to the decision log (one that never reached the request
-        hook: nothing to record). ``phase``: the engine's, for a request no rule fired for."""
+        """Add the finished request to the decision log. One that never reached the request
+        hook is not recorded unless ``counted`` (decided from its head, with ``decision``,
+        then the client left mid-body): what the engine counted is recorded too.
+        ``phase``: the engine's, for a request no rule fired for."""
         request = flow.request
-        if request.timestamp_end is None or request.method == "CONNECT":
+        if request.method == "CONNECT" or (request.timestamp_end is None and not counted):
             return
         now_wall, now_mono = time.time(), time.monotonic()
         error = flow.error.msg if flow.error is not None else None
@@ -105,7 +114,7 @@ class DecisionRecorder:
         elif error is not None:
             if error == flow.error.KILLED_MESSAGE:  # type: ignore[union-attr]
                 outcome = "closed"
-            elif error.startswith("Client disconnected"):
+            elif _client_left(error, request):
                 outcome = "client_disconnected"
             else:  # e.g. the upstream refused: mitmproxy answers 502 with the reason
                 outcome, status = "error", 502
@@ -118,7 +127,8 @@ class DecisionRecorder:
         else:
             upstream_status = wire.upstream_status
         body = request.raw_content or b""
-        decision = wire.decision if wire is not None else None
+        if wire is not None:
+            decision = wire.decision
         if decision is not None:  # mitmweb shows what the client got, next to the rule
             got = outcome if status is None else f"{outcome} {status}"
             flow.comment = f"{flow.comment} -> client got: {got}"
@@ -155,6 +165,14 @@ class DecisionRecorder:
                 else None,
             )
         )
+
+
+def _client_left(error: str, request: http.Request) -> bool:
+    """The error says the client went away (mitmproxy words it in several ways; an
+    incomplete request body can only be the client's doing)."""
+    if error.lower().startswith("client disconnected"):
+        return True
+    return request.timestamp_end is None and "peer closed connection" in error
 
 
 def summary_lines(engine: Engine) -> list[str]:

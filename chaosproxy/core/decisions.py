@@ -30,8 +30,9 @@ RING_SIZE = 1000
 #: ``truncated``: a status and headers, then only part of the promised body; ``reset``:
 #: a TCP reset (HTTP/2: the stream reset); ``closed``: the connection closed with no (or
 #: an incomplete) answer; ``client_disconnected``: the client gave up first (a hold or a
-#: delay it did not wait for); ``error``: the proxy could not complete the exchange
-#: (``error`` says why, e.g. the upstream refused the connection).
+#: delay it did not wait for, an upstream slow to answer, or mid-upload); ``error``: the
+#: proxy could not complete the exchange (``error`` says why, e.g. the upstream refused
+#: the connection).
 OUTCOMES = ("response", "truncated", "reset", "closed", "client_disconnected", "error")
 
 IDEMPOTENCY_HEADER = "idempotency-key"
