@@ -22,6 +22,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     TypeAdapter,
     ValidationError,
     WithJsonSchema,
@@ -34,6 +35,7 @@ from chaosproxy.core.yamlsource import Document, Problem, format_path
 from chaosproxy.core.yamlsource import Path as DocPath
 from chaosproxy.faults import FAULT_TYPES, Fault
 from chaosproxy.faults.base import (
+    HEADER_NAME_PATTERN,
     Duration,
     HeaderName,
     PositiveDuration,
@@ -79,8 +81,9 @@ Pattern = Annotated[
     AfterValidator(_check_pattern),
     WithJsonSchema(
         {
-            "type": "string",
-            "description": "a glob (* also crosses /), or re:REGEX for a regular expression",
+            "anyOf": [{"type": "string"}, {"type": ["number", "boolean"]}],
+            "description": "a glob (* also crosses /), or re:REGEX for a regular expression; "
+            "a number or boolean matches its text",
         }
     ),
 ]
@@ -105,10 +108,11 @@ def _json_path(value: str) -> str:
     return value
 
 
+_JSON_PATH_PATTERN = "^[^.]+(\\.[^.]+)*$"
 JsonPath = Annotated[
     str,
     AfterValidator(_json_path),
-    WithJsonSchema({"type": "string", "pattern": "^[^.]+(\\.[^.]+)*$"}),
+    WithJsonSchema({"type": "string", "pattern": _JSON_PATH_PATTERN}),
 ]
 
 
@@ -122,7 +126,9 @@ def _method(value: object) -> object:
     return value
 
 
-Method = Annotated[str, BeforeValidator(_method)]
+Method = Annotated[
+    str, BeforeValidator(_method), WithJsonSchema({"type": "string", "pattern": _METHOD.pattern})
+]
 
 
 def _as_tuple(value: object) -> object:
@@ -132,6 +138,18 @@ def _as_tuple(value: object) -> object:
 Probability = Annotated[float, Range(0, 1, "must be between 0 and 1")]
 Count = Annotated[int, Range(0, None, "must be a whole number >= 0")]
 Positive = Annotated[int, Range(1, None, "must be a whole number >= 1")]
+
+
+@dataclass(frozen=True)
+class _keys_schema:  # noqa: N801 - used as an annotation, like pydantic's own markers
+    """JSON Schema for a mapping whose keys must match ``pattern`` (pydantic leaves keys out)."""
+
+    pattern: str
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: GetJsonSchemaHandler) -> Any:
+        out = handler(schema)
+        out["propertyNames"] = {"pattern": self.pattern}
+        return out
 
 
 class _Model(BaseModel):
@@ -161,17 +179,17 @@ class Match(_Model):
     path: Pattern | None = Field(None, description="glob on the decoded path, query excluded")
     method: Annotated[
         tuple[Method, ...],
-        BeforeValidator(_as_tuple, json_schema_input_type=str | list[str]),
+        BeforeValidator(_as_tuple, json_schema_input_type=Method | list[Method]),
         Field(description="one method or a list"),
     ] = ()
-    headers: dict[HeaderName, Pattern] = Field(
+    headers: Annotated[dict[HeaderName, Pattern], _keys_schema(HEADER_NAME_PATTERN)] = Field(
         default_factory=dict, description="header name (any case) -> glob on its value"
     )
     query: dict[str, Pattern] = Field(
         default_factory=dict, description="query parameter -> glob on its value"
     )
     body: Pattern | None = Field(None, description="glob on the request body as text")
-    json_: dict[JsonPath, Pattern] = Field(
+    json_: Annotated[dict[JsonPath, Pattern], _keys_schema(_JSON_PATH_PATTERN)] = Field(
         default_factory=dict,
         alias="json",
         description="dotted path into a JSON request body -> glob on the value's text",
@@ -214,7 +232,19 @@ def _printable(value: str) -> str:
 
 
 #: A rule, phase or scenario name.
-Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_printable)]
+Name = Annotated[
+    str,
+    Field(min_length=1, max_length=200),
+    AfterValidator(_printable),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 200,
+            "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]+$",
+        }
+    ),
+]
 
 
 StickyKey = Annotated[
@@ -242,6 +272,17 @@ class PerRequest(_Model):
 
 class Rule(_Model):
     """When to inject (match, counters, probability) and what (one fault or a list)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={  # per_request counts attempts per request: no skip, no every
+            "not": {
+                "anyOf": [
+                    {"required": ["per_request", "skip"]},
+                    {"required": ["per_request", "every"]},
+                ]
+            }
+        }
+    )
 
     name: Name | None = Field(
         None, description='default "<fault type>-<n>", n its position counting from 1'
@@ -293,6 +334,14 @@ class Phase(_Model):
 
 class Scenario(_Model):
     """A scenario: rules applied to every request, or phases each with their own rules."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "not": {"required": ["rules", "phases"]},  # rules or phases, not both
+            "if": {"properties": {"loop": {"const": True}}, "required": ["loop"]},
+            "then": {"required": ["phases"]},  # loop only applies to phases
+        }
+    )
 
     version: Literal[1] = 1
     name: Name | None = None

@@ -411,6 +411,7 @@ def _field_value(value: str) -> str:
     return value
 
 
+HEADER_NAME_PATTERN = _TOKEN_PATTERN
 _NAME_SCHEMA = {"type": "string", "pattern": _TOKEN_PATTERN}
 _VALUE_SCHEMA = {
     "anyOf": [

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from typing import ClassVar, Literal
 
-from pydantic import Field, JsonValue, model_validator
+from pydantic import ConfigDict, Field, JsonValue, model_validator
 
 from chaosproxy.faults.base import (
+    BODYLESS,
     Fault,
     HeaderMap,
     On,
@@ -27,6 +28,17 @@ class Error(Fault):
     With neither, the body is a small JSON error naming the rule. ``on: request`` (the
     default) never calls the upstream; ``on: response`` replaces the upstream's answer.
     """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "not": {"required": ["body", "json"]},  # body or json, not both
+            "if": {
+                "properties": {"status": {"enum": [*sorted(BODYLESS)]}},
+                "required": ["status"],
+            },
+            "then": {"not": {"anyOf": [{"required": ["body"]}, {"required": ["json"]}]}},
+        }
+    )
 
     type: Literal["error"] = "error"
     status: Status = 500

@@ -121,6 +121,10 @@ class Latency(Fault):
     on top. Other flows never wait for it.
     """
 
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["delay"]}, {"required": ["distribution"]}]}
+    )
+
     type: Literal["latency"] = "latency"
     stages: ClassVar[tuple[Stage, ...]] = (Stage.REQUEST, Stage.RESPONSE)
     passes_on: ClassVar[bool] = True

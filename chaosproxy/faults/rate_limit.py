@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
 
 from chaosproxy.core.units import format_duration
 from chaosproxy.faults.base import (
+    HEADER_NAME_PATTERN,
     JSON_HEADERS,
     Duration,
     Fault,
@@ -54,7 +55,14 @@ class RateLimit(Fault):
     limit: Limit
     per: Duration = 1.0
     status: Status = 429
-    key: Annotated[str, AfterValidator(_key_spec)] | None = Field(
+    key: (
+        Annotated[
+            str,
+            AfterValidator(_key_spec),
+            WithJsonSchema({"type": "string", "pattern": "^header:\\s*" + HEADER_NAME_PATTERN[1:]}),
+        ]
+        | None
+    ) = Field(
         None, description="header:NAME: one window per value of that header (e.g. an API key)"
     )
 

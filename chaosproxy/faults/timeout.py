@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import PlainValidator, WithJsonSchema, model_validator
+from pydantic import ConfigDict, PlainValidator, WithJsonSchema, model_validator
 from pydantic_core import PydanticCustomError
 
 from chaosproxy.core.units import format_duration
@@ -62,6 +62,8 @@ Then = Annotated[
 class Timeout(Fault):
     """Hold the request: with no ``after``, until the client gives up; else for ``after``,
     then close the connection, reset it, or answer with the status ``then`` names."""
+
+    model_config = ConfigDict(json_schema_extra={"dependentRequired": {"then": ["after"]}})
 
     type: Literal["timeout"] = "timeout"
     after: Duration | None = None
