@@ -254,7 +254,7 @@ class ChaosAddon:
         """Call ``callback`` (on the proxy's loop) once the listeners are bound."""
         self._ready_callbacks.append(callback)
 
-    patches = property(lambda self: _internals.active())  # ControlTarget: in /healthz
+    patches = property(lambda self: _internals.in_force())  # ControlTarget: in /healthz
 
     @property
     def serving(self) -> bool:  # ControlTarget

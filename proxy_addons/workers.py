@@ -328,6 +328,7 @@ class Coordinator:
                     conn.held = message[1]
                     self.addon.held_elsewhere = sum(c.held for c in self.conns.values())
                 elif kind == "ready":
+                    _internals.note_worker_patches(message[1])
                     fut = self._ready.get(index)
                     if fut is not None and not fut.done():
                         fut.set_result(None)
@@ -528,7 +529,7 @@ async def _worker_main(path: str, index: int) -> None:
 
     def ready(_: Any) -> None:
         _internals.settle_heap()
-        link.send(("ready",))
+        link.send(("ready", _internals.active()))
         tasks.append(asyncio.ensure_future(report_held()))
 
     try:

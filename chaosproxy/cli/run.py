@@ -175,7 +175,7 @@ def command(args: argparse.Namespace) -> int:
             off = _internals.failed()
             log.info(
                 "mitmproxy patches: %s%s",
-                ", ".join(_internals.active()) or "none",
+                ", ".join(_internals.in_force()) or "none",
                 "".join(f" | off: {name} ({why})" for name, why in off.items()),
             )
         where = source or "no scenario: passing everything through"

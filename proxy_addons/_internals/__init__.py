@@ -7,7 +7,8 @@ it, and what happens instead when it is not (mitmproxy's own behaviour). :func:`
 the one way to apply them: a patch whose check fails (or whose apply raises) is left out
 with one warning naming it and the missing target, and the proxy carries on as stock
 mitmproxy would; never a crash, never a silent no-op. :func:`active` lists the patches
-applied in this process (``chaosproxy run -v`` logs it, ``GET /healthz`` shows it).
+applied in this process; :func:`in_force` adds those ``--workers``' workers reported
+(``chaosproxy run -v`` logs it, ``GET /healthz`` shows it).
 
 When each group is applied:
 
@@ -94,6 +95,8 @@ _lock = threading.RLock()
 _active: dict[str, Patch] = {}
 #: name -> why it was left out (warned once)
 _failed: dict[str, str] = {}
+#: names the ``--workers`` worker processes reported active (in this coordinator)
+_in_workers: dict[str, None] = {}
 
 
 def declaration(name: str) -> Patch:
@@ -173,6 +176,19 @@ def active() -> list[str]:
     """The patches applied in this process, in the order they were applied."""
     with _lock:
         return list(_active)
+
+
+def note_worker_patches(names: Iterable[str]) -> None:
+    """A ``--workers`` worker process reports the patches active in it."""
+    with _lock:
+        _in_workers.update(dict.fromkeys(names))
+
+
+def in_force() -> list[str]:
+    """What serves this proxy's traffic: :func:`active`, and with ``--workers`` what the
+    worker processes reported (``GET /healthz`` and ``chaosproxy run -v`` list this)."""
+    with _lock:
+        return [*_active, *(name for name in _in_workers if name not in _active)]
 
 
 def failed() -> dict[str, str]:

@@ -362,6 +362,13 @@ def test_run_verbose_logs_the_patches_healthz_lists(upstream: UpstreamServer) ->
     assert "WARNING" not in log
 
 
+def test_run_with_workers_lists_what_the_workers_patched(upstream: UpstreamServer) -> None:
+    health, log = _run(upstream, "-v", "--workers", "2")
+    assert sorted(health["patches"]) == sorted(GROUPS)  # reuse_port: in the workers only
+    line = next(x for x in log.splitlines() if "mitmproxy patches: " in x)
+    assert line.split("mitmproxy patches: ")[1] == ", ".join(health["patches"])
+
+
 def test_run_without_lean_patches_only_what_it_needs(upstream: UpstreamServer) -> None:
     health, log = _run(upstream, env={_internals.NO_LEAN_ENV: "1"})
     assert sorted(health["patches"]) == sorted(
