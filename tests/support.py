@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import hashlib
 import json
@@ -18,6 +19,22 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+
+
+@functools.cache
+def _json_validator(schema_text: str) -> Any:
+    import jsonschema
+
+    schema = json.loads(schema_text)
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def validate_json(instance: Any, schema: dict[str, Any]) -> None:
+    """``jsonschema.validate``, checking each schema once: checking it is most of the
+    ~0.1 s a call costs. Raises ``jsonschema.ValidationError``."""
+    _json_validator(json.dumps(schema, sort_keys=True)).validate(instance)
 
 
 def free_port() -> int:

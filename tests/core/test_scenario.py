@@ -14,6 +14,7 @@ from chaosproxy.faults.error import Error
 from chaosproxy.faults.latency import Latency
 from chaosproxy.faults.rate_limit import RateLimit
 from chaosproxy.faults.timeout import Timeout
+from tests.support import validate_json
 
 ROOT = Path(__file__).resolve().parents[2]
 DESIGN_EXAMPLE = """\
@@ -309,7 +310,7 @@ def test_shipped_scenarios_are_valid_documented_and_schema_linked(path: Path) ->
     scenario = sc.load_file(path)
     assert scenario.name == path.stem
     assert len(scenario.description) > 20
-    jsonschema.validate(yaml.safe_load(text), sc.json_schema())
+    validate_json(yaml.safe_load(text), sc.json_schema())
 
 
 def test_schema_file_is_what_chaosproxy_schema_prints() -> None:
@@ -329,7 +330,7 @@ def test_schema_file_is_what_chaosproxy_schema_prints() -> None:
 )
 def test_schema_rejects_what_the_validator_rejects(doc: dict) -> None:
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(doc, sc.json_schema())
+        validate_json(doc, sc.json_schema())
     with pytest.raises(sc.ScenarioError):
         sc.load_data(doc)
 
@@ -345,7 +346,7 @@ def test_schema_accepts_single_faults_lists_and_durations_as_numbers() -> None:
             },
         ]
     }
-    jsonschema.validate(doc, sc.json_schema())
+    validate_json(doc, sc.json_schema())
     sc.load_data(doc)
 
 

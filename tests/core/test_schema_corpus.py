@@ -20,6 +20,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from chaosproxy.core import scenario as sc
+from tests.support import validate_json
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -58,7 +59,7 @@ def _schema_refuses(path: Path) -> bool:
     except Exception:  # noqa: BLE001 - unreadable YAML (a duplicate key, a python tag)
         return True
     try:
-        jsonschema.validate(data, json.loads(SCHEMA_FILE.read_text()))
+        validate_json(data, json.loads(SCHEMA_FILE.read_text()))
     except jsonschema.ValidationError:
         return True
     return False
@@ -72,7 +73,7 @@ def test_the_corpus_covers_enough() -> None:
 @pytest.mark.parametrize("path", VALID, ids=lambda p: p.stem)
 def test_valid_files_pass_validate_and_the_schema(path: Path) -> None:
     sc.load_file(path)
-    jsonschema.validate(_read(path), json.loads(SCHEMA_FILE.read_text()))
+    validate_json(_read(path), json.loads(SCHEMA_FILE.read_text()))
 
 
 @pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
