@@ -93,6 +93,31 @@ def test_a_rate_limit_with_a_204_status_does_not_desync_either(make_proxy) -> No
     assert answers[1][1] == b"" and b'"path": "/echo/after"' in answers[2][1]
 
 
+@pytest.mark.parametrize(
+    "mode", ["garbage", "invalid_json", "wrong_content_type", "empty", "truncate", "mutate_json"]
+)
+def test_malformed_answers_to_head_requests_do_not_desync_either(make_proxy, mode) -> None:
+    # (not 204/304 from the upstream here: the test upstream sends them a body, which breaks
+    # its own connection to the proxy whatever the scenario)
+    fault = {
+        "type": "malformed",
+        "mode": mode,
+        **({"fields": ["path"]} if mode == "mutate_json" else {}),
+    }
+    proxy = make_proxy(
+        {"seed": 1, "rules": [{"match": {"path": "re:^/(echo/h|status/)"}, "fault": fault}]}
+    )
+    for first in [("HEAD", "/echo/h"), ("HEAD", "/status/503")]:
+        sent = [first, ("GET", "/echo/next")]
+        raw = b"".join(f"{m} {t} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for m, t in sent)
+        with socket.create_connection(("127.0.0.1", proxy.port)) as sock:
+            sock.sendall(raw)
+            answers = _read_answers(sock, sent)
+        if first[0] == "HEAD" or answers[0][0] in (204, 304):
+            assert answers[0][1] == b"", (mode, first, answers[0])
+        assert answers[1][0] == 200 and b'"path": "/echo/next"' in answers[1][1], (mode, first)
+
+
 # --------------------------------------------------------------------------- 2: RE2
 
 
