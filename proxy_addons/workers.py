@@ -28,6 +28,7 @@ length-prefixed pickles (both ends are this program, started by this process).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import itertools
@@ -506,8 +507,12 @@ async def _worker_main(path: str, index: int) -> None:
         if not stopping and masters:
             stopping.append(asyncio.ensure_future(stop(masters[0])))
 
+    # a large scenario's rules take a while to compile: in a thread, in arrival order, so
+    # the worker keeps serving meanwhile (the engine is thread-safe)
+    applier = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="chaosproxy-apply")
+
     def on_scenario(scenario: Any, source: str | None) -> None:
-        addon.engine.apply(scenario, source)
+        applier.submit(addon.engine.apply, scenario, source)
 
     async def follow() -> None:
         await link.listen(on_scenario)
