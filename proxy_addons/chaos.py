@@ -23,7 +23,7 @@ from mitmproxy import http
 
 from chaosproxy.core.engine import Decision, Engine
 from chaosproxy.core.scenario import PASSTHROUGH, Scenario
-from chaosproxy.faults import Stage
+from chaosproxy.core.fault import Stage
 from chaosproxy.proxy_addons import _internals, chaos_options
 from chaosproxy.proxy_addons.bodies import frame_h2_body, is_large
 from chaosproxy.proxy_addons.decider import Decider, EngineDecider

@@ -24,7 +24,7 @@ from typing import Any
 import h11
 
 from chaosproxy.control.http import READ_SIZE, Exchange, H11Server, next_event
-from chaosproxy.faults.base import Pacing
+from chaosproxy.core.fault import Pacing
 
 logger = logging.getLogger("chaosproxy")
 

@@ -45,7 +45,7 @@ from chaosproxy.core import regex
 from chaosproxy.core.decisions import IDEMPOTENCY_HEADER, request_key
 from chaosproxy.core.oncelog import CountedWarning
 from chaosproxy.core.scenario import PASSTHROUGH, Match, Phase, Rule, Scenario
-from chaosproxy.faults.base import Fault
+from chaosproxy.core.fault import Fault
 
 Clock = Callable[[], float]
 

@@ -33,8 +33,8 @@ from chaosproxy.core import yamlsource
 from chaosproxy.core.regex import RegexError, compile_re2
 from chaosproxy.core.yamlsource import Document, Problem, format_path
 from chaosproxy.core.yamlsource import Path as DocPath
-from chaosproxy.faults import FAULT_TYPES, Fault
-from chaosproxy.faults.base import (
+from chaosproxy.core.fault import (
+    Fault,
     HEADER_NAME_PATTERN,
     Duration,
     HeaderName,
@@ -42,6 +42,7 @@ from chaosproxy.faults.base import (
     Range,
     Stage,
     check_header_name,
+    fault_types,
 )
 
 SCHEMA_URL = "https://json-schema.org/draft/2020-12/schema"
@@ -160,7 +161,8 @@ class _Model(BaseModel):
 
 
 def _fault_union() -> Any:
-    classes = tuple(FAULT_TYPES[name] for name in sorted(FAULT_TYPES))
+    types = fault_types()
+    classes = tuple(types[name] for name in sorted(types))
     return Annotated[typing.Union[classes], Field(discriminator="type")]  # noqa: UP007
 
 
@@ -475,7 +477,7 @@ def _tags_at(data: Any, path: DocPath, disc: str) -> list[str]:
     field_path = path[:-1] if path and isinstance(path[-1], int) else path
     parent = _model_at(data, field_path[:-1]) if field_path else None
     if parent is None:
-        return sorted(FAULT_TYPES) if disc == "type" else []
+        return sorted(fault_types()) if disc == "type" else []
     fields = {(f.alias or n): f for n, f in parent.model_fields.items()}
     field = fields.get(str(field_path[-1]))
     if field is None:

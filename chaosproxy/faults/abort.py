@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from chaosproxy.faults.base import Fault, On, Stage, Wire, register
+from chaosproxy.core.fault import Fault, On, Stage, Wire, register
 
 
 @register

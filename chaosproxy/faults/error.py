@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import ConfigDict, Field, JsonValue, model_validator
 
-from chaosproxy.faults.base import (
+from chaosproxy.core.fault import (
     BODYLESS,
     Fault,
     HeaderMap,

@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from chaosproxy.faults.base import Fault, HeaderMap, HeaderName, Stage, Wire, register
+from chaosproxy.core.fault import Fault, HeaderMap, HeaderName, Stage, Wire, register
 
 #: Headers that frame the body: changing them would desynchronise the client's
 #: connection, which is ``malformed``'s job (``truncate``), not this fault's.

@@ -10,7 +10,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from chaosproxy.core.units import format_duration
-from chaosproxy.faults.base import (
+from chaosproxy.core.fault import (
     MAX_DELAY,
     Duration,
     Fault,

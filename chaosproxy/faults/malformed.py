@@ -15,7 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from chaosproxy.faults.base import Fault, Range, ResponseView, Stage, Wire, register
+from chaosproxy.core.fault import Fault, Range, ResponseView, Stage, Wire, register
 
 logger = logging.getLogger("chaosproxy")
 

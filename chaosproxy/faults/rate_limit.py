@@ -8,7 +8,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
 
 from chaosproxy.core.units import format_duration
-from chaosproxy.faults.base import (
+from chaosproxy.core.fault import (
     HEADER_NAME_PATTERN,
     JSON_HEADERS,
     Duration,

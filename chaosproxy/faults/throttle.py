@@ -12,7 +12,7 @@ from typing import ClassVar, Literal
 from pydantic import model_validator
 
 from chaosproxy.core.units import format_duration
-from chaosproxy.faults.base import (
+from chaosproxy.core.fault import (
     MIN_RATE,
     Duration,
     Fault,

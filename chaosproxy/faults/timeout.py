@@ -8,7 +8,7 @@ from pydantic import ConfigDict, PlainValidator, WithJsonSchema, model_validator
 from pydantic_core import PydanticCustomError
 
 from chaosproxy.core.units import format_duration
-from chaosproxy.faults.base import (
+from chaosproxy.core.fault import (
     JSON_HEADERS,
     Duration,
     Fault,

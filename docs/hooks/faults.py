@@ -2,7 +2,7 @@
 
 ``docs/faults.md`` holds an introduction and the marker ``<!-- faults:reference -->``;
 this hook replaces the marker with one section per registered fault type, taken from
-``chaosproxy.faults.base.FAULT_TYPES`` (every module of ``chaosproxy.faults`` is
+``chaosproxy.core.fault.FAULT_TYPES`` (every module of ``chaosproxy.faults`` is
 imported first, so a new fault module appears without touching anything here): its
 docstring, its parameters (type, default, constraints, description) from the pydantic
 model's JSON Schema, and its declared capabilities. A hand-written note in
@@ -30,7 +30,7 @@ log = logging.getLogger("mkdocs.hooks.faults")
 def fault_types() -> dict[str, type]:
     """Every registered fault type, by YAML name, after importing every fault module."""
     import chaosproxy.faults as package
-    from chaosproxy.faults.base import FAULT_TYPES
+    from chaosproxy.core.fault import FAULT_TYPES
 
     for module in pkgutil.iter_modules(package.__path__):
         if not module.name.startswith("_"):

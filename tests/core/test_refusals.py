@@ -132,7 +132,7 @@ def test_a_204_or_304_error_cannot_carry_a_body(status: int, body: str) -> None:
 
 @pytest.mark.parametrize("status", [204, 304])
 def test_bodyless_statuses_answer_with_no_body_and_no_content_type(status: int) -> None:
-    from chaosproxy.faults.base import error_body
+    from chaosproxy.core.fault import error_body
     from chaosproxy.faults.error import Error
 
     headers, body = Error(status=status).payload("r")

@@ -9,7 +9,7 @@ import yaml
 
 from chaosproxy.core import scenario as sc
 from chaosproxy.faults.abort import Abort
-from chaosproxy.faults.base import FAULT_TYPES, Stage
+from chaosproxy.core.fault import FAULT_TYPES, Stage
 from chaosproxy.faults.error import Error
 from chaosproxy.faults.latency import Latency
 from chaosproxy.faults.rate_limit import RateLimit

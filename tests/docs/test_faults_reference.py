@@ -11,7 +11,7 @@ from typing import Literal
 
 import pytest
 
-from chaosproxy.faults.base import FAULT_TYPES, Fault, Wire
+from chaosproxy.core.fault import FAULT_TYPES, Fault, Wire
 from tests.docs.examples import DOCS
 
 pytestmark = pytest.mark.unit  # the hook, called in process

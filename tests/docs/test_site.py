@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from chaosproxy.faults.base import FAULT_TYPES
+from chaosproxy.core.fault import FAULT_TYPES
 from tests.docs.examples import ROOT
 
 pytestmark = pytest.mark.timeout(180)

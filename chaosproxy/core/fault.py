@@ -1,4 +1,9 @@
-"""What every fault type shares: the model base, its capabilities, and the Wire it acts on.
+"""The fault interface: the model base, its capabilities, the Wire it acts on, the registry.
+
+The fault types themselves live one module each in :mod:`chaosproxy.faults`, a layer above
+this one: they import this module and register themselves. The core finds them by
+package name when it first needs them (:func:`fault_types`), the way a host finds its
+plugins, so nothing in the core imports a fault module.
 
 A fault is a frozen model whose fields are its YAML parameters, with one coroutine,
 ``apply``, that acts on a :class:`Wire`. The wire is the addon's adapter to one mitmproxy
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import importlib
 import json
 import random
 import re
@@ -234,8 +240,18 @@ class Fault(BaseModel, abc.ABC):
 F = TypeVar("F", bound=type[Fault])
 
 #: YAML name -> fault class, filled by :func:`register` as fault modules are imported
-#: (``chaosproxy.faults`` imports every module of the package).
+#: (``chaosproxy.faults`` imports every module of the package; see :func:`fault_types`).
 FAULT_TYPES: dict[str, type[Fault]] = {}
+
+#: The packages whose modules define fault types, imported by :func:`fault_types`.
+FAULT_PACKAGES: tuple[str, ...] = ("chaosproxy.faults",)
+
+
+def fault_types() -> dict[str, type[Fault]]:
+    """Every registered fault type, after importing the fault packages (once)."""
+    for package in FAULT_PACKAGES:
+        importlib.import_module(package)
+    return FAULT_TYPES
 
 
 def register(cls: F) -> F:
