@@ -22,8 +22,8 @@ from typing import Any
 from mitmproxy import http
 
 from chaosproxy.core.engine import Decision, Engine
-from chaosproxy.core.scenario import PASSTHROUGH, Scenario
 from chaosproxy.core.fault import Stage
+from chaosproxy.core.scenario import PASSTHROUGH, Scenario
 from chaosproxy.proxy_addons import _internals, chaos_options
 from chaosproxy.proxy_addons.bodies import frame_h2_body, is_large
 from chaosproxy.proxy_addons.decider import Decider, EngineDecider

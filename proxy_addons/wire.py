@@ -12,8 +12,7 @@ from urllib.parse import unquote
 from mitmproxy import http
 
 from chaosproxy.core.engine import Decision
-from chaosproxy.core.fault import Stage
-from chaosproxy.core.fault import Pacing, has_body
+from chaosproxy.core.fault import Pacing, Stage, has_body
 from chaosproxy.proxy_addons._internals import warmup
 from chaosproxy.proxy_addons._internals.clientsock import reset_client
 from chaosproxy.proxy_addons.relay import HEADER as RELAY_HEADER

@@ -43,9 +43,9 @@ from urllib.parse import quote, urlencode
 
 from chaosproxy.core import regex
 from chaosproxy.core.decisions import IDEMPOTENCY_HEADER, request_key
+from chaosproxy.core.fault import Fault
 from chaosproxy.core.oncelog import CountedWarning
 from chaosproxy.core.scenario import PASSTHROUGH, Match, Phase, Rule, Scenario
-from chaosproxy.core.fault import Fault
 
 Clock = Callable[[], float]
 

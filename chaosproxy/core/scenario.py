@@ -30,13 +30,10 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from chaosproxy.core import yamlsource
-from chaosproxy.core.regex import RegexError, compile_re2
-from chaosproxy.core.yamlsource import Document, Problem, format_path
-from chaosproxy.core.yamlsource import Path as DocPath
 from chaosproxy.core.fault import (
-    Fault,
     HEADER_NAME_PATTERN,
     Duration,
+    Fault,
     HeaderName,
     PositiveDuration,
     Range,
@@ -44,6 +41,9 @@ from chaosproxy.core.fault import (
     check_header_name,
     fault_types,
 )
+from chaosproxy.core.regex import RegexError, compile_re2
+from chaosproxy.core.yamlsource import Document, Problem, format_path
+from chaosproxy.core.yamlsource import Path as DocPath
 
 SCHEMA_URL = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_LINE = "# yaml-language-server: $schema=schema.json"

@@ -9,7 +9,6 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from chaosproxy.core.units import format_duration
 from chaosproxy.core.fault import (
     MAX_DELAY,
     Duration,
@@ -20,6 +19,7 @@ from chaosproxy.core.fault import (
     check_delay,
     register,
 )
+from chaosproxy.core.units import format_duration
 
 #: z-score of the 99th percentile of a standard normal distribution.
 _Z99 = 2.3263478740408408

@@ -7,7 +7,6 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
 
-from chaosproxy.core.units import format_duration
 from chaosproxy.core.fault import (
     HEADER_NAME_PATTERN,
     JSON_HEADERS,
@@ -21,6 +20,7 @@ from chaosproxy.core.fault import (
     error_body,
     register,
 )
+from chaosproxy.core.units import format_duration
 
 Limit = Annotated[int, Range(1, None, "must be a whole number >= 1")]
 

@@ -11,7 +11,6 @@ from typing import ClassVar, Literal
 
 from pydantic import model_validator
 
-from chaosproxy.core.units import format_duration
 from chaosproxy.core.fault import (
     MIN_RATE,
     Duration,
@@ -23,6 +22,7 @@ from chaosproxy.core.fault import (
     check_delay,
     register,
 )
+from chaosproxy.core.units import format_duration
 
 #: In ``rate`` mode each write carries this many seconds' worth of bytes (well under the
 #: 100 ms of rate a burst may reach).

@@ -7,7 +7,6 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, PlainValidator, WithJsonSchema, model_validator
 from pydantic_core import PydanticCustomError
 
-from chaosproxy.core.units import format_duration
 from chaosproxy.core.fault import (
     JSON_HEADERS,
     Duration,
@@ -17,6 +16,7 @@ from chaosproxy.core.fault import (
     error_body,
     register,
 )
+from chaosproxy.core.units import format_duration
 
 
 def _then(value: object) -> str | int:

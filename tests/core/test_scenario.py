@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from chaosproxy.core import scenario as sc
-from chaosproxy.faults.abort import Abort
 from chaosproxy.core.fault import FAULT_TYPES, Stage
+from chaosproxy.faults.abort import Abort
 from chaosproxy.faults.error import Error
 from chaosproxy.faults.latency import Latency
 from chaosproxy.faults.rate_limit import RateLimit

@@ -8,9 +8,9 @@ import statistics
 
 import pytest
 
+from chaosproxy.core.fault import FAULT_TYPES, Wire
 from chaosproxy.core.scenario import ScenarioError, load_text
 from chaosproxy.faults.abort import Abort
-from chaosproxy.core.fault import FAULT_TYPES, Wire
 from chaosproxy.faults.error import Error
 from chaosproxy.faults.latency import Latency
 from chaosproxy.faults.rate_limit import RateLimit

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from chaosproxy.core.scenario import ScenarioError, load_text
 from chaosproxy.core.fault import FAULT_TYPES, Stage
+from chaosproxy.core.scenario import ScenarioError, load_text
 from chaosproxy.faults.header import Header
 from tests.faults.fakewire import FakeResponse, FakeWire
 

@@ -13,8 +13,8 @@ from pydantic import ValidationError
 
 import chaosproxy.faults as faults
 from chaosproxy.core.engine import Engine, SimpleRequest
-from chaosproxy.core.scenario import ScenarioError, load_text
 from chaosproxy.core.fault import FAULT_TYPES, Capabilities, Fault, Stage, Wire, register
+from chaosproxy.core.scenario import ScenarioError, load_text
 from chaosproxy.faults.latency import Latency
 from chaosproxy.faults.rate_limit import RateLimit, Window
 
