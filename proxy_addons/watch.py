@@ -131,6 +131,7 @@ class Watcher:
         if self._task is not None:
             self._task.cancel()
             self._task = None
+        offload.shutdown()  # a load in progress must not delay the proxy's exit
 
 
 def _digest(text: str) -> str:

@@ -64,9 +64,16 @@ async def run(fn: Callable[..., T], *args: Any, size: int) -> T:
 
 
 def shutdown() -> None:
-    """Stop the worker process, if one was started (it also ends with this process)."""
+    """Stop the worker process now, if one was started, even in the middle of a load: the
+    proxy is stopping, and interpreter exit would otherwise wait for the load to end (up to
+    15 s). A load still awaited elsewhere in this process falls back to a thread."""
     global _pool
     with _pool_lock:
         pool, _pool = _pool, None
-    if pool is not None:
-        pool.shutdown(wait=False, cancel_futures=True)
+    if pool is None:
+        return
+    # the executor has no public way to end a busy worker: reach its processes
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import h11
 
+from chaosproxy.control import offload
 from chaosproxy.control.http import Exchange, H11Server
 from chaosproxy.control.routes import Reply, Request, Routes
 from chaosproxy.control.target import ControlTarget
@@ -118,6 +119,7 @@ class ControlServer:
 
     def close(self) -> None:
         self.http.close()
+        offload.shutdown()
 
     async def _exchange(self, exchange: Exchange, event: h11.Request) -> None:
         target = urlsplit(event.target.decode("latin-1"))

@@ -204,3 +204,62 @@ def test_a_fifo_in_place_of_the_watched_file_is_a_warning_and_the_proxy_serves(
         proc.wait(10)
     warning = next(line for line in lines if "FIFO" in line)
     assert "keeping scenario kept" in warning
+
+
+def test_large_documents_load_in_another_process_small_ones_in_a_thread() -> None:
+    import asyncio
+    import os
+
+    from chaosproxy.control import offload
+
+    async def pids() -> tuple[int, int]:
+        small = await offload.run(os.getpid, size=offload.THREAD_LIMIT - 1)
+        large = await offload.run(os.getpid, size=offload.THREAD_LIMIT)
+        return small, large
+
+    try:
+        small, large = asyncio.run(pids())
+    finally:
+        offload.shutdown()
+    assert small == os.getpid() and large != os.getpid()
+
+
+def test_sigterm_during_a_large_put_stops_the_proxy_within_a_second(
+    upstream: UpstreamServer,
+) -> None:
+    port, admin = free_port(), free_port()
+    proc = subprocess.Popen(
+        [EXE, "run", "--upstream", upstream.url, "--listen", f"127.0.0.1:{port}",
+         "--admin", f"127.0.0.1:{admin}", "-q"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{admin}"
+
+        def ready() -> bool:
+            try:
+                return requests.get(f"{url}/healthz", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_until(ready, timeout=30, interval=0.1)
+        body = largest_scenario().encode()
+
+        def put() -> None:
+            try:
+                requests.put(f"{url}/scenario", data=body, timeout=60)
+            except requests.RequestException:
+                pass  # the proxy stops in the middle: no answer
+
+        putting = threading.Thread(target=put, daemon=True)
+        putting.start()
+        time.sleep(2)  # the worker process is parsing (5-15 s for this one)
+        start = time.monotonic()
+        proc.terminate()
+        proc.wait(10)
+        took = time.monotonic() - start
+    finally:
+        proc.kill()
+        proc.wait(10)
+    print(f"stopped {took:.2f} s after SIGTERM, during a 1 MB PUT")
+    assert proc.returncode == 0 and took < 1.0
