@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from chaosproxy.cli.common import EXIT_OK, admin_client_options, ask, control
+from chaosproxy.core.units import counted
 
 
 def add_parser(sub: Any) -> None:
@@ -40,7 +41,8 @@ def command(args: argparse.Namespace) -> int:
     phase = f", phase {stats['phase']}" if stats.get("phase") else ""
     console.print(
         f"[bold]{stats['scenario']}[/bold]{phase}, seed {stats['seed']}, {state}: "
-        f"{stats['injected']} faults injected into {stats['requests']} requests"
+        f"{counted(stats['injected'], 'fault')} injected into "
+        f"{counted(stats['requests'], 'request')}"
     )
     table = Table(title=None, show_lines=False)
     table.add_column("rule")

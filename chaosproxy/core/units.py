@@ -1,4 +1,5 @@
-"""Durations, sizes and rates as scenario files write them: ``250ms``, ``10KB``, ``10KB/s``."""
+"""Durations, sizes and rates as scenario files write them: ``250ms``, ``10KB``, ``10KB/s``;
+and counts as messages write them (``1 fault``, ``2 faults``)."""
 
 from __future__ import annotations
 
@@ -82,3 +83,8 @@ def format_duration(seconds: float) -> str:
     if seconds >= 1:
         return f"{seconds:g}s"
     return f"{seconds * 1000:g}ms"
+
+
+def counted(n: int, noun: str) -> str:
+    """``n`` and the noun in agreement with it: ``1 fault``, ``0 faults``, ``2 requests``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from chaosproxy.core.units import counted
+
 if TYPE_CHECKING:
     from chaosproxy.core.decisions import DecisionRecord
     from chaosproxy.core.scenario import Scenario
@@ -373,10 +375,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
 _WORKER_OUTPUT = "chaosproxy_summary"
 
 
@@ -413,9 +411,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     total = sum(e["injected"] for _, e in entries)
     for nodeid, e in entries:
         terminalreporter.write_line(
-            f"{nodeid}: {_count(e['injected'], 'fault')} in {_count(e['requests'], 'request')} "
+            f"{nodeid}: {counted(e['injected'], 'fault')} in {counted(e['requests'], 'request')} "
             f"(scenario {e['scenario']}, seed {e['seed']})"
         )
     terminalreporter.write_line(
-        f"total: {_count(total, 'fault')} injected in {_count(len(entries), 'test')}"
+        f"total: {counted(total, 'fault')} injected in {counted(len(entries), 'test')}"
     )

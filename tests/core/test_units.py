@@ -68,3 +68,11 @@ def test_bad_rates(bad: str) -> None:
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert units.format_duration(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("n", "noun", "text"),
+    [(0, "fault", "0 faults"), (1, "fault", "1 fault"), (2, "request", "2 requests")],
+)
+def test_counted_agrees_with_the_number(n: int, noun: str, text: str) -> None:
+    assert units.counted(n, noun) == text
