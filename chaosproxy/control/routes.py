@@ -158,10 +158,10 @@ class Routes:
             )
         return await asyncio.to_thread(self._apply, scenario, source)
 
-    def post_phase(self, request: Request) -> Reply:
+    async def post_phase(self, request: Request) -> Reply:
         text = _text(request) or ""
         try:
-            data = yamlsource.parse(text).data if text.strip() else None
+            data = await _parse(text)
         except yamlsource.YamlSourceError as exc:
             return Reply.error(
                 400,
@@ -202,10 +202,10 @@ class Routes:
         text = self.target.metrics.render(metrics_state(self.target))
         return Reply(200, text.encode(), content_type=METRICS_CONTENT_TYPE)
 
-    def post_explain(self, request: Request) -> Reply:
+    async def post_explain(self, request: Request) -> Reply:
         text = _text(request) or ""
         try:
-            data = yamlsource.parse(text).data if text.strip() else None
+            data = await _parse(text)
         except yamlsource.YamlSourceError:
             data = None
         if not isinstance(data, dict) or not isinstance(data.get("url"), str):
@@ -235,6 +235,17 @@ class Routes:
             return Reply.error(400, "since and limit must be integers")
         records = self.target.decisions.records(since=since, limit=limit)
         return Reply.json(200, [r.to_dict() for r in records])
+
+
+async def _parse(text: str) -> Any:
+    """A small body's data (None when blank), parsed off the loop (YAML parsing is slow)."""
+    if not text.strip():
+        return None
+    return await offload.run(_data, text, size=len(text))
+
+
+def _data(text: str) -> Any:
+    return yamlsource.parse(text).data
 
 
 def _text(request: Request) -> str | None:

@@ -28,6 +28,8 @@ from chaosproxy.core.yamlsource import MAX_BYTES
 
 DEFAULT_ADMIN = ("127.0.0.1", 8475)
 MAX_BODY = MAX_BYTES  # the same limit as scenario files
+#: Bodies of the other calls (a phase jump, an explained request) are small: at most this.
+MAX_SMALL_BODY = 64_000
 TOKEN_ENV = "CHAOSPROXY_ADMIN_TOKEN"
 IDLE_TIMEOUT = 60.0
 #: Seconds a client has to send a whole request head (from connecting, or from the end of
@@ -145,9 +147,12 @@ class ControlServer:
     async def _read_body(self, exchange: Exchange, request: Request) -> Reply | None:
         """Read the body into ``request``; a Reply refuses it (ConnectionError: the client
         left)."""
+        limit = (
+            MAX_BODY if (request.method, request.path) == ("PUT", "/scenario") else MAX_SMALL_BODY
+        )
         size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > MAX_BODY:
-            return Reply.error(413, f"the body is over {MAX_BODY} bytes")
+        if size is not None and size.isdigit() and int(size) > limit:
+            return Reply.error(413, f"the body is over {limit} bytes")
         if exchange.conn.they_are_waiting_for_100_continue:
             # a client that sent Expect (curl does for large bodies) waits for this before
             # the body, or a second without it
@@ -159,8 +164,8 @@ class ControlServer:
                 event = await exchange.next_event()
                 if isinstance(event, h11.Data):
                     total += len(event.data)
-                    if total > MAX_BODY:
-                        return Reply.error(413, f"the body is over {MAX_BODY} bytes")
+                    if total > limit:
+                        return Reply.error(413, f"the body is over {limit} bytes")
                     chunks.append(bytes(event.data))
                 elif isinstance(event, h11.EndOfMessage):
                     break

@@ -115,3 +115,18 @@ def test_a_client_that_does_not_finish_its_head_in_time_is_closed(
 
 def test_the_limits_are_documented_constants() -> None:
     assert server.HEADER_TIMEOUT == 10.0 and server.MAX_CONNECTIONS == 64
+
+
+def test_only_put_scenario_takes_large_bodies(make_proxy) -> None:
+    proxy = make_proxy(admin=True)
+    big = '{"phase": "x", "pad": "' + "p" * server.MAX_SMALL_BODY + '"}'
+    for path in ("/scenario/phase", "/explain"):
+        reply = requests.post(f"{proxy.admin_url}{path}", data=big, timeout=10)
+        assert reply.status_code == 413, path
+        assert reply.json()["error"] == f"the body is over {server.MAX_SMALL_BODY} bytes"
+    explained = requests.post(
+        f"{proxy.admin_url}/explain",
+        json={"url": "http://x/y", "body": "b" * (server.MAX_SMALL_BODY - 100)},
+        timeout=10,
+    )
+    assert explained.status_code == 200 and explained.json()["fires"] is None
