@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,14 @@ logger = logging.getLogger("chaosproxy")
 
 class StartupError(Exception):
     """The proxy could not start (a port in use, a bad upstream URL...)."""
+
+    def __init__(self, message: str, in_use: tuple[str, int] | None = None) -> None:
+        super().__init__(message)
+        #: the listen address that was already in use, when that was the trouble
+        self.in_use = in_use
+
+
+_IN_USE = re.compile(r"failed to listen on \[?([^\s\]]*?)\]?:(\d+) with .*already in use")
 
 
 @dataclass(frozen=True)
@@ -132,12 +141,47 @@ def lean_addons() -> list[Any]:
 
 
 class _StartupErrors(logging.Handler):
+    """mitmproxy's error lines while the proxy starts, held back from the other handlers:
+    a failed start is told once, as a StartupError; after a good one they are logged."""
+
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
-        self.messages: list[str] = []
+        self.records: list[logging.LogRecord] = []
+        self._hidden: list[logging.Handler] = []
+
+    @property
+    def messages(self) -> list[str]:
+        return [r.getMessage() for r in self.records]
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+        self.records.append(record)
+
+    @staticmethod
+    def _hide(record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and record.name.startswith("mitmproxy"))
+
+    def attach(self) -> None:
+        root = logging.getLogger()
+        self._hidden = list(root.handlers)
+        for handler in self._hidden:
+            handler.addFilter(self._hide)
+        root.addHandler(self)
+
+    def detach(self, replay: bool) -> None:
+        logging.getLogger().removeHandler(self)
+        for handler in self._hidden:
+            handler.removeFilter(self._hide)
+        if replay:
+            for record in self.records:
+                logging.getLogger(record.name).handle(record)
+
+    def error(self) -> StartupError:
+        messages = self.messages
+        for message in messages:
+            found = _IN_USE.search(message)
+            if found:
+                return StartupError(message, (found[1], int(found[2])))
+        return StartupError("\n".join(messages) or "the proxy stopped during startup")
 
 
 def build_master(addon: ChaosAddon, settings: ProxySettings) -> master.Master:
@@ -180,12 +224,11 @@ async def serve(
     listeners are bound (the bound addresses are in ``proxyserver.listen_addrs()``).
     """
     errors = _StartupErrors()
-    root = logging.getLogger()
-    root.addHandler(errors)
+    errors.attach()
     try:
         m = build_master(addon, settings)
     except Exception as exc:
-        root.removeHandler(errors)
+        errors.detach(replay=True)
         raise StartupError(str(exc)) from None
     if on_master is not None:
         on_master(m)
@@ -197,7 +240,9 @@ async def serve(
 
     addon.when_ready(on_running)
     addon.hold()  # requests wait for on_ready's announcement
+    summary, addon.summary_at_exit = addon.summary_at_exit, False  # none for a failed start
     run: asyncio.Future[None] = asyncio.ensure_future(m.run())
+    started = False
     try:
         waiting: list[asyncio.Future[Any]] = [run, ready]
         done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
@@ -207,11 +252,12 @@ async def serve(
             if run not in done:
                 m.shutdown()
                 await run
-            message = "\n".join(errors.messages) or "the proxy stopped during startup"
-            raise StartupError(message)
+            raise errors.error()
         _internals.apply(_internals.LISTENING, master=m)
+        started = True
+        addon.summary_at_exit = summary
     finally:
-        root.removeHandler(errors)
+        errors.detach(replay=started)
     try:
         if on_ready is not None:
             on_ready(m)

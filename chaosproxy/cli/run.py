@@ -229,8 +229,23 @@ def command(args: argparse.Namespace) -> int:
     try:
         asyncio.run(entry())
     except StartupError as exc:
+        if exc.in_use is not None:
+            fail(_in_use_message(exc.in_use, args.listen, upstreams))
         fail(f"cannot start the proxy: {exc}")
     return EXIT_OK
+
+
+def _in_use_message(address: tuple[str, int], listen: tuple[str, int], upstreams: Any) -> str:
+    """Which option named the address that is already in use, and what to do."""
+    host, port = address
+    option = f"--listen {listen[0]}:{listen[1]}"
+    for up in upstreams:
+        if up.port is not None and up.port == port and up.port != listen[1]:
+            option = f"--upstream {up.name}={up.url}@{up.port}"
+    return (
+        f"{option}: {host}:{port} is already in use (another proxy still running?); "
+        "stop it or choose another port"
+    )
 
 
 #: How long a signalled proxy may take to stop before it is ended regardless.
