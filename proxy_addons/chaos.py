@@ -32,6 +32,12 @@ from chaosproxy.proxy_addons.gate import StartupGate
 from chaosproxy.proxy_addons.recorder import DecisionRecorder, summary_lines
 from chaosproxy.proxy_addons.services import ControlService, WatchService
 from chaosproxy.proxy_addons.timeline import PhaseTimeline
+from chaosproxy.proxy_addons.upstream import (
+    TIMED_OUT_KEY,
+    UpstreamDeadlines,
+    UpstreamHealth,
+    upstream_label,
+)
 from chaosproxy.proxy_addons.wire import FlowRequest, FlowWire
 
 logger = logging.getLogger("chaosproxy")
@@ -69,6 +75,9 @@ class ChaosAddon:
         self.arrivals, self.relay = self.host.arrivals, self.host.relay
         self.control = ControlService(admin, admin_token, admin_required)
         self.watch = WatchService()
+        self.upstream_health = UpstreamHealth()
+        #: connect and read timeouts for the upstream (``--upstream-timeout``)
+        self.deadlines = UpstreamDeadlines(self.upstream_health, self.host.connection_handler)
         self._wires: dict[str, FlowWire] = {}
         #: flows decided from the request head (their body may stream): flow id -> decision
         self._early: dict[str, Decision | None] = {}
@@ -126,6 +135,17 @@ class ChaosAddon:
             flow.request.stream = True
 
     def request(self, flow: http.HTTPFlow) -> Any:
+        work = self._request(flow)
+        if work is None:
+            self.deadlines.arm(flow)  # what goes upstream now has its deadlines
+            return None
+        return self._then_arm(flow, work)
+
+    async def _then_arm(self, flow: http.HTTPFlow, work: Awaitable[Any]) -> None:
+        await work
+        self.deadlines.arm(flow)
+
+    def _request(self, flow: http.HTTPFlow) -> Any:
         if not self.gate.is_open:
             return self._request_when_open(flow)
         early = self._early.pop(flow.id, _UNDECIDED)
@@ -141,7 +161,7 @@ class ChaosAddon:
 
     async def _request_when_open(self, flow: http.HTTPFlow) -> None:
         await self.gate.wait()
-        result = self.request(flow)
+        result = self._request(flow)
         if result is not None:
             await result
 
@@ -163,6 +183,7 @@ class ChaosAddon:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         """Stream a throttled answer (its relay paces the body), and a large one when no
         fault acts on it."""
+        self.deadlines.disarm(flow)
         wire = self._wires.get(flow.id)
         response = flow.response
         if response is None or flow.error or not flow.live:
@@ -179,11 +200,15 @@ class ChaosAddon:
             response.stream = True
 
     def response(self, flow: http.HTTPFlow) -> Any:
+        self.deadlines.disarm(flow)
+        timed_out = TIMED_OUT_KEY in flow.metadata
+        if flow.response is not None and not timed_out and flow.server_conn.timestamp_tcp_setup:
+            self.upstream_health.answered(upstream_label(flow))
         wire = self._wires.get(flow.id)
         if wire is None:
             self._record(flow, None)
             return None
-        if flow.response is not None and not wire.answered_early:
+        if flow.response is not None and not wire.answered_early and not timed_out:
             wire.upstream_status = flow.response.status_code
         if self.engine.scenario.annotate and flow.response is not None:
             flow.response.headers[ANNOTATION_HEADER] = wire.rule
@@ -205,6 +230,8 @@ class ChaosAddon:
             self._record(flow, wire)
 
     def error(self, flow: http.HTTPFlow) -> None:
+        self.deadlines.disarm(flow)
+        self.upstream_health.flow_failed(flow)
         early = self._early.pop(flow.id, _UNDECIDED)
         wire = self._wires.pop(flow.id, None)
         if wire is not None:
@@ -232,6 +259,7 @@ class ChaosAddon:
         self.timeline.stop()
         self.control.stop()
         self.watch.stop()
+        self.deadlines.close()
         self.recorder.close()
         self.host.close()
         for line in summary_lines(self.engine) if self.summary_at_exit else ():

@@ -24,6 +24,7 @@ from chaosproxy.core.decisions import (
 )
 from chaosproxy.core.engine import Decision, Engine
 from chaosproxy.core.metrics import Metrics
+from chaosproxy.proxy_addons.upstream import TIMED_OUT_KEY
 from chaosproxy.proxy_addons.wire import FlowRequest
 
 if TYPE_CHECKING:
@@ -122,7 +123,10 @@ class DecisionRecorder:
             outcome, status = "response", flow.response.status_code
         else:
             outcome = "closed"
-        if wire is None:
+        gave_up = flow.metadata.get(TIMED_OUT_KEY)
+        if gave_up is not None:  # the proxy answered 504: the upstream never did
+            upstream_status, error = None, f"upstream {gave_up}"
+        elif wire is None:
             upstream_status = status if outcome == "response" else None
         else:
             upstream_status = wire.upstream_status

@@ -100,6 +100,7 @@ class WorkerSetup:
     seed: int
     log_format: str
     quiet: bool
+    upstream_timeouts: Any = None  # core.timeouts.Timeouts; None: the defaults
 
 
 # --------------------------------------------------------------------------- ports
@@ -308,6 +309,7 @@ class Coordinator:
                     engine.seed,
                     self.log_format,
                     self.quiet,
+                    self.addon.deadlines.timeouts,
                 )
             )
             while True:
@@ -484,6 +486,8 @@ def make_worker_addon(setup: WorkerSetup, link: Link) -> ChaosAddon:
     addon.decider = CoordinatorDecider(addon.engine, link)
     addon.engine.on_event = None  # the coordinator's engine tells the phases
     addon.summary_at_exit = False
+    if setup.upstream_timeouts is not None:
+        addon.deadlines.timeouts = setup.upstream_timeouts
     addon.decisions.subscribe(link.note_record)
     return addon
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from chaosproxy.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, fail, load, version_text
 from chaosproxy.core import scenario as scenario_mod
+from chaosproxy.core.timeouts import DEFAULT_CONNECT, DEFAULT_READ, Timeouts
 from chaosproxy.proxy_addons import _internals, logs
 
 
@@ -31,6 +32,13 @@ def _workers(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 64:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers from 1 to 64")
     return int(text)
+
+
+def _timeouts(text: str) -> Timeouts:
+    try:
+        return Timeouts.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_parser(sub: Any) -> None:
@@ -104,6 +112,15 @@ def add_parser(sub: Any) -> None:
         metavar="N",
         help="N proxy processes sharing the port (SO_REUSEPORT), one shared engine (default 1)",
     )
+    run.add_argument(
+        "--upstream-timeout",
+        type=_timeouts,
+        default=Timeouts(),
+        metavar="DURATION|connect=D,read=D|off",
+        help=f"give up on an upstream that does not accept a connection or send its "
+        f"answer's head in time, answering 504 (default connect={DEFAULT_CONNECT:g}s,"
+        f"read={DEFAULT_READ:g}s; one DURATION sets both)",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     run.add_argument(
         "-v", "--verbose", action="store_true", help="also log the mitmproxy patches in force"
@@ -154,6 +171,7 @@ def command(args: argparse.Namespace) -> int:
         admin_required=admin_required,
     )
     addon.watch.path = source if args.watch else None
+    addon.deadlines.timeouts = args.upstream_timeout
     if args.decision_log:
         try:
             addon.recorder.log_to(args.decision_log)
@@ -181,13 +199,14 @@ def command(args: argparse.Namespace) -> int:
         where = source or "no scenario: passing everything through"
         control = f"control API {addon.admin_url}" if addon.admin_url else "no control API"
         log.info(
-            "%s | %s | scenario %s (%s) | seed %d (%s) | %s%s",
+            "%s | %s | scenario %s (%s) | seed %d (%s) | upstream timeout %s | %s%s",
             version_text(),
             settings.describe(),
             scenario.label,
             where,
             addon.engine.seed,
             seed_from,
+            addon.deadlines.timeouts.describe(),
             control,
             f" | watching {source}" if args.watch else "",
         )

@@ -23,6 +23,7 @@ from chaosproxy.control.server import check_admin, parse_admin
 from chaosproxy.core import scenario as scenario_mod
 from chaosproxy.core.decisions import DecisionRecord
 from chaosproxy.core.scenario import Scenario
+from chaosproxy.core.timeouts import Timeouts
 from chaosproxy.testing.oracle import Calls
 
 if TYPE_CHECKING:
@@ -70,10 +71,13 @@ class ChaosProxy:
         startup_timeout: float = 15.0,
         admin: bool | str | tuple[str, int] | None = None,
         admin_token: str | None = None,
+        upstream_timeout: str | float | Timeouts | None = None,
     ) -> None:
         """``admin``: serve the control API too: True for a free loopback port, or
         ``"HOST:PORT"``; ``proxy.admin_url`` says where. Beyond loopback it needs
-        ``admin_token``."""
+        ``admin_token``. ``upstream_timeout``: as ``--upstream-timeout`` (``"30s"``,
+        ``"connect=2s,read=5s"``, ``"off"``, or seconds); None: connect 10 s, read 60 s.
+        An upstream that misses it gets the client a 504."""
         if not upstream and not forward:
             raise ValueError("give upstream=URL (reverse proxy) or forward=True")
         specs = [upstream] if isinstance(upstream, str) else list(upstream or [])
@@ -88,10 +92,12 @@ class ChaosProxy:
         from chaosproxy.proxy_addons.chaos import ChaosAddon
         from chaosproxy.proxy_addons.runner import ProxySettings, Upstream
 
+        timeouts = Timeouts.of(upstream_timeout)
         found, source = load_spec(scenario)
         self.addon = ChaosAddon(
             found, source=source, seed=seed, admin=address, admin_token=admin_token
         )
+        self.addon.deadlines.timeouts = timeouts
         self.settings: ProxySettings = ProxySettings(
             upstreams=[Upstream.parse(spec) for spec in specs],
             forward=forward,

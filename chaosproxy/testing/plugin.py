@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from chaosproxy.core.timeouts import Timeouts
 from chaosproxy.core.units import counted
 
 if TYPE_CHECKING:
@@ -70,7 +71,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="DIR",
         help="directory of scenario files that apply() and the chaos marker find by name",
     )
+    group.addoption(
+        "--chaos-upstream-timeout",
+        dest="chaos_upstream_timeout",
+        default=None,
+        metavar="DURATION|connect=D,read=D|off",
+        help="give up on a slow upstream with a 504 (default connect=10s,read=60s)",
+    )
     parser.addini("chaos_seed", "seed for every chaos scenario (see --chaos-seed)", default="")
+    parser.addini(
+        "chaos_upstream_timeout", "upstream timeouts (see --chaos-upstream-timeout)", default=""
+    )
     parser.addini(
         "chaos_scenarios", "directories of scenario files found by name", type="paths", default=[]
     )
@@ -85,8 +96,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_summary_key] = []
     if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
         config.pluginmanager.register(_XdistSummary(config), "chaosproxy-xdist-summary")
-    _configured_seed(config)  # a bad seed or directory stops the run before any test
+    _configured_seed(config)  # a bad seed, directory or timeout stops the run before any test
     _scenario_dirs(config)
+    _upstream_timeouts(config)
 
 
 def _int_seed(value: object, where: str) -> int:
@@ -108,6 +120,19 @@ def _configured_seed(config: pytest.Config) -> int | None:
     if ini:
         return _int_seed(ini, f"{config.inipath or 'ini'}: chaos_seed")
     return None
+
+
+def _upstream_timeouts(config: pytest.Config) -> Timeouts:
+    """The upstream timeouts from the command line, else the ini file, else the defaults."""
+    option = config.getoption("chaos_upstream_timeout")
+    where = "--chaos-upstream-timeout"
+    if option is None:
+        option = str(config.getini("chaos_upstream_timeout") or "").strip() or None
+        where = f"{config.inipath or 'ini'}: chaos_upstream_timeout"
+    try:
+        return Timeouts.parse(option) if option else Timeouts()
+    except ValueError as exc:
+        raise pytest.UsageError(f"{where}: {exc}") from None
 
 
 def _scenario_dirs(config: pytest.Config) -> tuple[Path, ...]:
@@ -268,15 +293,17 @@ class ChaosFixture:
 class _ProxyPool:
     """One ChaosProxy per upstream URL, for the whole session."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeouts: Timeouts | None = None) -> None:
         self.proxies: dict[str, ChaosProxy] = {}
+        self.timeouts = timeouts
 
     def get(self, upstream: str) -> ChaosProxy:
         from chaosproxy.testing.api import ChaosProxy
 
         proxy = self.proxies.get(upstream)
         if proxy is None:
-            proxy = self.proxies[upstream] = ChaosProxy(upstream=upstream).start()
+            proxy = ChaosProxy(upstream=upstream, upstream_timeout=self.timeouts)
+            self.proxies[upstream] = proxy.start()
         return proxy
 
     def stop(self) -> None:
@@ -286,8 +313,8 @@ class _ProxyPool:
 
 
 @pytest.fixture(scope="session")
-def _chaos_proxy_pool() -> Iterator[_ProxyPool]:
-    pool = _ProxyPool()
+def _chaos_proxy_pool(pytestconfig: pytest.Config) -> Iterator[_ProxyPool]:
+    pool = _ProxyPool(_upstream_timeouts(pytestconfig))
     yield pool
     pool.stop()
 

@@ -54,6 +54,7 @@ MODULES = {
     "fast_hooks": "fasthooks",
     "listen_backlog": "backlog",
     "reuse_port": "reuseport",
+    "timed_out_answers": "upstreamtimeout",
 }
 
 LEAN = (
@@ -66,7 +67,7 @@ LEAN = (
     "settle_heap",
 )
 PROXY = ("ctx_per_thread", "stop_listeners")
-ADDON = ("client_sockets", "receive_times")
+ADDON = ("client_sockets", "receive_times", "timed_out_answers")
 MASTER = ("fast_hooks",)
 LISTENING = ("listen_backlog",)
 WORKER = ("reuse_port",)

@@ -271,6 +271,76 @@ def test_run_on_a_busy_port_says_so(upstream: UpstreamServer) -> None:
     assert out.stdout == ""
 
 
+def _stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=10)
+    return out
+
+
+def test_run_warns_once_per_unreachable_upstream_and_again_after_it_recovered() -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Ok(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    up_port, port = free_port(), free_port()
+    proc = start("--upstream", f"http://127.0.0.1:{up_port}", "--listen", f"127.0.0.1:{port}")
+    try:
+        wait_until(lambda: listening(port), timeout=15)
+        url = f"http://127.0.0.1:{port}/x"
+        assert [requests.get(url, timeout=10).status_code for _ in range(3)] == [502] * 3
+        server = ThreadingHTTPServer(("127.0.0.1", up_port), Ok)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        assert [requests.get(url, timeout=10).status_code for _ in range(2)] == [200] * 2
+        server.shutdown()
+        server.server_close()
+        assert [requests.get(url, timeout=10).status_code for _ in range(2)] == [502] * 2
+    finally:
+        log = _stop(proc)
+    unreachable = [line for line in log.splitlines() if "is unreachable" in line]
+    assert len(unreachable) == 2, log
+    assert f"upstream 127.0.0.1:{up_port} is unreachable (" in unreachable[0]
+    assert "clients get 502 until it answers" in unreachable[0]
+    assert log.count(f"upstream 127.0.0.1:{up_port} answers again") == 1
+
+
+def test_run_upstream_timeout_answers_504_and_warns_once() -> None:
+    from tests.reliability.rawwire import Blackhole
+
+    port = free_port()
+    with Blackhole() as up:
+        proc = start(
+            "--upstream", up.url, "--listen", f"127.0.0.1:{port}", "--upstream-timeout", "read=0.5s"
+        )
+        try:
+            wait_until(lambda: listening(port), timeout=15)
+            for _ in range(2):
+                started = time.monotonic()
+                answer = requests.get(f"http://127.0.0.1:{port}/x", timeout=10)
+                assert answer.status_code == 504
+                assert 0.5 <= time.monotonic() - started < 3
+                assert (
+                    answer.json()["upstream"] == f"127.0.0.1:{up.port} did not answer within 0.5s"
+                )
+        finally:
+            log = _stop(proc)
+    assert log.count("did not answer within 0.5s: clients get 504 until it answers") == 1, log
+    assert "connect 10s, read 0.5s" in log.splitlines()[0]  # the start-up line says so
+
+
+@pytest.mark.parametrize("value", ["soon", "0s", "write=5s"])
+def test_run_refuses_a_bad_upstream_timeout(value: str) -> None:
+    out = cli("run", "--upstream", "http://127.0.0.1:1", "--upstream-timeout", value)
+    assert out.returncode == 2
+    assert "--upstream-timeout" in out.stderr and "Traceback" not in out.stderr
+
 
 def test_run_with_seed_and_json_logs(upstream: UpstreamServer) -> None:
     port = free_port()

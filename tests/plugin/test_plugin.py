@@ -252,6 +252,28 @@ def test_bad_seed_names_where_it_came_from(
     result.stderr.fnmatch_lines(["*CHAOSPROXY_SEED: 'lucky' is not a whole number (a seed)*"])
 
 
+def test_upstream_timeout_from_the_ini_file_and_the_command_line(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project.makeini("[pytest]\nchaos_upstream_timeout = read=7s\n")
+    project.makepyfile(
+        """
+        import os
+
+        def test_timeouts(chaos_proxy):
+            t = chaos_proxy.proxy.addon.deadlines.timeouts
+            assert (t.connect, t.read) == tuple(float(x) for x in os.environ["EXPECTED"].split())
+        """
+    )
+    monkeypatch.setenv("EXPECTED", "10 7")
+    run(project).assert_outcomes(passed=1)
+    monkeypatch.setenv("EXPECTED", "2 2")
+    run(project, "--chaos-upstream-timeout", "2s").assert_outcomes(passed=1)
+    result = run(project, "--chaos-upstream-timeout", "soon")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--chaos-upstream-timeout: 'soon' is not a duration*"])
+
+
 def test_missing_upstream_fixture_says_what_to_define(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_x(chaos_proxy): pass")
     result = run(pytester)

@@ -192,6 +192,10 @@ MISSING = {
         "import socket; gone(socket, 'SO_REUSEPORT')",
         "not hasattr(asyncio.start_server, '_chaosproxy')",
     ),
+    "timed_out_answers": (
+        "from mitmproxy.proxy.layers import http as lh; gone(lh.HttpStream, 'send_response')",
+        "not hasattr(lh.HttpStream.handle_protocol_error, '_chaosproxy')",
+    ),
 }
 
 _MISSING = """
