@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,8 +16,20 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The wheel built from this checkout, unpacked into a plain directory."""
+    """The wheel built from a clean copy of this checkout, unpacked into a plain directory.
+
+    A copy, because setuptools packs whatever an earlier build left in ``build/lib``."""
     out = tmp_path_factory.mktemp("wheel")
+    source = out / "source"
+    shutil.copytree(
+        ROOT,
+        source,
+        symlinks=True,  # chaosproxy/proxy_addons, demo_app, scenarios are symlinks
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv*", "build", "dist", "site", "*.egg-info", "__pycache__",
+            ".*_cache", ".hypothesis", "test-artifacts", "node_modules",
+        ),  # fmt: skip
+    )
     subprocess.run(
         [
             sys.executable,
@@ -28,7 +41,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--no-build-isolation",
             "-w",
             str(out),
-            str(ROOT),
+            str(source),
         ],
         check=True,
         capture_output=True,
