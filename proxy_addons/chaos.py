@@ -98,7 +98,9 @@ class ChaosAddon:
         if self.host.master is None:
             return
         opts = self.host.master.options
-        chaos_options.configure_services(updated, opts, self.control, self.watch, self.recorder)
+        chaos_options.configure_services(
+            updated, opts, self.control, self.watch, self.recorder, self.deadlines
+        )
         found = chaos_options.configured_scenario(updated, opts, self.engine, self.serving)
         if found is not None:
             self.apply(*found)

@@ -15,8 +15,10 @@ from chaosproxy.control.server import TOKEN_ENV, AdminConfigError, check_admin, 
 from chaosproxy.core import scenario as scenario_mod
 from chaosproxy.core.engine import Engine
 from chaosproxy.core.scenario import Scenario, ScenarioError, resolve
+from chaosproxy.core.timeouts import Timeouts
 from chaosproxy.proxy_addons.recorder import DecisionRecorder
 from chaosproxy.proxy_addons.services import ControlService, WatchService
+from chaosproxy.proxy_addons.upstream import UpstreamDeadlines
 
 logger = logging.getLogger("chaosproxy")
 
@@ -59,6 +61,13 @@ def declare(loader: Any) -> None:
         "",
         "Append a JSON line per request (chaosproxy's decision log) to this file.",
     )
+    loader.add_option(
+        "chaos_upstream_timeout",
+        str,
+        "",
+        "Upstream timeouts: DURATION (both), connect=D,read=D, or off; a 504 when one "
+        "passes. Empty: connect 10s, read 60s.",
+    )
 
 
 def configure_services(
@@ -67,9 +76,16 @@ def configure_services(
     control: ControlService,
     watch: WatchService,
     recorder: DecisionRecorder,
+    deadlines: UpstreamDeadlines | None = None,
 ) -> None:
-    """The options for the control API, ``--watch`` and the decision log; empty values leave
-    the addon's alone. A bad value raises OptionsError (mitmproxy rolls the update back)."""
+    """The options for the control API, ``--watch``, the decision log and the upstream
+    timeouts; empty values leave the addon's alone. A bad value raises OptionsError
+    (mitmproxy rolls the update back)."""
+    if "chaos_upstream_timeout" in updated and opts.chaos_upstream_timeout and deadlines:
+        try:
+            deadlines.timeouts = Timeouts.parse(opts.chaos_upstream_timeout)
+        except ValueError as exc:
+            raise OptionsError(f"chaos_upstream_timeout: {exc}") from None
     if updated & {"chaos_admin", "chaos_admin_token"}:
         address, token = control.address, control.token
         try:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import requests
@@ -13,6 +15,11 @@ from tests.support import UpstreamServer, free_port, wait_until
 ROOT = Path(__file__).resolve().parents[2]
 MITMDUMP = str(Path(sys.executable).with_name("mitmdump"))
 SCRIPT = str(ROOT / "proxy_addons" / "chaos.py")
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def start_mitmdump(upstream_url: str, port: int, confdir: Path, *options: str) -> subprocess.Popen:
@@ -77,3 +84,21 @@ def test_mitmdump_refuses_a_bad_scenario_with_located_errors(tmp_path: Path) -> 
         in text
     )
     assert "Traceback" not in text
+
+
+def test_mitmdump_chaos_upstream_timeout_answers_504(tmp_path: Path) -> None:
+    from tests.reliability.rawwire import Blackhole
+
+    port = free_port()
+    with Blackhole() as up:
+        proc = start_mitmdump(up.url, port, tmp_path, "chaos_upstream_timeout=read=0.5s")
+        try:
+            wait_until(lambda: listening(port), timeout=30, interval=0.2)
+            started = time.monotonic()
+            answer = requests.get(f"http://127.0.0.1:{port}/x", timeout=10)
+            assert answer.status_code == 504
+            assert answer.json()["upstream"] == f"127.0.0.1:{up.port} did not answer within 0.5s"
+            assert time.monotonic() - started < 3
+        finally:
+            proc.terminate()
+            proc.communicate(timeout=10)

@@ -14,6 +14,7 @@ from mitmproxy.test import taddons, tflow
 
 from chaosproxy.core.engine import Decision
 from chaosproxy.core.scenario import load_text
+from chaosproxy.core.timeouts import Timeouts
 from chaosproxy.proxy_addons.bodies import STREAM_FROM
 from chaosproxy.proxy_addons.chaos import ANNOTATION_HEADER, ChaosAddon
 from chaosproxy.proxy_addons.recorder import METADATA_KEY, summary_lines
@@ -53,6 +54,7 @@ def test_load_declares_the_chaos_options() -> None:
             "chaos_admin_token",
             "chaos_watch",
             "chaos_decision_log",
+            "chaos_upstream_timeout",
         ):
             assert name in tctx.options
 
@@ -82,6 +84,7 @@ def test_configure_applies_a_shipped_scenario_by_name() -> None:
         ({"chaos_watch": True}, "chaos_watch: set chaos_scenario"),
         ({"chaos_scenario": "no-such-scenario", "chaos_watch": True}, "chaos_watch: "),
         ({"chaos_decision_log": "/nonexistent-dir/x.jsonl"}, "chaos_decision_log: "),
+        ({"chaos_upstream_timeout": "soon"}, "chaos_upstream_timeout: 'soon' is not a duration"),
     ],
 )
 def test_bad_options_raise_options_error_and_roll_back(
@@ -94,6 +97,14 @@ def test_bad_options_raise_options_error_and_roll_back(
             tctx.configure(addon, **options)
         assert {name: getattr(tctx.options, name) for name in options} == before
         assert addon.control.address is None and addon.watch.path is None
+
+
+def test_chaos_upstream_timeout_sets_the_deadlines() -> None:
+    addon = ChaosAddon()
+    with taddons.context(addon) as tctx:
+        assert addon.deadlines.timeouts == Timeouts(10.0, 60.0)
+        tctx.configure(addon, chaos_upstream_timeout="connect=1s,read=off")
+        assert addon.deadlines.timeouts == Timeouts(1.0, None)
 
 
 def test_chaos_admin_beyond_loopback_is_accepted_with_a_token() -> None:
