@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-wire test-e2e test-py312 lint bench bench-profile soak schema sysdeps clean docs docs-serve
+.PHONY: demo test test-unit test-wire test-e2e test-py312 test-mitmproxy-next lint bench bench-profile soak schema sysdeps clean docs docs-serve
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,14 @@ PY312 ?= $(shell command -v python3.12 || ls $$HOME/.pyenv/versions/3.12*/bin/py
 test-py312:
 	@test -n "$(PY312)" || { echo "no Python 3.12 found (set PY312=/path/to/python3.12)"; exit 2; }
 	$(MAKE) test VENV=.venv312 PYTHON=$(PY312)
+
+## test-mitmproxy-next: on Python 3.12 (mitmproxy 12.x, in .venv312), every mitmproxy patch
+## applies (or falls back with one warning), plus the unit tier; CI runs it after `make test`
+test-mitmproxy-next:
+	@test -n "$(PY312)" || { echo "no Python 3.12 found (set PY312=/path/to/python3.12)"; exit 2; }
+	$(MAKE) .venv312/.installed VENV=.venv312 PYTHON=$(PY312)
+	.venv312/bin/python -m pytest -p no:cacheprovider tests/proxy_addons/test_internals.py
+	.venv312/bin/python -m pytest -p no:cacheprovider -m unit
 
 ## bench: chaosproxy side by side with plain mitmdump, nginx and (with --peers) toxy;
 ## writes bench/results/<date>.json/.md/.png. BENCH_ARGS="--quick" for a short run.
