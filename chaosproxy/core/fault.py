@@ -389,7 +389,7 @@ def has_body(status: int) -> bool:
 
 Status = Annotated[
     int,
-    Range(100, 599, "must be an HTTP status between 100 and 599"),
+    Range(100, 599, "must be an HTTP status between 200 and 599"),
     AfterValidator(_final_status),
     WithJsonSchema({"type": "integer", "minimum": 200, "maximum": 599}),
 ]

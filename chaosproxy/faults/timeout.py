@@ -37,7 +37,7 @@ def _then(value: object) -> str | int:
         return status
     raise PydanticCustomError(
         "then",
-        "must be close, reset or an HTTP status (100-599), got {value}",
+        "must be close, reset or an HTTP status (200-599), got {value}",
         {"value": repr(value)},
     )
 

@@ -99,7 +99,7 @@ class Renderer:
         return name, self.defs.get(name, {})
 
     def kind(self, node: dict[str, Any]) -> str:
-        """A readable type: `request` | `response`, duration, integer 100–599, ..."""
+        """A readable type: `request` | `response`, duration, integer 200–599, ..."""
         name, target = self.resolve(node)
         if name is not None and target.get("type") == "object" and "properties" in target:
             self.nested[name] = target

@@ -52,7 +52,7 @@ BAD_FILES = {
     ),
     "status.yaml": (
         "rules:\n  - fault: {type: error, status: 99}\n",
-        "status.yaml:2:34: rules[0].fault.status: must be an HTTP status between 100 and 599, got 99",
+        "status.yaml:2:34: rules[0].fault.status: must be an HTTP status between 200 and 599, got 99",
     ),
     "soon.yaml": (
         "rules:\n  - fault: {type: latency, delay: soon}\n",
@@ -235,7 +235,7 @@ def test_run_with_a_bad_scenario_never_starts(tmp_path: Path, upstream: Upstream
     )
     assert out.returncode == 1
     assert (
-        f"{path}:2:34: rules[0].fault.status: must be an HTTP status between 100 and 599, got 99"
+        f"{path}:2:34: rules[0].fault.status: must be an HTTP status between 200 and 599, got 99"
         in out.stderr
     )
     assert "Traceback" not in out.stderr

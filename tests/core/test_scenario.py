@@ -125,7 +125,7 @@ BAD = [
     ),
     (
         "rules:\n  - fault: {type: error, status: 99}\n",
-        "s.yaml:2:34: rules[0].fault.status: must be an HTTP status between 100 and 599, got 99",
+        "s.yaml:2:34: rules[0].fault.status: must be an HTTP status between 200 and 599, got 99",
     ),
     (
         "rules:\n  - fault: {type: latency, delay: soon}\n",
@@ -169,7 +169,7 @@ def test_bad_files_give_located_errors_naming_field_and_value(text: str, expecte
         ("rules:\n  - fault: {type: timeout, then: 504}\n", "then needs after"),
         (
             "rules:\n  - fault: {type: timeout, after: 1s, then: 999}\n",
-            "must be close, reset or an HTTP status (100-599), got 999",
+            "must be close, reset or an HTTP status (200-599), got 999",
         ),
         (
             "rules:\n  - fault: {type: error, body: x, json: {a: 1}}\n",
@@ -272,7 +272,7 @@ def test_load_data_reports_paths_without_lines() -> None:
     with pytest.raises(sc.ScenarioError) as err:
         sc.load_data({"rules": [{"fault": {"type": "error", "status": 42}}]}, "<request body>")
     assert err.value.lines == [
-        "<request body>: rules[0].fault.status: must be an HTTP status between 100 and 599, got 42"
+        "<request body>: rules[0].fault.status: must be an HTTP status between 200 and 599, got 42"
     ]
 
 

@@ -56,7 +56,7 @@ def test_invalid_put_is_refused_with_located_problems_and_the_old_scenario_acts(
     assert r.status_code == 400
     problems = r.json()["problems"]
     assert problems[0] == (
-        "body:2:34: rules[0].fault.status: must be an HTTP status between 100 and 599, got 99"
+        "body:2:34: rules[0].fault.status: must be an HTTP status between 200 and 599, got 99"
     )
     assert problems[1].startswith("body:3:19: rules[1].fault.type: unknown fault type 'explode'")
     assert "still running start" in r.json()["error"]

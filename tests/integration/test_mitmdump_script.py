@@ -80,7 +80,7 @@ def test_mitmdump_refuses_a_bad_scenario_with_located_errors(tmp_path: Path) -> 
     assert out.returncode == 1
     text = out.stdout + out.stderr
     assert (
-        f"{bad}:2:34: rules[0].fault.status: must be an HTTP status between 100 and 599, got 99"
+        f"{bad}:2:34: rules[0].fault.status: must be an HTTP status between 200 and 599, got 99"
         in text
     )
     assert "Traceback" not in text

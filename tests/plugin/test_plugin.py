@@ -197,7 +197,7 @@ def test_apply_accepts_a_name_a_path_a_dict_yaml_text_and_a_scenarios_dir(
     result.stdout.fnmatch_lines(
         [
             "*cannot apply chaos scenario:",
-            "<text>:2:34: rules[0].fault.status: must be an HTTP status between 100 and 599, got 999",
+            "<text>:2:34: rules[0].fault.status: must be an HTTP status between 200 and 599, got 999",
         ]
     )
     assert "Traceback" not in result.stdout.str()
