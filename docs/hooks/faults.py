@@ -2,8 +2,8 @@
 
 ``docs/faults.md`` holds an introduction and the marker ``<!-- faults:reference -->``;
 this hook replaces the marker with one section per registered fault type, taken from
-``chaosproxy.core.fault.FAULT_TYPES`` (every module of ``chaosproxy.faults`` is
-imported first, so a new fault module appears without touching anything here): its
+``chaosproxy.core.fault.fault_types()`` (the loader's own discovery, so a new fault
+module appears without touching anything here): its
 docstring, its parameters (type, default, constraints, description) from the pydantic
 model's JSON Schema, and its declared capabilities. A hand-written note in
 ``docs/fault-notes/<type>.md`` (what the client sees, examples) is appended when there
@@ -13,10 +13,8 @@ is one; a note for a type that is not registered is a warning, so ``--strict`` f
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import inspect
 import logging
-import pkgutil
 import re
 from pathlib import Path
 from typing import Any
@@ -28,14 +26,10 @@ log = logging.getLogger("mkdocs.hooks.faults")
 
 
 def fault_types() -> dict[str, type]:
-    """Every registered fault type, by YAML name, after importing every fault module."""
-    import chaosproxy.faults as package
-    from chaosproxy.core.fault import FAULT_TYPES
+    """Every registered fault type, by YAML name, found as the loader finds them."""
+    from chaosproxy.core.fault import fault_types as registered
 
-    for module in pkgutil.iter_modules(package.__path__):
-        if not module.name.startswith("_"):
-            importlib.import_module(f"{package.__name__}.{module.name}")
-    return dict(sorted(FAULT_TYPES.items()))
+    return dict(sorted(registered().items()))
 
 
 def slug(text: str) -> str:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Literal
 
 import pytest
 
+from chaosproxy.core import fault
 from chaosproxy.core.fault import FAULT_TYPES, Fault, Wire
 from tests.docs.examples import DOCS
 
@@ -77,6 +79,36 @@ def test_a_new_fault_type_appears_without_touching_the_docs(
     assert "Drip the answer one byte at a time" in drip
     assert "| `bytes_per_drip` | integer | `1` |" in drip
     assert "| [`drip`](#drip) |" in text
+
+
+def test_the_page_finds_fault_types_as_the_loader_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault package the core's registry knows (FAULT_PACKAGES) is on the page too: the
+    hook calls ``fault_types()``, it does not walk ``chaosproxy.faults`` on its own."""
+    package = tmp_path / "extra_faults_for_docs"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "from typing import Literal\n"
+        "from chaosproxy.core.fault import Fault, Wire, register\n\n\n"
+        "@register\n"
+        "class Wobble(Fault):\n"
+        '    """Wobble the answer (a type from a package outside chaosproxy.faults)."""\n\n'
+        '    type: Literal["wobble"] = "wobble"\n\n'
+        "    async def apply(self, wire: Wire) -> None:\n"
+        "        pass\n\n"
+        "    def describe(self) -> str:\n"
+        '        return "wobble"\n'
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(fault, "FAULT_TYPES", dict(FAULT_TYPES))  # register() adds here
+    monkeypatch.setattr(fault, "FAULT_PACKAGES", (*fault.FAULT_PACKAGES, package.name))
+    try:
+        text = hook().reference(DOCS)
+    finally:
+        sys.modules.pop(package.name, None)
+    assert "Wobble the answer" in section(text, "wobble")
+    assert "wobble" not in FAULT_TYPES  # the real registry is untouched
 
 
 def test_a_note_for_an_unknown_type_is_a_warning(
