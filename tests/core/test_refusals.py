@@ -96,6 +96,25 @@ def test_re2_search_semantics(pattern: str, text: str, hit: bool) -> None:
     assert compile_pattern(pattern)(text) is hit
 
 
+@pytest.mark.parametrize(
+    ("ascii_only", "unicode", "text"),
+    [
+        ("\\d", "\\p{Nd}", "/order/\u0663"),  # ARABIC-INDIC DIGIT THREE
+        ("^/\\w+$", "^/[\\p{L}\\p{N}_]+$", "/café"),
+        ("a\\sb", "a\\p{Z}b", "a\u00a0b"),  # NO-BREAK SPACE
+        ("\\bé", "(^|[^\\p{L}\\p{N}_])é", "é"),
+    ],
+)
+def test_perl_classes_are_ascii_only_in_re2_and_unicode_classes_widen_them(
+    ascii_only: str, unicode: str, text: str
+) -> None:
+    """RE2's \\d, \\w, \\s and \\b see ASCII only, where Python's re sees Unicode (the
+    scenarios page says so, with these alternatives). Pinned, so a change is deliberate."""
+    assert re.search(ascii_only, text)  # what a pattern written for Python's re expected
+    assert not compile_pattern(f"re:{ascii_only}")(text)
+    assert compile_pattern(f"re:{unicode}")(text)
+
+
 def test_re2_ignore_case_for_hosts() -> None:
     assert compile_pattern("re:^WEATHER\\.", ignore_case=True)("weather.example")
     assert not compile_pattern("re:^WEATHER\\.")("weather.example")
