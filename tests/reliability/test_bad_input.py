@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import re
 import socket
 import time
+import typing
 from collections.abc import Iterator
 
 import pytest
@@ -13,8 +15,10 @@ import requests
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from chaosproxy.core.engine import Engine, SimpleRequest
+from chaosproxy.core.fault import fault_types
 from chaosproxy.core.scenario import Scenario, ScenarioError, load_data, load_text, shipped
 from chaosproxy.testing.api import ChaosProxy
 from tests.reliability.census import census, settled
@@ -33,20 +37,61 @@ FUZZ = settings(
 
 # ----------------------------------------------------------------- the loader, fuzzed
 
-KEYS = [
-    "version", "name", "description", "seed", "annotate", "ttl", "rules", "phases", "loop",
-    "match", "probability", "skip", "every", "times", "fault", "type", "host", "path",
-    "method", "headers", "query", "body", "json", "delay", "jitter", "distribution", "kind",
-    "mean", "stddev", "median", "p99", "min", "max", "on", "allow_long", "after", "then",
-    "status", "how", "mode", "keep", "fields", "action", "rate", "chunk", "interval",
-    "first_byte", "limit", "per", "key", "duration",
+
+def _models(root: type[BaseModel]) -> list[type[BaseModel]]:
+    """``root`` and every model its fields nest, however deep."""
+    found: list[type[BaseModel]] = []
+    stack = [root]
+    while stack:
+        model = stack.pop()
+        if model in found:
+            continue
+        found.append(model)
+        for info in model.model_fields.values():
+            annotations = [info.annotation]
+            while annotations:
+                ann = annotations.pop()
+                if isinstance(ann, type) and issubclass(ann, BaseModel):
+                    stack.append(ann)
+                else:
+                    annotations.extend(typing.get_args(ann))
+    return found
+
+
+def _literals(model: type[BaseModel]) -> set[str]:
+    """The values of the Literal and Enum types in ``model``'s fields (fault types, modes...)."""
+    out: set[str] = set()
+    for info in model.model_fields.values():
+        annotations = [info.annotation]
+        while annotations:
+            ann = annotations.pop()
+            if typing.get_origin(ann) is typing.Literal:
+                out.update(str(v) for v in typing.get_args(ann))
+            elif isinstance(ann, type) and issubclass(ann, enum.Enum):
+                out.update(str(member.value) for member in ann)
+            else:
+                annotations.extend(typing.get_args(ann))
+    return out
+
+
+#: Every model a scenario is made of: the scenario's own and every registered fault type's,
+#: so a new fault or key is fuzzed without editing a list.
+MODELS = list(
+    dict.fromkeys(_models(Scenario) + [m for cls in fault_types().values() for m in _models(cls)])
+)
+KEYS = sorted({info.alias or name for m in MODELS for name, info in m.model_fields.items()})
+WORDS = sorted({word for m in MODELS for word in _literals(m)}) + [
+    "300ms", "10h", "1e400", "-1", "0", "10KB/s", "0GB/s", "re:(a+)+$", "re:[", "re:\\p{L}",
+    "/v1/*", "GET", "header:X-Key", "query:user", "504", "yes", "on", "~", "", "\x00", "é",
+    "*", "X-Key", "X Bad", "a\r\nb",
 ]  # fmt: skip
-WORDS = [
-    "latency", "timeout", "error", "abort", "malformed", "throttle", "rate_limit",
-    "request", "response", "reset", "close", "truncate", "garbage", "normal", "lognormal",
-    "uniform", "300ms", "10h", "1e400", "-1", "0", "10KB/s", "0GB/s", "re:(a+)+$", "re:[",
-    "/v1/*", "GET", "header:X-Key", "504", "yes", "on", "~", "", "\x00", "é", "*",
-]  # fmt: skip
+
+
+def test_the_fuzzed_keys_and_words_come_from_the_models() -> None:
+    assert set(fault_types()) <= set(WORDS)
+    assert {"set", "remove", "per_request", "sticky", "phases", "distribution"} <= set(KEYS)
+
+
 scalars = st.one_of(
     st.none(),
     st.booleans(),
@@ -79,9 +124,15 @@ def _loaded_or_located(load) -> Scenario | None:
         return None
     assert isinstance(scenario, Scenario)
     engine = Engine(scenario, seed=1)  # what validates must also run
-    for method, path in (("GET", "/v1/forecast/berlin"), ("POST", "/")):
+    for method, path, upstream in (("GET", "/v1/forecast/berlin", None), ("POST", "/", "api")):
         request = SimpleRequest(
-            method, "weather.test", path, [("X-Key", "k")], [("a", "1")], b'{"a": 1}'
+            method,
+            "weather.test",
+            path,
+            [("X-Key", "k"), ("X-User-Id", "u1")],
+            [("a", "1"), ("user", "u1")],
+            b'{"a": 1}',
+            upstream=upstream,  # a named upstream (--upstream NAME=URL): host matches NAME
         )
         engine.decide(request)
         engine.explain(request)
