@@ -10,6 +10,9 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -53,6 +56,30 @@ def wait_until(condition: Callable[[], Any], timeout: float = 10.0, interval: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s: {condition}")
         time.sleep(interval)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_python(code: str, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run ``code`` (dedented) with ``args`` in a fresh interpreter from the checkout, with
+    ``env`` added to the environment; its stdout (the test fails when it exits non-zero)."""
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def python_json(code: str, *args: str, env: dict[str, str] | None = None) -> Any:
+    """As :func:`run_python`: the JSON ``code`` prints last."""
+    return json.loads(run_python(code, *args, env=env).strip().splitlines()[-1])
 
 
 def require_tool(name: str) -> str:

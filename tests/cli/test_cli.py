@@ -213,26 +213,21 @@ def test_run_logs_startup_and_injections_then_stops_within_a_second(
     assert not listening(port)
 
 
-def test_run_with_a_bad_scenario_never_starts(tmp_path: Path, upstream: UpstreamServer) -> None:
-    path = write(tmp_path, "bad.yaml", "rules:\n  - fault: {type: error, status: 99}\n")
-    port = free_port()
-    out = subprocess.run(
-        [
-            EXE,
-            "run",
-            "--admin",
-            "off",
-            "--upstream",
-            upstream.url,
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--scenario",
-            path,
-        ],
+def _run_once(upstream: UpstreamServer, port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """``chaosproxy run`` (no admin API) on ``port`` that is expected to exit by itself."""
+    return subprocess.run(
+        [EXE, "run", "--admin", "off", "--upstream", upstream.url, "--listen", f"127.0.0.1:{port}"]
+        + list(args),
         capture_output=True,
         text=True,
         timeout=30,
     )
+
+
+def test_run_with_a_bad_scenario_never_starts(tmp_path: Path, upstream: UpstreamServer) -> None:
+    path = write(tmp_path, "bad.yaml", "rules:\n  - fault: {type: error, status: 99}\n")
+    port = free_port()
+    out = _run_once(upstream, port, "--scenario", path)
     assert out.returncode == 1
     assert (
         f"{path}:2:34: rules[0].fault.status: must be an HTTP status between 200 and 599, got 99"
@@ -247,21 +242,7 @@ def test_run_on_a_busy_port_says_so(upstream: UpstreamServer) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        out = subprocess.run(
-            [
-                EXE,
-                "run",
-                "--admin",
-                "off",
-                "--upstream",
-                upstream.url,
-                "--listen",
-                f"127.0.0.1:{port}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        out = _run_once(upstream, port)
     assert out.returncode == 1
     # one message naming the option and the address; no mitmproxy line, no summary
     assert out.stderr.splitlines() == [

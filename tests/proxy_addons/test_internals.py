@@ -8,13 +8,11 @@ Run this file on Python 3.11 / mitmproxy 11 and on Python 3.12 / mitmproxy 12.
 
 from __future__ import annotations
 
-import json
 import os
 import pkgutil
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ import requests
 
 from chaosproxy.proxy_addons import _internals
 from tests.cli.test_cli import EXE, listening
-from tests.support import UpstreamServer, free_port, wait_until
+from tests.support import UpstreamServer, free_port, python_json, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUPS = (
@@ -35,21 +33,6 @@ GROUPS = (
     + _internals.LISTENING
     + _internals.WORKER
 )
-
-
-def _python(code: str, *, env: dict[str, str] | None = None) -> Any:
-    """Run ``code`` in a fresh interpreter (from the checkout); the JSON it prints last."""
-    out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-    )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_every_patch_module_declares_its_patch_under_its_name() -> None:
@@ -105,7 +88,7 @@ _APPLY_ALL = """
 
 @pytest.fixture(scope="module")
 def applied_all() -> Any:
-    return _python(_APPLY_ALL)
+    return python_json(_APPLY_ALL)
 
 
 @pytest.mark.parametrize("name", list(_internals.MODULES))
@@ -240,16 +223,7 @@ _MISSING = """
 def test_a_patch_whose_target_is_missing_warns_once_and_leaves_mitmproxy_stock(name: str) -> None:
     assert set(MISSING) == set(_internals.MODULES)
     take_away, stock = MISSING[name]
-    out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_MISSING), name, take_away, stock],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=ROOT,
-    )
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = python_json(_MISSING, name, take_away, stock)
     assert result["first"] == [] and result["again"] == []
     assert result["stock"], f"{name}: mitmproxy was changed anyway"
     assert name in result["failed"] and name not in result["active"]
@@ -262,7 +236,7 @@ def test_a_patch_whose_target_is_missing_warns_once_and_leaves_mitmproxy_stock(n
 
 
 def test_a_patch_whose_apply_fails_warns_once_and_is_not_listed() -> None:
-    result = _python(
+    result = python_json(
         """
         import json, logging
         from chaosproxy.proxy_addons import _internals
@@ -283,7 +257,7 @@ def test_a_patch_whose_apply_fails_warns_once_and_is_not_listed() -> None:
 def test_a_proxy_without_the_client_sockets_closes_instead_of_resetting() -> None:
     """Stock behaviour, never a crash: the client_sockets check fails (simulated by its
     declaration: mitmproxy itself needs the names the check looks at)."""
-    result = _python(
+    result = python_json(
         """
         import dataclasses, json, logging
         import requests
@@ -385,7 +359,7 @@ def test_run_without_lean_patches_only_what_it_needs(upstream: UpstreamServer) -
 
 
 def test_importing_chaosproxy_its_plugin_and_the_addon_patches_nothing_starts_nothing() -> None:
-    result = _python(
+    result = python_json(
         """
         import asyncio, json, sys, threading
         import chaosproxy, chaosproxy.testing.plugin, chaosproxy.testing.api

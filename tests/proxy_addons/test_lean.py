@@ -3,25 +3,11 @@ each give mitmproxy's own answers, cheaper."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-
-
-def _python(code: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+from tests.support import run_python
 
 
 def test_lean_start_imports_only_the_addons_the_proxy_runs() -> None:
-    out = _python(
+    out = run_python(
         """
         import sys
         from chaosproxy.proxy_addons import _internals
@@ -41,7 +27,7 @@ def test_lean_start_imports_only_the_addons_the_proxy_runs() -> None:
 
 
 def test_lean_start_skips_mitmproxys_debug_type_checks_only() -> None:
-    out = _python(
+    out = run_python(
         """
         from mitmproxy import http
         def build():
@@ -66,7 +52,7 @@ def test_lean_start_skips_mitmproxys_debug_type_checks_only() -> None:
 
 def test_only_run_is_made_lean() -> None:
     """Other commands, and ``run --help``, leave mitmproxy as it is."""
-    out = _python(
+    out = run_python(
         """
         import contextlib, io
         from chaosproxy.cli.main import main
@@ -86,7 +72,7 @@ def test_only_run_is_made_lean() -> None:
 def test_direct_header_lookups_answer_exactly_as_mitmproxys_own() -> None:
     """Every look-up on a spread of headers (case, repeats, bytes keys, non-UTF-8 values,
     missing names, a bad key type) gives the same value or the same exception type."""
-    out = _python(
+    out = run_python(
         r"""
         from mitmproxy import http
 
@@ -140,7 +126,7 @@ def test_direct_header_lookups_answer_exactly_as_mitmproxys_own() -> None:
 
 
 def test_plain_option_reads_give_the_same_values_and_still_copy_mutable_ones() -> None:
-    out = _python(
+    out = run_python(
         """
         from mitmproxy import options
         from chaosproxy.proxy_addons import _internals
@@ -213,15 +199,7 @@ def test_finished_streams_are_freed_by_reference_counting_alone() -> None:
     the garbage collector; without it, every one waits for a full collection."""
 
     def run(mode: str) -> str:
-        out = subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(_STREAMS), mode],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert out.returncode == 0, out.stderr
-        return out.stdout.strip()
+        return run_python(_STREAMS, mode).strip()
 
     assert run("lean") == "[200, 502, 503] 3 0 True"
     statuses, refused, alive, _ = run("plain").rsplit(" ", 3)
@@ -230,7 +208,7 @@ def test_finished_streams_are_freed_by_reference_counting_alone() -> None:
 
 
 def test_heap_is_settled_only_in_a_lean_process() -> None:
-    out = _python(
+    out = run_python(
         """
         import gc
         from chaosproxy.proxy_addons import _internals
