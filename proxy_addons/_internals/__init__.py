@@ -115,16 +115,25 @@ def declarations() -> list[Patch]:
 def apply(names: Iterable[str], master: Any = None) -> list[str]:
     """Apply the named patches (a process-wide one once; a per-master one to ``master``).
 
-    A patch whose check fails, or whose apply raises, is left out: one warning (the first
-    time) names it, what is missing and what runs instead. Returns the names among
-    ``names`` that are active.
+    A patch whose module does not load, whose check fails, or whose apply raises, is left
+    out: one warning (the first time) names it, what is missing and what runs instead.
+    Returns the names among ``names`` that are active.
     """
     applied: list[str] = []
     with _lock:
         for name in names:
-            patch = declaration(name)
             if name in _failed:
                 continue  # warned already; stock behaviour
+            try:
+                patch = declaration(name)
+            except (ImportError, AttributeError) as exc:  # its module (or mitmproxy's) moved
+                _failed[name] = f"its module did not load ({type(exc).__name__}: {exc})"
+                logger.warning(
+                    "mitmproxy patch %s is off: %s; mitmproxy's own behaviour stays",
+                    name,
+                    _failed[name],
+                )
+                continue
             if name in _active and not patch.per_master:
                 applied.append(name)
                 continue
@@ -234,7 +243,3 @@ def missing_instance_attributes(cls: type, *names: str) -> str | None:
     if not absent:
         return None
     return f"{cls.__qualname__} instances have no {', '.join(absent)}"
-
-
-def first_problem(*problems: str | None) -> str | None:
-    return next((p for p in problems if p is not None), None)

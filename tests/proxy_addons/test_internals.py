@@ -254,6 +254,30 @@ def test_a_patch_whose_apply_fails_warns_once_and_is_not_listed() -> None:
     assert len(seen) == 1 and "applying it failed (ValueError" in seen[0]
 
 
+def test_a_patch_whose_module_does_not_import_warns_once_and_the_others_apply() -> None:
+    """fasthooks imports mitmproxy at its top: a moved mitmproxy module is an ImportError
+    there (simulated: None in sys.modules makes its import raise one)."""
+    result = python_json(
+        """
+        import json, logging, sys
+        from chaosproxy.proxy_addons import _internals
+        seen = []
+        logging.getLogger("chaosproxy").addHandler(
+            type("H", (logging.Handler,), {"emit": lambda self, r: seen.append(r.getMessage())})()
+        )
+        sys.modules["chaosproxy.proxy_addons._internals.fasthooks"] = None
+        first = _internals.apply(["fast_hooks", "header_lookups"], master=object())
+        again = _internals.apply(["fast_hooks"], master=object())
+        print(json.dumps([first, again, _internals.active(), _internals.failed(), seen]))
+        """
+    )
+    first, again, active, failed, seen = result
+    assert first == ["header_lookups"] and again == [] and active == ["header_lookups"]
+    assert list(failed) == ["fast_hooks"] and "Error: import of" in failed["fast_hooks"]
+    assert len(seen) == 1, seen
+    assert seen[0].startswith("mitmproxy patch fast_hooks is off: its module did not load")
+
+
 def test_a_proxy_without_the_client_sockets_closes_instead_of_resetting() -> None:
     """Stock behaviour, never a crash: the client_sockets check fails (simulated by its
     declaration: mitmproxy itself needs the names the check looks at)."""
