@@ -8,7 +8,8 @@ fails the stream as for an upstream that went away (``ResponseProtocolError``), 
 answers with its own 502 page. The patch (``timed_out_answers``) wraps
 ``HttpStream.handle_protocol_error``: for a flow given up on with an answer, that answer is
 sent instead, as one an addon set (the ``response`` hook runs, the client connection stays
-usable). Without the patch the client gets mitmproxy's 502.
+usable). Without the patch :func:`give_up` does nothing: the client waits on its upstream as
+with stock mitmproxy (the patch's warning at start says so).
 """
 
 from __future__ import annotations
@@ -72,8 +73,11 @@ def apply(_: Any = None) -> None:
 
 def give_up(handler: Any, flow: Any, answer: Any) -> bool:
     """End ``flow``'s upstream connection; the client gets ``answer`` (an
-    ``http.Response``) when the patch is active, else mitmproxy's 502. False when the
-    connection is not reachable (nothing was done)."""
+    ``http.Response``). False when nothing was done: the patch is not active (its check
+    failed, so the handler's internals may not be there either; the warning at start said
+    so) or the connection is not reachable."""
+    if not is_active("timed_out_answers"):
+        return False
     try:
         transports = handler.transports
         io = transports.get(flow.server_conn)
@@ -95,8 +99,7 @@ def give_up(handler: Any, flow: Any, answer: Any) -> bool:
         return False
     if io is None:
         return False
-    if is_active("timed_out_answers"):
-        flow.metadata[ANSWER_KEY] = answer
+    flow.metadata[ANSWER_KEY] = answer
     writer = getattr(io, "writer", None)
     if writer is not None:
         writer.close()  # its reader sees the end: mitmproxy fails the stream
@@ -115,5 +118,6 @@ PATCH = Patch(
     "ConnectionHandler.transports",
     check=check,
     apply=apply,
-    fallback="a client whose upstream timed out gets mitmproxy's 502 page, not a 504",
+    fallback="the upstream timeout (--upstream-timeout) cannot answer 504: a client waits "
+    "on a slow upstream until it answers or the client gives up",
 )
