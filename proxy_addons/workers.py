@@ -492,6 +492,24 @@ def make_worker_addon(setup: WorkerSetup, link: Link) -> ChaosAddon:
     return addon
 
 
+class ScenarioApplier:
+    """Applies the scenarios a worker is sent in a thread, in arrival order: a large
+    scenario's rules take a while to compile, and the worker keeps serving meanwhile (the
+    engine is thread-safe)."""
+
+    def __init__(self, apply: Callable[[Any, str | None], object]) -> None:
+        self._apply = apply
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="chaosproxy-apply")
+
+    def submit(self, scenario: Any, source: str | None) -> concurrent.futures.Future[object]:
+        return self._pool.submit(self._apply, scenario, source)
+
+    def close(self) -> None:
+        """The worker stops: scenarios not yet applied are dropped; one being applied
+        finishes in its thread (without holding up the loop)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 async def _worker_main(path: str, index: int) -> None:
     from chaosproxy.proxy_addons import logs
     from chaosproxy.proxy_addons.runner import serve, stop
@@ -511,12 +529,10 @@ async def _worker_main(path: str, index: int) -> None:
         if not stopping and masters:
             stopping.append(asyncio.ensure_future(stop(masters[0])))
 
-    # a large scenario's rules take a while to compile: in a thread, in arrival order, so
-    # the worker keeps serving meanwhile (the engine is thread-safe)
-    applier = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="chaosproxy-apply")
+    applier = ScenarioApplier(addon.engine.apply)
 
     def on_scenario(scenario: Any, source: str | None) -> None:
-        applier.submit(addon.engine.apply, scenario, source)
+        applier.submit(scenario, source)
 
     async def follow() -> None:
         await link.listen(on_scenario)
@@ -551,6 +567,7 @@ async def _worker_main(path: str, index: int) -> None:
         for task in tasks:
             task.cancel()
         writer.close()
+        applier.close()
 
 
 def worker_main(argv: Sequence[str] | None = None) -> int:

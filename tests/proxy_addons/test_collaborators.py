@@ -169,3 +169,27 @@ def test_a_worker_asks_the_coordinator_only_when_a_rule_could_match() -> None:
     pending = decider.decide(FlowRequest(down, None), down.request)
     assert asyncio.run(pending) is None  # type: ignore[arg-type]
     assert [r.path for r in link.asked] == ["/down"] and link.passed == 2
+
+
+def test_a_workers_scenario_applier_applies_in_order_and_drops_the_rest_when_closed() -> None:
+    import threading
+
+    from chaosproxy.proxy_addons.workers import ScenarioApplier
+
+    started, release = threading.Event(), threading.Event()
+    applied: list[str] = []
+
+    def apply(scenario: str, source: str | None) -> None:
+        started.set()
+        release.wait(10)
+        applied.append(scenario)
+
+    applier = ScenarioApplier(apply)
+    first = applier.submit("a", None)
+    assert started.wait(10)
+    later = [applier.submit(name, None) for name in ("b", "c")]
+    applier.close()  # returns at once: "a" is still being applied
+    assert all(f.cancelled() for f in later)
+    release.set()
+    first.result(timeout=10)
+    assert applied == ["a"]
