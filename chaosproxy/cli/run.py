@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from chaosproxy.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, fail, load, version_text
@@ -267,34 +268,52 @@ def _in_use_message(address: tuple[str, int], listen: tuple[str, int], upstreams
     )
 
 
-#: How long a signalled proxy may take to stop before it is ended regardless.
+#: How long a signalled proxy's event loop may go without answering before the process is
+#: ended regardless (it is checked every half of this).
 STOP_DEADLINE = 1.0
+#: How long a signalled proxy whose event loop still answers may take to stop in all.
+STOP_HARD_DEADLINE = 5.0
 
 
-def _stop_deadline(loop: asyncio.AbstractEventLoop, hard: float = 5.0) -> None:
-    """Exit the process if the event loop stops answering after a stop signal: after
-    STOP_DEADLINE with no answer, or after ``hard`` seconds in all (a watchdog thread)."""
+def _stop_deadline(
+    loop: asyncio.AbstractEventLoop,
+    hard: float | None = None,
+    end: Callable[[int], object] = os._exit,
+) -> threading.Thread:
+    """End the process (``end(1)``, saying why) if a signalled proxy does not stop: its
+    event loop does not answer within STOP_DEADLINE, or it still answers but the shutdown
+    is not done after ``hard`` seconds (STOP_HARD_DEADLINE); a watchdog thread."""
+    hard = STOP_HARD_DEADLINE if hard is None else hard
 
     def watch() -> None:
         started = time.monotonic()
         time.sleep(STOP_DEADLINE / 2)
-        while time.monotonic() - started < hard:
+        while True:
             alive = threading.Event()
             try:
                 loop.call_soon_threadsafe(alive.set)
             except RuntimeError:  # the loop is closed: the process is on its way out
                 return
             if not alive.wait(STOP_DEADLINE / 2):
+                why = (
+                    f"did not stop within {STOP_DEADLINE:g}s of the signal (the event loop is "
+                    "not answering)"
+                )
+                break
+            if time.monotonic() - started >= hard:
+                why = (
+                    f"still stopping {hard:g}s after the signal (the event loop answers, but "
+                    "the shutdown has not finished)"
+                )
                 break
             time.sleep(0.05)
-        sys.stderr.write(
-            f"chaosproxy: did not stop within {STOP_DEADLINE:g}s of the signal (the event "
-            "loop is not answering); exiting now\n"
-        )
+        sys.stderr.write(f"chaosproxy: {why}; exiting now\n")
         sys.stderr.flush()
-        os._exit(EXIT_FAIL)
+        end(EXIT_FAIL)
 
-    threading.Thread(target=watch, name="chaosproxy-stop-deadline", daemon=True).start()
+    watchdog = threading.Thread(target=watch, name="chaosproxy-stop-deadline", daemon=True)
+    watchdog.start()
+    return watchdog
 
 
 def _admin_settings(args: argparse.Namespace) -> tuple[tuple[str, int] | None, bool, str | None]:
