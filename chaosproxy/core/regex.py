@@ -10,12 +10,20 @@ conditionals; :func:`unsupported` names the construct so the loader can say whic
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable
 from typing import Any
 
 import re2
 
+# Python's own regex parser (private, but in every CPython since 3.11 with this shape): it
+# parses what RE2 refuses, so the loader can name the construct (RE2's error only says
+# the pattern failed) and give Python's precise message for a syntax error. Imported by
+# name so that type checkers do not need stubs for it.
 _sre: Any = importlib.import_module("re._parser")
+#: what ``_sre.parse`` raises for a pattern it cannot parse (a huge repetition count or
+#: a very deep nesting overflow rather than raise ``re.error``)
+_PARSE_ERRORS = (re.error, OverflowError, RecursionError)
 
 #: What each construct RE2 refuses is called, by the sre opcode that parses it.
 _REFUSED = {
@@ -59,7 +67,7 @@ def unsupported(pattern: str) -> str | None:
     """The first construct of ``pattern`` that RE2 does not support, or None."""
     try:
         tree = _sre.parse(pattern)
-    except Exception:  # not Python syntax either; RE2's own error will do
+    except _PARSE_ERRORS:  # not Python syntax either; RE2's own error will do
         return None
     stack = [list(tree)]
     while stack:
@@ -90,7 +98,7 @@ def compile_re2(pattern: str, *, ignore_case: bool = False) -> Any:
         raise RegexError("\\Z is not RE2 syntax: write \\z (end of text) or $") from None
     try:
         _sre.parse(pattern)
-    except Exception as exc:  # Python's message is more precise than RE2's (which has none)
+    except _PARSE_ERRORS as exc:  # Python's message is more precise than RE2's (it has none)
         raise RegexError(str(exc), invalid=True) from None
     raise RegexError(
         "RE2 cannot compile it (too large once its repetitions are expanded, or not RE2 "
