@@ -238,14 +238,14 @@ def test_profile_summary_groups_samples_by_origin() -> None:
     from bench.profile import summarize
 
     collapsed = (
-        "main (proxy_addons/cli.py:1);run (asyncio/base_events.py:2);hook (mitmproxy/server.py:3) 6\n"
-        "main (proxy_addons/cli.py:1);run (asyncio/base_events.py:2);decide (proxy_addons/engine.py:9) 2\n"
-        "main (proxy_addons/cli.py:1);write (asyncio/selector_events.py:5) 2\n"
+        "main (chaosproxy/cli/main.py:1);run (asyncio/base_events.py:2);hook (mitmproxy/server.py:3) 6\n"
+        "main (chaosproxy/cli/main.py:1);run (asyncio/base_events.py:2);decide (chaosproxy/core/engine.py:9) 2\n"
+        "main (chaosproxy/cli/main.py:1);write (asyncio/selector_events.py:5) 2\n"
     )
     text = summarize(collapsed)
     assert text.startswith("10 samples; self time by origin:")
     assert "mitmproxy    60.0%" in text and "chaosproxy   20.0%" in text
-    assert "100.0%  main (proxy_addons/cli.py:1)" in text
+    assert "100.0%  main (chaosproxy/cli/main.py:1)" in text
     assert summarize("") == "no samples"
 
 

@@ -1,5 +1,6 @@
-"""Upstream connections opened while a delayed request waits (proxy_addons/warmup.py):
-on the wire through ``chaosproxy run``, and the bookkeeping on its own."""
+"""Upstream connections opened while a delayed request waits
+(proxy_addons/_internals/warmup.py): on the wire through ``chaosproxy run``, and the
+bookkeeping on its own."""
 
 from __future__ import annotations
 

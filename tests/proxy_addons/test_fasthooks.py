@@ -1,6 +1,6 @@
-"""The cheaper hook dispatch (proxy_addons/fasthooks.py) keeps mitmproxy's hook semantics:
-order, arguments, AddonHalt, logged addon errors, awaited handlers, update hooks, nested
-addons; and, through a real proxy, intercepted flows and failing addons."""
+"""The cheaper hook dispatch (proxy_addons/_internals/fasthooks.py) keeps mitmproxy's hook
+semantics: order, arguments, AddonHalt, logged addon errors, awaited handlers, update hooks,
+nested addons; and, through a real proxy, intercepted flows and failing addons."""
 
 from __future__ import annotations
 
