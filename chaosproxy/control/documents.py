@@ -99,9 +99,14 @@ def shipped_list(active: str) -> list[dict[str, Any]]:
     return out
 
 
-def load_body(text: str) -> tuple[Scenario, str]:
+def load_body(text: str) -> tuple[Scenario, str, int | None]:
     """A PUT /scenario body: a scenario (YAML or JSON), or ``{name: NAME}`` (optionally with
-    ``seed``) for a shipped one. Returns (scenario, source); raises ScenarioError."""
+    ``seed``) for a shipped one. Returns (scenario, source, seed of this apply); raises
+    ScenarioError.
+
+    Only the name form carries a seed for the apply (it wins over the run's ``--seed``); in
+    a whole scenario, ``seed:`` is the scenario's own, as in a file (the run's ``--seed``
+    wins over it). The runtime keys of GET /scenario are ignored."""
     try:
         doc = yamlsource.parse(text)
     except yamlsource.YamlSourceError as exc:
@@ -114,10 +119,10 @@ def load_body(text: str) -> tuple[Scenario, str]:
             text = json.dumps(data)  # locations are lost, but these bodies came from a GET
         if "name" in data and "rules" not in data and "phases" not in data:
             return _shipped(data)
-    return scenario_mod.load_text(text, BODY_SOURCE, default_name="api"), "PUT /scenario"
+    return scenario_mod.load_text(text, BODY_SOURCE, default_name="api"), "PUT /scenario", None
 
 
-def _shipped(data: dict[str, Any]) -> tuple[Scenario, str]:
+def _shipped(data: dict[str, Any]) -> tuple[Scenario, str, int | None]:
     extra = sorted(set(data) - {"name", "seed"})
     if extra:
         raise ScenarioError(
@@ -150,10 +155,9 @@ def _shipped(data: dict[str, Any]) -> tuple[Scenario, str]:
                 )
             ],
         )
-    found, path = entry.load(), entry.path
-    if seed is not None:
-        found = found.model_copy(update={"seed": seed})
-    return found, str(path)
+    # the file's own seed stays the scenario's (below the run's --seed); the body's is this
+    # apply's (above it)
+    return entry.load(), str(entry.path), seed
 
 
 def explain_request(

@@ -121,9 +121,10 @@ class Routes:
     def _scenario_reply(self) -> Reply:
         return Reply.json(200, scenario_state(self.target))
 
-    def _apply(self, scenario: Scenario, source: str) -> Reply:
-        # a seed in the body is given with this apply: it wins over the run's --seed
-        self.target.apply(scenario, source=source, seed=scenario.seed)
+    def _apply(self, scenario: Scenario, source: str, seed: int | None) -> Reply:
+        # seed: given with this apply ({"name": N, "seed": S}), it wins over the run's --seed;
+        # a whole scenario's own seed: is in scenario.seed and ranks below the run's
+        self.target.apply(scenario, source=source, seed=seed)
         return self._scenario_reply()
 
     def get_scenarios(self, request: Request) -> Reply:
@@ -144,7 +145,7 @@ class Routes:
 
     async def _put(self, text: str, size: int) -> Reply:
         try:
-            scenario, source = await offload.run(load_body, text, size=size)
+            scenario, source, seed = await offload.run(load_body, text, size=size)
         except ScenarioError as exc:
             logger.warning(
                 "PUT /scenario refused (keeping scenario %s):\n%s",
@@ -156,7 +157,7 @@ class Routes:
                 f"invalid scenario; still running {self.target.engine.scenario.label}",
                 problems=exc.lines,
             )
-        return await asyncio.to_thread(self._apply, scenario, source)
+        return await asyncio.to_thread(self._apply, scenario, source, seed)
 
     async def post_phase(self, request: Request) -> Reply:
         text = _text(request) or ""

@@ -276,6 +276,43 @@ def test_a_seed_put_with_the_scenario_wins_over_the_runs_and_is_reported(make_pr
     assert requests.put(f"{admin}/scenario", json=doc, timeout=10).status_code == 200
 
 
+def _put(admin: str, body: dict) -> tuple:
+    answer = requests.put(f"{admin}/scenario", json=body, timeout=10)
+    assert answer.status_code == 200, answer.text
+    doc = requests.get(f"{admin}/scenario", timeout=10).json()
+    assert (doc["seed"], doc["seed_source"]) == (
+        answer.json()["seed"],
+        answer.json()["seed_source"],
+    )
+    return doc["seed"], doc["seed_source"]
+
+
+WHOLE = {"name": "whole", "seed": 9, "rules": [{"name": "down", "fault": {"type": "error"}}]}
+
+
+def test_a_put_seed_is_the_applys_only_in_the_name_form(make_proxy) -> None:
+    admin = make_proxy("flaky", seed=1, admin=True).admin_url
+    # storm.yaml has its own seed: 3; the run's --seed 1 beats it, a name form's seed beats both
+    assert _put(admin, {"name": "storm"}) == (1, "run")
+    assert _put(admin, {"name": "storm", "seed": 5}) == (5, "apply")
+    # in a whole scenario, seed: is the scenario's own (as in a file): the run's wins
+    assert _put(admin, WHOLE) == (1, "run")
+    doc = requests.get(f"{admin}/scenario", timeout=10).json()
+    assert _put(admin, doc) == (1, "run")  # a GET's output PUT back is not an apply seed
+
+
+def test_without_a_run_seed_a_whole_put_body_keeps_its_own_seed(make_proxy) -> None:
+    admin = make_proxy("flaky", admin=True).admin_url
+    assert _put(admin, WHOLE) == (9, "scenario")
+    assert _put(admin, {"name": "storm"}) == (3, "scenario")
+    random_seed, source = _put(admin, {"name": "flaky"})
+    assert source == "random"
+    # GET -> PUT: the seed in use becomes the scenario's own, not the apply's
+    doc = requests.get(f"{admin}/scenario", timeout=10).json()
+    assert _put(admin, doc) == (random_seed, "scenario")
+    assert _put(admin, {**WHOLE, "seed_source": "apply", "phase": None}) == (9, "scenario")
+
+
 def test_the_python_api_apply_seed_wins_for_that_apply_only(make_proxy) -> None:
     proxy = make_proxy("flaky", seed=1)
     proxy.apply("flaky", seed=9)
