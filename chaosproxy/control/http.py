@@ -28,6 +28,10 @@ class Exchange:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     idle_timeout: float | None = None
+    #: The loop time by which the current request must have arrived whole (head and
+    #: body), or None: the server's ``request_timeout`` from when it began waiting for the
+    #: head. The handler reading the body keeps to it.
+    deadline: float | None = None
 
     async def next_event(self) -> object:
         """h11's next event, reading from the client as needed (TimeoutError after
@@ -95,11 +99,14 @@ class H11Server:
         bad_request: BadRequest | None = None,
         header_timeout: float | None = None,
         max_connections: int | None = None,
+        request_timeout: float | None = None,
     ) -> None:
         """``idle_timeout``: the longest wait for any read; ``header_timeout``: the longest
         wait for a whole request head (from the connection's start, or the end of the
-        previous answer), so idle and slow clients are closed; ``max_connections``: beyond
-        that many at once, a new connection gets 503 and is closed."""
+        previous answer), so idle and slow clients are closed; ``request_timeout``: the
+        same for the whole request, head and body (set as the exchange's ``deadline``: the
+        handler that reads the body keeps to it); ``max_connections``: beyond that many at
+        once, a new connection gets 503 and is closed."""
         self.handler = handler
         self.host = host
         self.port = port
@@ -109,6 +116,7 @@ class H11Server:
         self.bad_request = bad_request
         self.header_timeout = header_timeout
         self.max_connections = max_connections
+        self.request_timeout = request_timeout
         self.turned_away = 0
         self._server: asyncio.Server | None = None
         self._tasks: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
@@ -156,6 +164,8 @@ class H11Server:
         exchange = Exchange(conn, reader, writer, self.idle_timeout)
         try:
             while True:
+                if self.request_timeout is not None:
+                    exchange.deadline = asyncio.get_running_loop().time() + self.request_timeout
                 try:
                     event = await self._next_head(exchange)
                 except h11.RemoteProtocolError as exc:

@@ -14,6 +14,7 @@ request from another origin (``Origin`` header), token or not.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 from urllib.parse import parse_qsl, urlsplit
@@ -35,6 +36,10 @@ IDLE_TIMEOUT = 60.0
 #: Seconds a client has to send a whole request head (from connecting, or from the end of
 #: the previous answer): idle keep-alive and slow clients are closed after it.
 HEADER_TIMEOUT = 10.0
+#: Seconds a client has to send a whole request, head and body (from the same start as
+#: HEADER_TIMEOUT): a client trickling a large body gets 408 and is closed, so it cannot
+#: hold one of the MAX_CONNECTIONS slots for long.
+REQUEST_TIMEOUT = 30.0
 #: Admin connections served at once; beyond, a new one gets 503 and is closed. The proxy's
 #: own connections do not count, so a flood of idle admin connections leaves it serving.
 MAX_CONNECTIONS = 64
@@ -101,6 +106,7 @@ class ControlServer:
             bad_request=_json_error,
             header_timeout=HEADER_TIMEOUT,
             max_connections=MAX_CONNECTIONS,
+            request_timeout=REQUEST_TIMEOUT,
         )
 
     @property
@@ -160,19 +166,24 @@ class ControlServer:
         chunks: list[bytes] = []
         total = 0
         try:
-            while True:
-                event = await exchange.next_event()
-                if isinstance(event, h11.Data):
-                    total += len(event.data)
-                    if total > limit:
-                        return Reply.error(413, f"the body is over {limit} bytes")
-                    chunks.append(bytes(event.data))
-                elif isinstance(event, h11.EndOfMessage):
-                    break
-                else:
-                    raise ConnectionError("the client left during the body")
+            async with asyncio.timeout_at(exchange.deadline):
+                while True:
+                    event = await exchange.next_event()
+                    if isinstance(event, h11.Data):
+                        total += len(event.data)
+                        if total > limit:
+                            return Reply.error(413, f"the body is over {limit} bytes")
+                        chunks.append(bytes(event.data))
+                    elif isinstance(event, h11.EndOfMessage):
+                        break
+                    else:
+                        raise ConnectionError("the client left during the body")
         except h11.RemoteProtocolError as exc:
             return Reply.error(exc.error_status_hint, f"bad request: {exc}")
+        except TimeoutError:
+            return Reply.error(
+                408, f"the request did not arrive whole within {REQUEST_TIMEOUT:g} s"
+            )
         request.body = b"".join(chunks)
         return None
 

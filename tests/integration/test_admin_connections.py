@@ -113,8 +113,36 @@ def test_a_client_that_does_not_finish_its_head_in_time_is_closed(
     print(f"slow head closed after {took:.2f} s (deadline 0.5 s)")
 
 
+def test_a_client_trickling_its_body_is_answered_408_and_closed_at_the_deadline(
+    make_proxy, monkeypatch, sockets
+) -> None:
+    monkeypatch.setattr(server, "REQUEST_TIMEOUT", 0.8)
+    proxy = make_proxy(admin=True)
+    slow = connect(proxy, sockets)
+    start = time.monotonic()
+    slow.sendall(b"PUT /scenario HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000\r\n\r\n")
+    # a few bytes every 0.1 s: each read is well within the idle timeout, the whole is not
+    while silent(slow, 0.1):
+        assert time.monotonic() - start < 10, "the trickling client was never cut off"
+        slow.sendall(b"rules: []\n")
+    answer = b""
+    try:  # the answer, then the close (a reset if our last bytes arrived unread)
+        answer = read_all(slow)
+    except ConnectionResetError:
+        pass
+    took = time.monotonic() - start
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert b"did not arrive whole within 0.8 s" in answer and b"connection: close" in answer
+    assert 0.8 <= took < 5, took
+    # a prompt request with a body is served as before
+    reply = requests.put(f"{proxy.admin_url}/scenario", json={"name": "flaky"}, timeout=10)
+    assert reply.status_code == 200, reply.text
+    print(f"trickling body cut off after {took:.2f} s (deadline 0.8 s)")
+
+
 def test_the_limits_are_documented_constants() -> None:
     assert server.HEADER_TIMEOUT == 10.0 and server.MAX_CONNECTIONS == 64
+    assert server.REQUEST_TIMEOUT == 30.0
 
 
 def test_only_put_scenario_takes_large_bodies(make_proxy) -> None:
