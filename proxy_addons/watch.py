@@ -126,12 +126,15 @@ class Watcher:
         """Start polling on the running loop."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self.run())
+            offload.acquire()
 
     def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             self._task = None
-        offload.shutdown()  # a load in progress must not delay the proxy's exit
+            # the last user ends the loading process: a load in progress must not delay the
+            # proxy's exit, nor may it break another in-process proxy's load
+            offload.release()
 
 
 def _digest(text: str) -> str:

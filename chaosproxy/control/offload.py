@@ -7,6 +7,11 @@ second process they do not (p50 5.5 ms, p99 51 ms). So a document of
 :data:`THREAD_LIMIT` bytes or more is loaded in a worker process (started on first use
 with ``spawn``, one for the whole process, kept for the next), and a smaller one, which
 loads in milliseconds, in a thread (no process start-up for the usual small PUT).
+
+Several proxies may run in one process (the Python API, tests): each control server and
+watcher holds the worker process while it runs (:func:`acquire` when it starts, :func:`release`
+when it stops); the process ends (even in the middle of a load) when the last user releases it,
+so stopping one proxy never breaks another's load.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ THREAD_LIMIT = 64_000
 
 _pool: concurrent.futures.ProcessPoolExecutor | None = None
 _pool_lock = threading.Lock()
+_users = 0  # control servers and watchers running (acquired, not yet released)
 
 
 def _process_pool() -> concurrent.futures.ProcessPoolExecutor:
@@ -63,10 +69,31 @@ async def run(fn: Callable[..., T], *args: Any, size: int) -> T:
         return await asyncio.to_thread(fn, *args)
 
 
+def acquire() -> None:
+    """A user (a control server, a watcher) starts: the worker process is kept for it."""
+    global _users
+    with _pool_lock:
+        _users += 1
+
+
+def release() -> None:
+    """A user stops (once per :func:`acquire`): when it was the last, the worker process
+    ends now (:func:`shutdown`); while others remain, their loads go on undisturbed."""
+    global _users
+    with _pool_lock:
+        if _users <= 0:
+            raise RuntimeError("offload.release() without a matching acquire()")
+        _users -= 1
+        last = _users == 0
+    if last:
+        shutdown()
+
+
 def shutdown() -> None:
     """Stop the worker process now, if one was started, even in the middle of a load: the
-    proxy is stopping, and interpreter exit would otherwise wait for the load to end (up to
-    15 s). A load still awaited elsewhere in this process falls back to a thread."""
+    last proxy is stopping, and interpreter exit would otherwise wait for the load to end
+    (up to 15 s). A load still awaited elsewhere in this process falls back to a thread.
+    Proxies call :func:`release` instead, which ends it only after the last one."""
     global _pool
     with _pool_lock:
         pool, _pool = _pool, None

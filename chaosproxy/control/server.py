@@ -108,6 +108,7 @@ class ControlServer:
             max_connections=MAX_CONNECTIONS,
             request_timeout=REQUEST_TIMEOUT,
         )
+        self._offload = False  # holds the scenario loading process (offload.acquire)
 
     @property
     def host(self) -> str:
@@ -123,11 +124,17 @@ class ControlServer:
 
     async def start(self) -> None:
         """Bind and serve (raises OSError when the address is taken)."""
+        if self.http.serving:
+            return
         await self.http.start()
+        offload.acquire()
+        self._offload = True
 
     def close(self) -> None:
         self.http.close()
-        offload.shutdown()
+        if self._offload:  # the last user ends the loading process (even mid-load)
+            self._offload = False
+            offload.release()
 
     async def _exchange(self, exchange: Exchange, event: h11.Request) -> None:
         target = urlsplit(event.target.decode("latin-1"))
