@@ -4,11 +4,12 @@ Used by ``chaosproxy run`` and the Python API, and on its own inside plain mitmp
 
     mitmdump -s proxy_addons/chaos.py --set chaos_scenario=flaky
 
-mitmproxy loads this file by path, so it imports the installed package absolutely.
-Thin hooks over small collaborators: a :class:`~.decider.Decider` decides (the engine,
-or a ``--workers`` coordinator), faults act on a :class:`~.wire.FlowWire` (through a
-:class:`~.flowhost.FlowHost`), and the decision recorder, arrival clock, phase timeline,
-start-up gate and services (control API, ``--watch``) each live in their own module.
+mitmproxy loads this file by path, so it imports the installed package absolutely. Thin
+hooks over small collaborators: a :class:`~.decider.Decider` decides (the engine, or a
+``--workers`` coordinator), faults act on a :class:`~.wire.FlowWire` (through a
+:class:`~.flowhost.FlowHost`); the decision recorder, arrival clock, phase timeline,
+start-up gate, services (control API, ``--watch``) and the upstream's deadlines and
+health (:class:`~.upstream.Upstream`) each live in their own module.
 """
 
 from __future__ import annotations
@@ -32,12 +33,7 @@ from chaosproxy.proxy_addons.gate import StartupGate
 from chaosproxy.proxy_addons.recorder import DecisionRecorder, summary_lines
 from chaosproxy.proxy_addons.services import ControlService, WatchService
 from chaosproxy.proxy_addons.timeline import PhaseTimeline
-from chaosproxy.proxy_addons.upstream import (
-    TIMED_OUT_KEY,
-    UpstreamDeadlines,
-    UpstreamHealth,
-    upstream_label,
-)
+from chaosproxy.proxy_addons.upstream import Upstream
 from chaosproxy.proxy_addons.wire import FlowRequest, FlowWire
 
 logger = logging.getLogger("chaosproxy")
@@ -75,9 +71,8 @@ class ChaosAddon:
         self.arrivals, self.relay = self.host.arrivals, self.host.relay
         self.control = ControlService(admin, admin_token, admin_required)
         self.watch = WatchService()
-        self.upstream_health = UpstreamHealth()
-        #: connect and read timeouts for the upstream (``--upstream-timeout``)
-        self.deadlines = UpstreamDeadlines(self.upstream_health, self.host.connection_handler)
+        self.upstream = Upstream(self.host.connection_handler)
+        self.deadlines = self.upstream.deadlines  # ``--upstream-timeout`` sets its timeouts
         self._wires: dict[str, FlowWire] = {}
         #: flows decided from the request head (their body may stream): flow id -> decision
         self._early: dict[str, Decision | None] = {}
@@ -137,19 +132,11 @@ class ChaosAddon:
             flow.request.stream = True
 
     def request(self, flow: http.HTTPFlow) -> Any:
-        work = self._request(flow)
-        if work is None:
-            self.deadlines.arm(flow)  # what goes upstream now has its deadlines
-            return None
-        return self._then_arm(flow, work)
-
-    async def _then_arm(self, flow: http.HTTPFlow, work: Awaitable[Any]) -> None:
-        await work
-        self.deadlines.arm(flow)
+        return self.upstream.sent(flow, self._request(flow))
 
     def _request(self, flow: http.HTTPFlow) -> Any:
         if not self.gate.is_open:
-            return self._request_when_open(flow)
+            return _then(self.gate.wait(), lambda _: self._request(flow))
         early = self._early.pop(flow.id, _UNDECIDED)
         if flow.response or flow.error or not flow.live:
             return None
@@ -159,18 +146,7 @@ class ChaosAddon:
         decision = self.decider.decide(self._view(flow), flow.request)
         if decision is None or isinstance(decision, Decision):
             return self._inject(flow, decision)
-        return self._inject_later(flow, decision)
-
-    async def _request_when_open(self, flow: http.HTTPFlow) -> None:
-        await self.gate.wait()
-        result = self._request(flow)
-        if result is not None:
-            await result
-
-    async def _inject_later(self, flow: http.HTTPFlow, pending: Awaitable[Any]) -> None:
-        work = self._inject(flow, await pending)
-        if work is not None:
-            await work
+        return _then(decision, lambda decided: self._inject(flow, decided))
 
     def _inject(self, flow: http.HTTPFlow, decision: Decision | None) -> Any:
         """Apply ``decision`` (None: untouched) to the flow; its request-stage faults are
@@ -185,7 +161,7 @@ class ChaosAddon:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         """Stream a throttled answer (its relay paces the body), and a large one when no
         fault acts on it."""
-        self.deadlines.disarm(flow)
+        self.upstream.answering(flow)
         wire = self._wires.get(flow.id)
         response = flow.response
         if response is None or flow.error or not flow.live:
@@ -196,24 +172,19 @@ class ChaosAddon:
         if wire is not None:
             if wire.has(Stage.RESPONSE):
                 return
-            if self.engine.scenario.annotate:  # the response hook comes after the body
-                response.headers[ANNOTATION_HEADER] = wire.rule
+            self._annotate(flow, wire)  # the response hook comes after the body
         if not response.stream:
             response.stream = True
 
     def response(self, flow: http.HTTPFlow) -> Any:
-        self.deadlines.disarm(flow)
-        timed_out = TIMED_OUT_KEY in flow.metadata
-        if flow.response is not None and not timed_out and flow.server_conn.timestamp_tcp_setup:
-            self.upstream_health.answered(upstream_label(flow))
+        timed_out = self.upstream.answered(flow)
         wire = self._wires.get(flow.id)
         if wire is None:
             self._record(flow, None)
             return None
         if flow.response is not None and not wire.answered_early and not timed_out:
             wire.upstream_status = flow.response.status_code
-        if self.engine.scenario.annotate and flow.response is not None:
-            flow.response.headers[ANNOTATION_HEADER] = wire.rule
+        self._annotate(flow, wire)
         if wire.has(Stage.RESPONSE):
             return self._finish(flow, wire)
         self._wires.pop(flow.id, None)
@@ -223,54 +194,53 @@ class ChaosAddon:
     async def _finish(self, flow: http.HTTPFlow, wire: FlowWire) -> None:
         try:
             await wire.run(Stage.RESPONSE)
-            if self.engine.scenario.annotate and flow.response is not None:
-                flow.response.headers[ANNOTATION_HEADER] = wire.rule  # also on a new answer
+            self._annotate(flow, wire)  # also on a new answer
         finally:
             self._wires.pop(flow.id, None)
             # recorded here even when a fault killed the flow: mitmproxy runs no error hook
             # for a flow killed in the response hook
             self._record(flow, wire)
 
+    def _annotate(self, flow: http.HTTPFlow, wire: FlowWire) -> None:
+        if self.engine.scenario.annotate and flow.response is not None:
+            flow.response.headers[ANNOTATION_HEADER] = wire.rule
+
     def error(self, flow: http.HTTPFlow) -> None:
-        self.deadlines.disarm(flow)
-        self.upstream_health.flow_failed(flow)
+        self.upstream.failed(flow)
         early = self._early.pop(flow.id, _UNDECIDED)
         wire = self._wires.pop(flow.id, None)
         if wire is not None:
             wire.forget_route()
-        if wire is None and early is not _UNDECIDED:
-            # decided (and counted) from its head, then the client left mid-upload
-            self._record(flow, None, decided=early)
-            return
-        self._record(flow, wire)
+        # decided (and counted) from its head, then the client left mid-upload: recorded too
+        counted = wire is None and early is not _UNDECIDED
+        self._record(flow, wire, counted=counted, decision=early if counted else None)
 
-    def _record(
-        self, flow: http.HTTPFlow, wire: FlowWire | None, decided: Any = _UNDECIDED
-    ) -> None:
-        arrived, phase = self.arrivals.pop(flow), self.engine.phase
-        if decided is _UNDECIDED:
-            self.recorder.record(flow, wire, arrived, phase)
-        else:
-            self.recorder.record(flow, wire, arrived, phase, counted=True, decision=decided)
+    def _record(self, flow: http.HTTPFlow, wire: FlowWire | None, **early: Any) -> None:
+        self.recorder.record(flow, wire, self.arrivals.pop(flow), self.engine.phase, **early)
 
     def client_disconnected(self, client: Any) -> None:
         self.host.client_left(client.id)
+
+    def server_connected(self, data: Any) -> None:
+        self.deadlines.connected(data.server)
+
+    def server_disconnected(self, data: Any) -> None:
+        self.deadlines.disconnected(data.server)
 
     def done(self) -> None:
         self.gate.open()
         self.timeline.stop()
         self.control.stop()
         self.watch.stop()
-        self.deadlines.close()
+        self.upstream.close()
         self.recorder.close()
         self.host.close()
         for line in summary_lines(self.engine) if self.summary_at_exit else ():
             logger.info("%s", line)
 
     def _view(self, flow: http.HTTPFlow) -> FlowRequest:
-        names = self.upstream_names  # empty unless several upstreams
-        spec = flow.client_conn.proxy_mode.full_spec if names else ""
-        return FlowRequest(flow, names.get(spec) if names else None)
+        spec = flow.client_conn.proxy_mode.full_spec if self.upstream_names else ""
+        return FlowRequest(flow, self.upstream_names.get(spec))  # None unless several upstreams
 
     # ------------------------------------------------------------------ for runners and control
 
@@ -285,30 +255,12 @@ class ChaosAddon:
         self._ready_callbacks.append(callback)
 
     patches = property(lambda self: _internals.in_force())  # ControlTarget: in /healthz
-
-    @property
-    def serving(self) -> bool:  # ControlTarget
-        return self.ready.is_set()
-
-    @property
-    def admin_url(self) -> str | None:
-        """The control API's base URL, once it serves (None without one)."""
-        return self.control.url
-
-    @property
-    def control_error(self) -> str | None:
-        """Why a required control API could not start (None: it did, or none was asked)."""
-        return self.control.error
-
-    @property
-    def held(self) -> int:
-        """Flows currently waiting in a fault (delayed or held)."""
-        return self.host.waits.count + self.held_elsewhere
-
-    @property
-    def in_flight(self) -> int:
-        """Flows a rule fired for that are not finished yet."""
-        return len(self._wires)
+    serving = property(lambda self: self.ready.is_set())  # ControlTarget
+    admin_url = property(lambda self: self.control.url)  # once it serves (None without one)
+    #: why a required control API could not start (None: it did, or none was asked)
+    control_error = property(lambda self: self.control.error)
+    held = property(lambda self: self.host.waits.count + self.held_elsewhere)  # in a fault
+    in_flight = property(lambda self: len(self._wires))  # rule fired, flow not finished yet
 
     def release_all(self) -> None:
         """End every wait: the proxy is stopping, so held flows are let go (and closed)."""
@@ -336,6 +288,13 @@ class ChaosAddon:
     def reschedule(self) -> None:
         """Re-arm the timer for the next phase boundary or ttl expiry (thread-safe)."""
         self.timeline.reschedule()
+
+
+async def _then(first: Awaitable[Any], then: Callable[[Any], Any]) -> None:
+    """Await ``first``, call ``then`` with its result, and await what that returns (if any)."""
+    work = then(await first)
+    if work is not None:
+        await work
 
 
 addons = [ChaosAddon()]
