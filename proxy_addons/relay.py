@@ -25,6 +25,7 @@ import h11
 
 from chaosproxy.control.http import READ_SIZE, Exchange, H11Server, next_event
 from chaosproxy.core.fault import Pacing
+from chaosproxy.core.oncelog import CountedWarning
 
 logger = logging.getLogger("chaosproxy")
 
@@ -60,6 +61,12 @@ class Relay:
     def __init__(self) -> None:
         self._routes: dict[str, Route] = {}
         self._http = H11Server(self._exchange, "127.0.0.1", 0)
+        #: a failing route (an unreachable upstream) fails every request sent its way:
+        #: counted, logged at most once a minute; each reason is in the debug log and the
+        #: 502's body
+        self.refused = CountedWarning(
+            logger, "relay: a throttled request could not be relayed, its client got a 502"
+        )
 
     @property
     def port(self) -> int | None:
@@ -170,7 +177,8 @@ class Relay:
             await pacer.stop_watching()
 
     async def _refuse(self, exchange: Exchange, why: str) -> None:
-        logger.warning("relay: %s", why)
+        logger.debug("relay: %s", why)
+        self.refused.note()
         while not isinstance(await exchange.next_event(), h11.EndOfMessage):
             pass
         body = f"chaosproxy relay: {why}\n".encode()

@@ -54,7 +54,8 @@ class UpstreamHealth:
     def __init__(self, limit: int = MAX_FAILING, loud: int = LOUD_FAILING) -> None:
         #: upstream (host:port) -> what went wrong, while it has not answered since
         self.failing: OrderedDict[str, str] = OrderedDict()
-        #: upstreams in ``failing`` that got their own warning (their recovery is logged)
+        #: upstreams that got their own warning, until they answer (at most ``loud``; kept
+        #: when forgotten from ``failing``, so forgetting never makes room for more lines)
         self._warned: set[str] = set()
         self.limit, self.loud = limit, loud
         self.more = CountedWarning(
@@ -69,7 +70,9 @@ class UpstreamHealth:
             return
         self.failing[upstream] = why
         while len(self.failing) > self.limit:
-            self._warned.discard(self.failing.popitem(last=False)[0])
+            self.failing.popitem(last=False)
+        if upstream in self._warned:
+            return  # warned, forgotten from the table, failing again: still the same failure
         if len(self._warned) >= self.loud:
             self.more.note()
             return
@@ -77,7 +80,8 @@ class UpstreamHealth:
         logger.warning("upstream %s %s: %s", upstream, why, consequence)
 
     def answered(self, upstream: str) -> None:
-        if self.failing.pop(upstream, None) is not None and upstream in self._warned:
+        self.failing.pop(upstream, None)
+        if upstream in self._warned:
             self._warned.discard(upstream)
             logger.info("upstream %s answers again", upstream)
 
@@ -132,8 +136,12 @@ class UpstreamDeadlines:
 
     def connected(self, server: Any) -> None:
         """An upstream connection came up: note when, on the clock the deadlines use."""
-        if self.timeouts.read is not None:
+        if self.timeouts.read is None:
+            return
+        try:
             self._up_at[server.id] = asyncio.get_running_loop().time()
+        except RuntimeError:  # hooks called by hand (unit tests): no loop, no clock
+            pass
 
     def disconnected(self, server: Any) -> None:
         self._up_at.pop(server.id, None)
