@@ -24,6 +24,7 @@ from chaosproxy.core.decisions import (
 )
 from chaosproxy.core.engine import Decision, Engine
 from chaosproxy.core.metrics import Metrics
+from chaosproxy.core.units import counted
 from chaosproxy.proxy_addons.upstream import TIMED_OUT_KEY
 from chaosproxy.proxy_addons.wire import FlowRequest
 
@@ -183,7 +184,8 @@ def summary_lines(engine: Engine) -> list[str]:
     """What was injected, per rule, and which rules never matched (likely typos)."""
     stats = engine.stats()
     lines = [
-        f"summary: {stats['injected']} faults injected into {stats['requests']} requests "
+        f"summary: {counted(stats['injected'], 'fault')} injected into "
+        f"{counted(stats['requests'], 'request')} "
         f"(scenario {stats['scenario']}, seed {stats['seed']})"
     ]
     never: list[str] = []

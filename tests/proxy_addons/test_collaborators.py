@@ -13,7 +13,7 @@ from chaosproxy.core.engine import Engine, SimpleRequest
 from chaosproxy.core.scenario import load_text
 from chaosproxy.proxy_addons.arrivals import ArrivalClock
 from chaosproxy.proxy_addons.gate import StartupGate
-from chaosproxy.proxy_addons.recorder import DecisionRecorder
+from chaosproxy.proxy_addons.recorder import DecisionRecorder, summary_lines
 from chaosproxy.proxy_addons.timeline import PhaseTimeline
 from chaosproxy.proxy_addons.waits import ClientWaits
 from chaosproxy.proxy_addons.wire import FlowRequest
@@ -193,3 +193,10 @@ def test_a_workers_scenario_applier_applies_in_order_and_drops_the_rest_when_clo
     release.set()
     first.result(timeout=10)
     assert applied == ["a"]
+
+
+def test_the_exit_summary_counts_in_agreeing_words() -> None:
+    engine = Engine(load_text("rules:\n  - {name: fail, fault: {type: error}}\n", "s.yaml"), seed=1)
+    assert engine.decide(SimpleRequest(method="GET", host="api", path="/")) is not None
+    assert summary_lines(engine)[0] == "summary: 1 fault injected into 1 request (scenario inline, seed 1)"
+
