@@ -113,8 +113,8 @@ def test_faulted_flows_are_marked_and_commented_with_the_outcome(make_proxy) -> 
     seen = []
     real = proxy.addon.recorder.record
 
-    def spy(flow, wire, arrived, phase):
-        real(flow, wire, arrived, phase)
+    def spy(flow, wire, arrived, phase, **early):
+        real(flow, wire, arrived, phase, **early)
         seen.append((flow.marked, flow.comment, dict(flow.metadata["chaos"])))
 
     proxy.addon.recorder.record = spy
