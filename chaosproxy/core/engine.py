@@ -473,10 +473,10 @@ class Step:
     __slots__ = ()
 
     def passes(self, trial: Trial) -> bool:
-        raise NotImplementedError
+        raise NotImplementedError  # abstract
 
     def why(self, trial: Trial) -> str:
-        raise NotImplementedError
+        raise NotImplementedError  # abstract
 
 
 class Skip(Step):

@@ -222,7 +222,7 @@ class Fault(BaseModel, abc.ABC):
         later rules); else the seconds the client is told to wait (the wire's
         ``retry_after``). ``now`` is the engine's monotonic clock. With ``dry_run``
         (``explain``) the state is left exactly as it was."""
-        raise NotImplementedError(f"{type(self).__name__} does not gate its rule")
+        raise TypeError(f"{type(self).__name__} does not gate its rule")
 
     def gate_declines(self) -> str:
         """Gating types: why the rule does not fire when :meth:`gate` says None (explain)."""

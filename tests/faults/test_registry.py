@@ -145,7 +145,7 @@ class _Plain(Fault):
 
 
 def test_a_type_that_does_not_gate_says_so_when_asked_to() -> None:
-    with pytest.raises(NotImplementedError, match="_Plain does not gate its rule"):
+    with pytest.raises(TypeError, match="_Plain does not gate its rule"):
         _Plain().gate(None, _Header({}), 0.0, dry_run=True)
     assert _Plain().new_state() is None
 
