@@ -32,7 +32,9 @@ test-e2e: $(STAMP) sysdeps
 	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
 
 ## test-py312: the same suite on Python 3.12 (mitmproxy 12.x) in .venv312
-PY312 ?= $(shell command -v python3.12 || ls $$HOME/.pyenv/versions/3.12*/bin/python 2>/dev/null | tail -1)
+# the first Python 3.12 that runs (a pyenv shim for a version not selected does not)
+PY312 ?= $(shell for p in $$(command -v python3.12) $$(ls -r $$HOME/.pyenv/versions/3.12*/bin/python 2>/dev/null); do \
+	$$p -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { echo $$p; break; }; done)
 test-py312:
 	@test -n "$(PY312)" || { echo "no Python 3.12 found (set PY312=/path/to/python3.12)"; exit 2; }
 	$(MAKE) test VENV=.venv312 PYTHON=$(PY312)
