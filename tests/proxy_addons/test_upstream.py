@@ -90,9 +90,10 @@ def _connecting_flow() -> http.HTTPFlow:
     return flow
 
 
-def test_the_read_timeout_counts_on_the_loop_clock_even_when_the_wall_clock_jumps(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def _deadlines(
+    monkeypatch: pytest.MonkeyPatch, *, read: float
+) -> tuple[UpstreamDeadlines, list[float]]:
+    """Deadlines with a 5 s connect and ``read`` s read timeout; the loop times of give-ups."""
     gave_up: list[float] = []
     monkeypatch.setattr(
         upstream_module.upstreamtimeout,
@@ -100,7 +101,14 @@ def test_the_read_timeout_counts_on_the_loop_clock_even_when_the_wall_clock_jump
         lambda handler, flow, answer: gave_up.append(asyncio.get_running_loop().time()) or True,
     )
     deadlines = UpstreamDeadlines(UpstreamHealth(), lambda client: object())
-    deadlines.timeouts = Timeouts(5.0, 0.3)
+    deadlines.timeouts = Timeouts(5.0, read)
+    return deadlines, gave_up
+
+
+def test_the_read_timeout_counts_on_the_loop_clock_even_when_the_wall_clock_jumps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    deadlines, gave_up = _deadlines(monkeypatch, read=0.3)
     flow = _connecting_flow()
     real_time = time.time
 
@@ -128,14 +136,7 @@ def test_the_read_timeout_counts_on_the_loop_clock_even_when_the_wall_clock_jump
 def test_a_connection_up_before_the_request_counts_the_read_timeout_from_the_request(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    gave_up: list[float] = []
-    monkeypatch.setattr(
-        upstream_module.upstreamtimeout,
-        "give_up",
-        lambda handler, flow, answer: gave_up.append(asyncio.get_running_loop().time()) or True,
-    )
-    deadlines = UpstreamDeadlines(UpstreamHealth(), lambda client: object())
-    deadlines.timeouts = Timeouts(5.0, 0.2)
+    deadlines, gave_up = _deadlines(monkeypatch, read=0.2)
     flow = _connecting_flow()
 
     async def run() -> float:
