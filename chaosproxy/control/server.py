@@ -7,7 +7,8 @@ flows see, with no second thread to drift out of sync. This module reads each re
 (:mod:`.routes`).
 
 Safety: bound to loopback unless given a token; with a token every call must carry
-``Authorization: Bearer T``. Without a token a ``Host`` that is not a loopback name is
+``Authorization: Bearer T``, but for a bare ``GET /healthz`` (the status word only, for
+probes that cannot hold a secret). Without a token a ``Host`` that is not a loopback name is
 refused (a web page cannot reach the API through DNS rebinding), and so is any browser
 request from another origin (``Origin`` header), token or not.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import ipaddress
 from urllib.parse import parse_qsl, urlsplit
 
@@ -196,6 +198,13 @@ class ControlServer:
 
     # ------------------------------------------------------------------ policy
 
+    def _bare_health(self) -> Reply:
+        """``GET /healthz`` without the token (or from a non-loopback Host): the status and
+        nothing else, so a probe (a Kubernetes kubelet, a load balancer) needs no secret."""
+        full = self.routes.healthz(Request(method="GET", path="/healthz", query={}, headers={}))
+        status = json.loads(full.body).get("status", "ok")
+        return Reply.json(full.status, {"status": status})
+
     def _refuse(self, request: Request) -> Reply | None:
         origin = request.headers.get("origin")
         if origin is not None and origin.rstrip("/") != self.url:
@@ -210,6 +219,8 @@ class ControlServer:
             if scheme.lower() != "bearer" or not hmac.compare_digest(
                 given.strip().encode(), self.token.encode()
             ):
+                if (request.method, request.path) == ("GET", "/healthz"):
+                    return self._bare_health()
                 return Reply.json(
                     401,
                     {"error": "missing or wrong token: send Authorization: Bearer T"},
@@ -219,6 +230,8 @@ class ControlServer:
         host = request.headers.get("host", "")
         hostname = urlsplit(f"//{host}").hostname or ""
         if not is_loopback(hostname):
+            if (request.method, request.path) == ("GET", "/healthz"):
+                return self._bare_health()
             return Reply.error(
                 403,
                 f"Host {host!r} is not a loopback name; without --admin-token the control "

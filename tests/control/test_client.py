@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import socket
 import threading
 from collections.abc import Iterator
@@ -70,6 +72,40 @@ def test_the_token_is_sent_and_a_wrong_one_is_a_clear_401(served: Served) -> Non
         ControlClient(served.server.url, "wrong").stats()
     status, body = ControlClient(served.server.url).request("GET", "/stats")
     assert status == 401 and "Bearer" in body["error"]
+
+
+@pytest.mark.parametrize("served", ["s3cret"], indirect=True)
+def test_a_probe_without_the_token_gets_the_status_word_only(served: Served) -> None:
+    """Kubernetes probes cannot carry a Secret: GET /healthz answers them, with no detail."""
+    status, body = ControlClient(served.server.url).request("GET", "/healthz")
+    assert (status, body) == (200, {"status": "ok"})
+    status, body = ControlClient(served.server.url, "s3cret").request("GET", "/healthz")
+    assert status == 200 and body["status"] == "ok" and "scenario" in body
+    served.target.ready.clear()  # not serving yet: the probe sees 503 "starting"
+    assert ControlClient(served.server.url).request("GET", "/healthz") == (
+        503,
+        {"status": "starting"},
+    )
+    status, _ = ControlClient(served.server.url).request("POST", "/reset")
+    assert status == 401  # only the bare health check is open
+
+
+def test_a_foreign_host_name_gets_the_health_status_word_only(served: Served) -> None:
+    """A probe sends the pod's address as Host: without a token that is not a loopback name,
+    so only the status word comes back (the rest of the API refuses it)."""
+    port = int(served.server.url.rsplit(":", 1)[1])
+    for path, expected in (("/healthz", 200), ("/stats", 403)):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", path, headers={"Host": "10.1.2.3:8475"})
+        answer = conn.getresponse()
+        body = json.loads(answer.read())
+        conn.close()
+        assert answer.status == expected, body
+    assert body != {"status": "ok"}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", "/healthz", headers={"Host": "10.1.2.3:8475"})
+    assert json.loads(conn.getresponse().read()) == {"status": "ok"}
+    conn.close()
 
 
 def test_nothing_listening_is_unreachable_with_a_reason() -> None:
