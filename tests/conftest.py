@@ -57,6 +57,8 @@ TIERS: dict[str, str] = {
     "tests/reliability": "wire",
     "tests/reliability/test_soak.py": "e2e",
     "tests/plugin": "e2e",
+    "tests/deploy": "e2e",
+    "tests/deploy/test_configmap_watch.py": "unit",
     "tests/docs": "unit",
     "tests/docs/test_examples.py": "e2e",
     "tests/docs/test_node_forward.py": "e2e",

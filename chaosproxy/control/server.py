@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import ipaddress
+import json
 from urllib.parse import parse_qsl, urlsplit
 
 import h11

@@ -24,12 +24,15 @@ ROOT = Path(__file__).parents[2]
 TOKEN = "t0ken-for-the-tests"
 
 
-def run_compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run_compose_config(
+    env: dict[str, str], profiles: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     """``docker-compose config`` with only ``env`` of the CHAOSPROXY_* / DEMO_* variables."""
     exe = require_tool("docker-compose")
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("CHAOSPROXY_", "DEMO_"))}
+    chosen = [arg for name in profiles for arg in ("--profile", name)]
     return subprocess.run(
-        [exe, "-f", str(ROOT / "docker-compose.yml"), "config"],
+        [exe, "-f", str(ROOT / "docker-compose.yml"), *chosen, "config"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -80,9 +83,15 @@ def option(args: list[str], name: str) -> str:
     return args[args.index(name) + 1]
 
 
+def default_services(config: dict[str, Any]) -> dict[str, Any]:
+    """The services ``docker compose up`` starts: those in no profile (1.29's ``config``
+    prints every service, whatever the profiles)."""
+    return {name: s for name, s in config["services"].items() if not s.get("profiles")}
+
+
 @pytest.fixture(scope="module")
 def services() -> dict[str, Any]:
-    return dict(compose_config()["services"])
+    return default_services(compose_config())
 
 
 def test_three_services_from_one_image_all_with_healthchecks(services: dict[str, Any]) -> None:
@@ -136,9 +145,11 @@ def test_the_dashboard_port_is_published_and_scenarios_mounted(services: dict[st
 
 
 def test_variables_override_the_defaults() -> None:
-    services = compose_config(
-        DEMO_PORT="5099", CHAOSPROXY_SCENARIO="outage", CHAOSPROXY_ADMIN_TOKEN="s3cret"
-    )["services"]
+    services = default_services(
+        compose_config(
+            DEMO_PORT="5099", CHAOSPROXY_SCENARIO="outage", CHAOSPROXY_ADMIN_TOKEN="s3cret"
+        )
+    )
     assert published(services["app"])[0][1] == 5099
     assert option(argv(services["proxy"]), "--scenario") == "outage"
     assert services["app"]["environment"]["CHAOSPROXY_ADMIN_TOKEN"] == "s3cret"
@@ -153,9 +164,40 @@ def test_every_port_is_published_on_loopback_by_default(services: dict[str, Any]
 
 
 def test_the_publish_address_can_be_opened_on_purpose() -> None:
-    services = compose_config(DEMO_PUBLISH_HOST="0.0.0.0")["services"]
+    services = compose_config(DEMO_PUBLISH_HOST="0.0.0.0")["services"]  # profiles too
     hosts = {host for service in services.values() for host, _, _ in published(service)}
     assert hosts == {"0.0.0.0"}
+
+
+def test_the_scale_profile_adds_two_replicas_sharing_one_redis() -> None:
+    out = run_compose_config({"CHAOSPROXY_ADMIN_TOKEN": TOKEN}, profiles=("scale",))
+    assert out.returncode == 0, out.stderr
+    every = yaml.safe_load(out.stdout)["services"]
+    scale = {name for name, s in every.items() if "scale" in s.get("profiles", [])}
+    assert scale == {"state", "replica-1", "replica-2"}
+    proxy_args = argv(every["proxy"])
+    state_args = every["state"]["command"]
+    assert state_args[0] == "redis-server" and "--port" not in state_args  # 6379
+    fronts = [published(every["proxy"])]
+    for name in ("replica-1", "replica-2"):
+        replica = every[name]
+        args = argv(replica)
+        # the same proxy as the single one, pointed at the same upstream and scenario ...
+        for flag in ("--upstream", "--listen", "--admin", "--scenario"):
+            assert option(args, flag) == option(proxy_args, flag), (name, flag)
+        # ... with its state in the shared Redis, started (healthy) before it
+        store = urlsplit(replica["environment"]["CHAOSPROXY_STATE"])
+        assert (store.scheme, store.hostname, store.port, store.path) == (
+            "redis", "state", 6379, "/0"
+        )
+        assert replica["depends_on"]["state"]["condition"] == "service_healthy"
+        assert replica["environment"]["CHAOSPROXY_ADMIN_TOKEN"] == TOKEN
+        assert "/healthz" in " ".join(replica["healthcheck"]["test"])
+        assert replica["image"] == every["proxy"]["image"]
+        fronts.append(published(replica))
+    public = [port for ports in fronts for _, port, _ in ports]
+    assert len(public) == len(set(public)) == 6, fronts  # each replica reachable on its own
+    assert {host for ports in fronts for host, _, _ in ports} == {"127.0.0.1"}
 
 
 def test_the_dockerfile_installs_what_the_services_run() -> None:
