@@ -67,6 +67,9 @@ TIERS: dict[str, str] = {
     "tests/test_packaging.py": "e2e",
     "tests/test_tiers.py": "e2e",
     "tests/test_architecture.py": "unit",
+    "tests/assess/test_card.py": "unit",
+    "tests/assess/test_html.py": "unit",
+    "tests/assess/test_html_browser.py": "e2e",
 }
 
 #: slow tests (more than ~30 s each on a loaded 2-core machine): folders, files or node ids

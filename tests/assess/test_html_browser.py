@@ -1,0 +1,62 @@
+"""The HTML report in Debian's Chromium (Playwright): it opens from a file without a
+console error or a request beyond itself, every timeline is drawn and fits the page, and
+a screenshot is kept in test-artifacts/assess-report.png."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from chaosproxy.testing.assess import html
+from tests.assess.reports import sample_document
+from tests.demo.test_browser import CHROMIUM_ARGS, chromium_path
+
+ARTIFACTS = Path(__file__).parents[2] / "test-artifacts"
+
+
+def test_the_report_opens_in_chromium_without_errors(tmp_path: Path) -> None:
+    executable = chromium_path()
+    from playwright.sync_api import sync_playwright
+
+    doc = sample_document()
+    page_url = html.write(doc, tmp_path / "report.html").resolve().as_uri()
+    problems: list[str] = []
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "assess-report.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.on(
+                "console",
+                lambda msg: (
+                    problems.append(f"console {msg.type}: {msg.text}")
+                    if msg.type in ("error", "warning")
+                    else None
+                ),
+            )
+            page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+            page.on(
+                "request",
+                lambda req: None if req.url == page_url else problems.append(f"request: {req.url}"),
+            )
+            page.goto(page_url, wait_until="load")
+            drawn = page.evaluate(
+                """() => [...document.querySelectorAll('svg.timeline')].map((svg) => {
+                  const r = svg.getBoundingClientRect();
+                  return { name: svg.dataset.experiment, width: r.width, height: r.height,
+                           right: r.right, bars: svg.querySelectorAll('rect.attempt').length };
+                })"""
+            )
+            page_width = page.evaluate("() => document.documentElement.scrollWidth")
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    expected = [e for e in doc["experiments"] if e["samples"]]
+    assert [d["name"] for d in drawn] == [e["name"] for e in expected]
+    for d, e in zip(drawn, expected, strict=True):
+        assert d["bars"] == sum(len(s["attempts"]) for s in e["samples"]), d
+        assert d["width"] > 600 and d["height"] > 40, d
+        assert d["right"] <= 1280, d
+    assert page_width <= 1280, "the report scrolls sideways"
+    assert problems == []
+    assert shot.stat().st_size > 20_000
