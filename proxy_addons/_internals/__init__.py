@@ -55,6 +55,7 @@ MODULES = {
     "listen_backlog": "backlog",
     "reuse_port": "reuseport",
     "timed_out_answers": "upstreamtimeout",
+    "h2_for_h2_clients": "h2alpn",
 }
 
 LEAN = (
@@ -67,7 +68,7 @@ LEAN = (
     "settle_heap",
 )
 PROXY = ("ctx_per_thread", "stop_listeners")
-ADDON = ("client_sockets", "receive_times", "timed_out_answers")
+ADDON = ("client_sockets", "receive_times", "timed_out_answers", "h2_for_h2_clients")
 MASTER = ("fast_hooks",)
 LISTENING = ("listen_backlog",)
 WORKER = ("reuse_port",)

@@ -179,6 +179,10 @@ MISSING = {
         "from mitmproxy.proxy.layers import http as lh; gone(lh.HttpStream, 'send_response')",
         "not hasattr(lh.HttpStream.handle_protocol_error, '_chaosproxy')",
     ),
+    "h2_for_h2_clients": (
+        "from mitmproxy.addons import tlsconfig; gone(tlsconfig, 'alpn_select_callback')",
+        "not hasattr(tlsconfig.TlsConfig.tls_start_client, '_chaosproxy')",
+    ),
 }
 
 _MISSING = """
