@@ -56,6 +56,7 @@ def test_the_card_shows_every_policy_item_with_its_evidence() -> None:
     assert row(text, "malformed body").startswith("malformed body a failure")
     assert " low " in row(text, "malformed body")
     assert row(text, "app latency budget") == "app latency budget 2.3 s medium 2 hang"
+    assert "connect timeout" not in text  # null: the same as the timeout
     assert "expect" not in text  # no gate given: no verdict column
     assert not ANSI.search(text)  # not a terminal: plain
 
@@ -109,6 +110,8 @@ def test_null_items_say_not_probed_or_none_seen() -> None:
     assert row(text, "circuit breaker").startswith("circuit breaker not probed (--quick)")
     assert row(text, "timeout").startswith("timeout none within the probe's cap")
     assert row(text, "Retry-After").startswith("Retry-After ignored")
+    doc["policy"]["connect_timeout_s"] = 0.5
+    assert row(rendered(doc), "connect timeout").startswith("connect timeout 0.5 s")
     doc["quick"] = False
     doc["evidence"]["breaker"] = {"samples": 1, "confidence": "high", "experiments": ["breaker"]}
     assert row(rendered(doc), "circuit breaker").startswith("circuit breaker none seen")
@@ -210,3 +213,15 @@ def test_progress_on_a_terminal_is_a_bar_per_experiment() -> None:
     assert "baseline: No fault" in text and "hang: The upstream hangs" in text
     assert "2/2" in text and "1/1" in text
     assert progress._bar is None  # closed: the live display stopped
+
+
+def test_the_sample_is_a_valid_document_and_the_model_renders_like_it() -> None:
+    from chaosproxy.testing.assess.model import Assessment, Progress, json_schema
+    from tests.support import validate_json
+
+    doc = sample_document()
+    validate_json(doc, json_schema())
+    assert rendered(Assessment.from_json(doc)) == rendered(doc)  # type: ignore[arg-type]
+    console = Console(file=io.StringIO(), width=100)
+    card.live_progress(console)(Progress("baseline", "No fault", 1, 2))
+    assert console.file.getvalue() == "- baseline: No fault (2 samples)\n"  # type: ignore[attr-defined]

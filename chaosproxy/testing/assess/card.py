@@ -118,8 +118,6 @@ def describe(item: str, value: Any, doc: Mapping[str, Any]) -> str:
             return "not probed (--quick)" if doc.get("quick") and not probed else "none seen"
         if item == "timeout_s":
             return "none within the probe's cap" if probed else "not probed"
-        if item == "connect_timeout_s":
-            return "same as the timeout" if probed else "not probed"
         if item == "retry_after":
             return "not observed"
         return "not observed" if probed else "not probed"
@@ -204,6 +202,15 @@ def experiment_summary(experiment: Mapping[str, Any]) -> str:
     return "; ".join(parts) or "no samples"
 
 
+def shown_items(policy: Mapping[str, Any]) -> list[str]:
+    """The policy keys a report lists, in order (unknown ones last); the connect timeout
+    only when it differs from the timeout (it is null otherwise)."""
+    names = [*ITEMS, *(k for k in policy if k not in ITEMS)]
+    return [
+        n for n in names if n in policy and not (n == "connect_timeout_s" and policy[n] is None)
+    ]
+
+
 # --------------------------------------------------------------------------- the card
 
 
@@ -240,10 +247,7 @@ def render(
     table.add_column("from")
     if verdicts is not None:
         table.add_column("expect")
-    names = [*ITEMS, *(k for k in policy if k not in ITEMS)]
-    for name in names:
-        if name not in policy:
-            continue
+    for name in shown_items(policy):
         proof = evidence.get(name) or {}
         confidence = proof.get("confidence")
         row: list[Text | str] = [

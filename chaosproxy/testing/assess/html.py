@@ -27,6 +27,7 @@ from chaosproxy.testing.assess.card import (
     finding_text,
     outcome_word,
     seconds,
+    shown_items,
 )
 
 #: attempt kinds: (css class, legend label)
@@ -225,9 +226,7 @@ def _summary(doc: Mapping[str, Any], verdicts: Sequence[Verdict] | None) -> str:
     head += "<th>from</th><th>note</th>" + ("<th>expect</th>" if verdicts is not None else "")
     rows = [head + "</tr>"]
     ran = {e.get("name") for e in doc.get("experiments") or []}
-    for name in [*ITEMS, *(k for k in policy if k not in ITEMS)]:
-        if name not in policy:
-            continue
+    for name in shown_items(policy):
         proof = evidence.get(name) or {}
         conf = proof.get("confidence") or "-"
         links = ", ".join(
