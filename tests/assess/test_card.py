@@ -85,12 +85,15 @@ def test_verdicts_mark_each_item_and_explain_the_misses() -> None:
         Verdict("attempts", True, "attempts 3 is within 2..4"),
         Verdict("timeout_s", False, "timeout_s 2 s is not <= 1.5"),
         Verdict("breaker", False, "breaker required, opens after 5 > 3"),
+        Verdict("backoff.kind", True, "exponential"),
+        Verdict("backoff.jitter", True, "jitter"),
     ]
     text = rendered(sample_document(), verdicts=verdicts)
     assert row(text, "attempts").endswith(" ok")
     assert row(text, "timeout").endswith(" MISS")
     assert row(text, "circuit breaker").endswith(" MISS")
-    assert not row(text, "backoff").endswith(("ok", "MISS"))  # not in the gate
+    assert row(text, "backoff").endswith(" ok")  # backoff.kind and backoff.jitter
+    assert not row(text, "retries 4xx").endswith(("ok", "MISS"))  # not in the gate
     assert "2 expectation(s) missed:" in text
     assert "x timeout_s: timeout_s 2 s is not <= 1.5" in text
     assert "x breaker: breaker required, opens after 5 > 3" in text

@@ -57,7 +57,8 @@ class ProgressEvent(Protocol):
 
 
 class Verdict(Protocol):
-    """One checked item of an ``--expect`` file."""
+    """One checked expectation of an ``--expect`` file: ``item`` is a policy key, or a
+    dotted path into one (``backoff.jitter``), shown on that key's row."""
 
     @property
     def item(self) -> str: ...
@@ -238,7 +239,7 @@ def render(
 
     by_item: dict[str, list[Verdict]] = {}
     for verdict in verdicts or ():
-        by_item.setdefault(verdict.item, []).append(verdict)
+        by_item.setdefault(verdict.item.split(".")[0], []).append(verdict)
     table = Table(box=box.SIMPLE_HEAD, title="Policy", title_justify="left", pad_edge=False)
     table.add_column("item")
     table.add_column("inferred")

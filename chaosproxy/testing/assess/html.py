@@ -221,7 +221,7 @@ def _summary(doc: Mapping[str, Any], verdicts: Sequence[Verdict] | None) -> str:
     evidence: Mapping[str, Any] = doc.get("evidence") or {}
     by_item: dict[str, list[Verdict]] = {}
     for v in verdicts or ():
-        by_item.setdefault(v.item, []).append(v)
+        by_item.setdefault(v.item.split(".")[0], []).append(v)
     head = "<tr><th>item</th><th>inferred</th><th>confidence</th><th>samples</th>"
     head += "<th>from</th><th>note</th>" + ("<th>expect</th>" if verdicts is not None else "")
     rows = [head + "</tr>"]
