@@ -168,6 +168,7 @@ class DecisionRecorder:
                 )
                 if outcome == "response"
                 else None,
+                stream=wire.stream_report() if wire is not None else None,
             )
         )
 

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import secrets
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ import h11
 from chaosproxy.control.http import READ_SIZE, Exchange, H11Server, next_event
 from chaosproxy.core.fault import Pacing
 from chaosproxy.core.oncelog import CountedWarning
+from chaosproxy.core.streams import End, StreamPlan, Unit, counter_for
 
 logger = logging.getLogger("chaosproxy")
 
@@ -37,18 +38,52 @@ def _noop(_: float) -> None:
     return None
 
 
+@dataclass
+class StreamReport:
+    """How far a shaped body got: events and bytes passed before its point (when it was
+    reached: ``reached``), and how it ended (``end``: None when it was let through)."""
+
+    events: int = 0
+    bytes: int = 0
+    reached: bool = False
+    end: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "events": self.events,
+            "bytes": self.bytes,
+            "reached": self.reached,
+            "end": self.end,
+        }
+
+
+#: Ends a shaped body for the client (``reset``, ``truncated``) once the relay has sent
+#: ``sent`` body bytes; ``partial`` is the next data a truncated chunk announces. Returns
+#: False when it cannot (the relay then breaks off its answer: mitmproxy closes the
+#: client connection, or resets an HTTP/2 stream).
+EndClient = Callable[[End, int, bytes], Awaitable[bool]]
+
+
+async def _cannot_end(end: End, sent: int, partial: bytes) -> bool:
+    return False
+
+
 @dataclass(eq=False)
 class Route:
-    """Where one throttled request really goes, and how its answer is paced."""
+    """Where one throttled (or shaped) request really goes, and how its answer is paced
+    (``pacing``) or shaped (``plan``)."""
 
     host: str
     port: int
-    pacing: Pacing
+    pacing: Pacing | None
     ssl_context: ssl.SSLContext | None = None
     sni: str | None = None
     rule: str = ""
     on_wait: Callable[[float], None] = field(default=_noop)
     """Called with the seconds of each pause, for the decision log's added latency."""
+    plan: StreamPlan | None = None
+    end_client: EndClient = field(default=_cannot_end)
+    report: StreamReport = field(default_factory=StreamReport)
 
 
 class ClientGone(ConnectionError):
@@ -105,6 +140,10 @@ class Relay:
         if route is None:
             await self._refuse(exchange, "unknown or expired relay token")
             return
+        if route.plan is not None and route.plan.after is not None:
+            if route.plan.unit is Unit.EVENTS:  # events are counted in the body as sent
+                headers = [(k, v) for k, v in headers if k.lower() != b"accept-encoding"]
+                headers.append((b"accept-encoding", b"identity"))
         try:
             up_reader, up_writer = await asyncio.open_connection(
                 route.host,
@@ -161,18 +200,21 @@ class Relay:
                         f"the upstream sent {event!r} instead of an answer"
                     )
                 break
+            head = event.headers.raw_items()
+            plan = route.plan
+            if plan is not None and plan.rewrites_framing:  # it may end early: chunked
+                head = [(k, v) for k, v in head if k.lower() != b"content-length"]
             writer.write(
                 conn.send(
-                    h11.Response(
-                        status_code=event.status_code,
-                        headers=event.headers.raw_items(),
-                        reason=event.reason,
-                    )
+                    h11.Response(status_code=event.status_code, headers=head, reason=event.reason)
                 )
                 or b""
             )
             await writer.drain()
-            await pacer.run(up, up_reader)
+            if plan is None:
+                await pacer.run(up, up_reader)
+            else:
+                await pacer.shape(up, up_reader, plan, _content_type(head))
         finally:
             await pacer.stop_watching()
 
@@ -185,8 +227,16 @@ class Relay:
         await exchange.respond(502, body, [("content-type", "text/plain")])
 
 
+def _content_type(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name.lower() == b"content-type":
+            return value.decode("latin-1")
+    return None
+
+
 class _Pacer:
-    """Writes one answer's body on at the route's pace, watching for the client leaving."""
+    """Writes one answer's body on at the route's pace (or shaped by its plan), watching
+    for the client leaving."""
 
     def __init__(
         self,
@@ -197,6 +247,7 @@ class _Pacer:
     ) -> None:
         self.route = route
         self.pacing = route.pacing
+        self.sent = 0  # body bytes written on (shaped answers)
         self.writer = writer
         self.conn = conn
         self.loop = asyncio.get_running_loop()
@@ -205,6 +256,7 @@ class _Pacer:
         self.gone: asyncio.Future[bytes] = asyncio.ensure_future(reader.read(READ_SIZE))
 
     async def run(self, up: h11.Connection, up_reader: asyncio.StreamReader) -> None:
+        assert self.pacing is not None
         try:
             start = self.loop.time()
             if self.pacing.first_byte:
@@ -233,6 +285,79 @@ class _Pacer:
                     sent += len(part)
         finally:
             await self.stop_watching()
+
+    async def shape(
+        self,
+        up: h11.Connection,
+        up_reader: asyncio.StreamReader,
+        plan: StreamPlan,
+        content_type: str | None,
+    ) -> None:
+        """Write the body on as it comes, shaped by ``plan``: a late first byte, then at its
+        point (``after`` events or bytes) a pause and an end, or the rest."""
+        report = self.route.report
+        counter = counter_for(plan, content_type)
+        first = True
+        try:
+            while True:
+                event = await self.upstream(up, up_reader)
+                if isinstance(event, h11.EndOfMessage):
+                    await self._end_message()
+                    return
+                if not isinstance(event, h11.Data):
+                    raise h11.RemoteProtocolError(f"unexpected {event!r} in the upstream's body")
+                data = event.data
+                if first:
+                    first = False
+                    if plan.first_byte:
+                        await self.pause(plan.first_byte)
+                if counter is None or report.reached:
+                    await self._send(data)
+                    continue
+                at = counter.split(data, event.chunk_end)
+                report.events, report.bytes = counter.events, counter.bytes
+                if at is None:
+                    await self._send(data)
+                    continue
+                report.reached = True
+                await self._send(data[:at])
+                if plan.pause:
+                    await self.pause(plan.pause)
+                if plan.end is None:
+                    await self._send(data[at:])
+                    continue
+                await self._end(plan.end, data[at:], up, up_reader)
+                return
+        finally:
+            await self.stop_watching()
+
+    async def _send(self, data: bytes) -> None:
+        if data:
+            self.writer.write(self.conn.send(h11.Data(data=data)) or b"")
+            await self.writer.drain()
+            self.sent += len(data)
+
+    async def _end_message(self) -> None:
+        self.writer.write(self.conn.send(h11.EndOfMessage()) or b"")
+        await self.writer.drain()
+
+    async def _end(
+        self, end: End, rest: bytes, up: h11.Connection, up_reader: asyncio.StreamReader
+    ) -> None:
+        """End the body at its point: cleanly, or (reset, truncated) for the client by the
+        route's ``end_client``; when that cannot, the answer is broken off here (no last
+        chunk), which mitmproxy passes on by closing (HTTP/2: resetting the stream)."""
+        self.route.report.end = end.value
+        if end is End.CLEAN:
+            await self._end_message()
+            return
+        partial = rest
+        if end is End.TRUNCATED and not partial:  # the next data is what the chunk announces
+            event = await self.upstream(up, up_reader)
+            if isinstance(event, h11.Data):
+                partial = event.data
+        if not await self.route.end_client(end, self.sent, partial):
+            logger.debug("rule %s: stream broken off by the relay (%s)", self.route.rule, end)
 
     async def stop_watching(self) -> None:
         """Stop reading from mitmproxy's side (the connection has one reader only)."""

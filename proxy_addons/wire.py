@@ -13,10 +13,12 @@ from mitmproxy import http
 
 from chaosproxy.core.engine import Decision
 from chaosproxy.core.fault import Pacing, Stage, has_body
+from chaosproxy.core.streams import End, StreamPlan
 from chaosproxy.proxy_addons._internals import warmup
 from chaosproxy.proxy_addons._internals.clientsock import reset_client
 from chaosproxy.proxy_addons.relay import HEADER as RELAY_HEADER
 from chaosproxy.proxy_addons.relay import Relay, Route
+from chaosproxy.proxy_addons.streamend import ClientEnd
 
 if TYPE_CHECKING:
     import random
@@ -146,6 +148,10 @@ class FlowWire:
         self.upstream_status: int | None = None
         #: set by a throttle: the answer's body is paced through the addon's relay
         self.pacing: Pacing | None = None
+        #: set by a stream fault: the answer's body is shaped through the relay
+        self.plan: StreamPlan | None = None
+        self.route: Route | None = None
+        self._client_end: ClientEnd | None = None
         self.relay_token: str | None = None
         self._origin: tuple[str, str, int, str | None] | None = None
         #: waits of this stage may open the upstream connection ahead (see warmup)
@@ -177,14 +183,18 @@ class FlowWire:
             if self.ended or not self._flow.live:
                 break
             await fault.apply(self)
-        if stage is Stage.REQUEST and self.pacing is not None:
+        if stage is Stage.REQUEST and (self.pacing is not None or self.plan is not None):
             await self._route_through_relay(self.pacing)
 
     def pace(self, pacing: Pacing) -> None:
         self.pacing = pacing
 
-    async def _route_through_relay(self, pacing: Pacing) -> None:
-        """Send the request to the relay, which fetches the answer and paces its body."""
+    def shape(self, plan: StreamPlan) -> None:
+        self.plan = plan
+
+    async def _route_through_relay(self, pacing: Pacing | None) -> None:
+        """Send the request to the relay, which fetches the answer and paces (or shapes)
+        its body."""
         flow = self._flow
         if self.ended or flow.response is not None or not flow.live:
             return
@@ -198,7 +208,12 @@ class FlowWire:
             sni=flow.server_conn.sni or request.host,
             rule=self.rule,
             on_wait=self._paced,
+            plan=self.plan,
         )
+        if self.plan is not None and self.plan.end in (End.RESET, End.TRUNCATED):
+            self._client_end = ClientEnd(self, self._host.connection_handler)
+            route.end_client = self._client_end.end
+        self.route = route
         port = await self._host.relay.start()
         self.relay_token = self._host.relay.add(route)
         self._origin = (request.scheme, request.host, request.port, request.host_header)
@@ -214,12 +229,20 @@ class FlowWire:
         and show the real upstream in the flow again."""
         if self._origin is None or self._flow.response is None:
             return False
-        self._flow.response.stream = True
+        self._flow.response.stream = self._client_end.passing if self._client_end else True
         request = self._flow.request
         request.scheme, request.host, request.port, host_header = self._origin
         request.host_header = host_header
         request.headers.pop(RELAY_HEADER, None)
         return True
+
+    def stream_report(self) -> dict[str, object] | None:
+        """For the decision log: how far a shaped body got and how it ended."""
+        return self.route.report.to_dict() if self.route and self.plan else None
+
+    @property
+    def flow(self) -> http.HTTPFlow:
+        return self._flow
 
     def forget_route(self) -> None:
         if self.relay_token is not None:
@@ -257,6 +280,11 @@ class FlowWire:
             return await self._host.wait_for_client(self._flow.client_conn.id, delay)
         finally:
             self.added_latency += time.monotonic() - started
+
+    def mark_ended(self, outcome: str) -> None:
+        """A stream's end settled what the client got (``reset``, ``truncated``, ``closed``)."""
+        self.ended = True
+        self.outcome = self.outcome or outcome
 
     def _client_left(self) -> None:
         self.ended = True

@@ -89,6 +89,9 @@ class DecisionRecord:
     flow_id: str = ""
     retry_after: float | None = None
     """Seconds the answer's Retry-After header asked the client to wait, if it had one."""
+    stream: dict[str, Any] | None = None
+    """Stream faults: how far the body got (``events``, ``bytes``), whether the fault's
+    point was ``reached``, and how the body ``end``-ed there (None: let through)."""
 
     @property
     def injected(self) -> bool:

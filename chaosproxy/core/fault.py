@@ -41,6 +41,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError, core_schema
 
 from chaosproxy.core import units
+from chaosproxy.core.streams import StreamPlan
 
 #: Delays longer than this are refused unless the fault says ``allow_long: true``.
 MAX_DELAY = 600.0
@@ -146,6 +147,10 @@ class Wire(Protocol):
 
     def pace(self, pacing: Pacing) -> None:
         """Let the upstream's answer through with its body paced (see faults/throttle.py)."""
+
+    def shape(self, plan: StreamPlan) -> None:
+        """Let the upstream's answer through with its body shaped as it streams: a late
+        first byte, a pause or an end after N events or bytes (see faults/stream_cut.py)."""
 
     def cut(self, keep: float) -> None:
         """Send the answer's head with the full Content-Length of its body as sent, but only

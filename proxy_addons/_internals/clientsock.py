@@ -12,9 +12,12 @@ stopping leaves the clients to mitmproxy's shutdown.
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import logging
 import socket
 import struct
+import termios
 from typing import Any
 
 from chaosproxy.proxy_addons._internals import (
@@ -76,6 +79,49 @@ def reset_client(handler: Any) -> bool:
         writer.transport.abort()
     except (AttributeError, KeyError, OSError) as exc:
         logger.debug("cannot reset the client connection: %s", exc)
+        return False
+    return True
+
+
+async def flushed(handler: Any, timeout: float) -> bool:
+    """Wait until every byte written to the client has left: asyncio's buffer is empty and
+    the kernel's send queue is acknowledged (SIOCOUTQ, Linux). False after ``timeout`` (a
+    client that stopped reading), or when the socket is not reachable."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        writer = handler.transports[handler.client].writer
+        sock = writer.get_extra_info("socket")
+        while True:
+            if writer.transport.get_write_buffer_size() == 0 and _unacked(sock) == 0:
+                return True
+            if loop.time() >= deadline or writer.is_closing():
+                return False
+            await asyncio.sleep(0.002)
+    except (AttributeError, KeyError, OSError) as exc:
+        logger.debug("cannot watch the client connection's send queue: %s", exc)
+        return False
+
+
+def _unacked(sock: Any) -> int:
+    """Bytes in the socket's send queue not yet acknowledged by the peer (0 if unknown)."""
+    if sock is None or not hasattr(termios, "TIOCOUTQ"):
+        return 0
+    out = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, struct.pack("i", 0))
+    return int(struct.unpack("i", out)[0])
+
+
+def write_and_close(handler: Any, data: bytes) -> bool:
+    """Write raw ``data`` to the client (past mitmproxy's framing), then close the
+    connection (FIN once it is sent). Returns False when the socket is not reachable."""
+    try:
+        writer = handler.transports[handler.client].writer
+        if writer.is_closing():
+            return False
+        writer.write(data)
+        writer.close()
+    except (AttributeError, KeyError, OSError) as exc:
+        logger.debug("cannot write to the client connection: %s", exc)
         return False
     return True
 

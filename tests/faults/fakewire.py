@@ -62,6 +62,9 @@ class FakeWire:
     def pace(self, pacing: object) -> None:
         self.actions.append(("pace", pacing))
 
+    def shape(self, plan: object) -> None:
+        self.actions.append(("shape", plan))
+
     def cut(self, keep: float) -> None:
         self.ended = True
         self.actions.append(("cut", keep))
