@@ -141,7 +141,8 @@ class Relay:
             await self._refuse(exchange, "unknown or expired relay token")
             return
         if route.plan is not None and route.plan.after is not None:
-            if route.plan.unit is Unit.EVENTS:  # events are counted in the body as sent
+            encodings = [v for k, v in headers if k.lower() == b"accept-encoding"]
+            if route.plan.unit is Unit.EVENTS and encodings:  # events are counted as sent
                 headers = [(k, v) for k, v in headers if k.lower() != b"accept-encoding"]
                 headers.append((b"accept-encoding", b"identity"))
         try:

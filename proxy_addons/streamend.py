@@ -15,13 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
+
+from mitmproxy import http
 
 from chaosproxy.core.streams import End
 from chaosproxy.proxy_addons._internals import clientsock
-
-if TYPE_CHECKING:
-    from chaosproxy.proxy_addons.wire import FlowWire
 
 logger = logging.getLogger("chaosproxy")
 
@@ -30,10 +29,21 @@ PASS_TIMEOUT = 5.0
 FLUSH_TIMEOUT = 2.0
 
 
+class EndingWire(Protocol):
+    """The flow's wire, as :class:`ClientEnd` needs it (``wire.FlowWire``)."""
+
+    rule: str
+
+    @property
+    def flow(self) -> http.HTTPFlow: ...
+
+    def mark_ended(self, outcome: str) -> None: ...
+
+
 class ClientEnd:
     """Ends one shaped flow's answer for its client, after the bytes the relay sent."""
 
-    def __init__(self, wire: FlowWire, handlers: Callable[[str], Any]) -> None:
+    def __init__(self, wire: EndingWire, handlers: Callable[[str], Any]) -> None:
         self._wire = wire
         self._handlers = handlers
         self.passed = 0

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from chaosproxy.core.fault import Duration, Wire, check_delay, register
 from chaosproxy.core.streams import End, StreamPlan
 from chaosproxy.core.units import format_duration
-from chaosproxy.faults._stream import Mode, StreamPoint
+from chaosproxy.faults.stream_cut import Mode, StreamPoint
 
 
 @register
@@ -18,6 +18,15 @@ class StreamStall(StreamPoint):
     for ``pause``; then the rest follows (``then: continue``) or the body ends as
     ``stream_cut`` would end it (``then: cut``, with ``mode``: reset by default). The
     upstream is not read during the pause: it is held back, not buffered."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [{"required": ["events"]}, {"required": ["bytes"]}],
+            # mode says how a cut ends: only with then: cut
+            "if": {"required": ["mode"]},
+            "then": {"required": ["then"], "properties": {"then": {"const": "cut"}}},
+        }
+    )
 
     type: Literal["stream_stall"] = "stream_stall"
     pause: Duration = Field(description="how long nothing comes")

@@ -43,6 +43,8 @@ NOT_EXPRESSIBLE = {
     "Schema regular expression can check",
     "throttle-with-malformed": "the faults' capabilities (streams the body / acts on the whole "
     "answer) are declared in Python, per fault type, not in the schema",
+    "stream-cut-with-throttle": "at most one fault that streams the body per rule: that "
+    "capability is declared in Python, per fault type, not in the schema",
     "ttl-zero-string": "a duration written as text ('0s') is zero only once its unit is "
     "parsed; a number is checked (exclusiveMinimum 0)",
 }

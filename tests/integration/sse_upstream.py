@@ -53,7 +53,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.send_error(404)
             return
-        self.server.requests.append(dict(self.headers.items()))  # type: ignore[attr-defined]
+        self.server.requests.append({k.lower(): v for k, v in self.headers.items()})  # type: ignore[attr-defined]
         chunked = query.get("length") != "1"
         self.send_response(200)
         self.send_header("Content-Type", content_type)
