@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-wire test-e2e test-py312 test-mitmproxy-next lint bench bench-profile soak schema sysdeps clean docs docs-serve
+.PHONY: demo test test-unit test-wire test-e2e test-py312 test-mitmproxy-next lint bench bench-profile soak soak-stream schema sysdeps clean docs docs-serve
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,11 @@ bench-profile: $(STAMP) sysdeps
 SOAK_SECONDS ?= 600
 soak: $(STAMP)
 	$(PY) scripts/soak.py --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
+
+## soak-stream: endless SSE streams through a stream fault for SOAK_SECONDS, the proxy's
+## RSS sampled (it must stay flat: nothing buffered)
+soak-stream: $(STAMP)
+	$(PY) scripts/stream_soak.py --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check chaosproxy proxy_addons demo_app tests bench

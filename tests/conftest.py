@@ -56,6 +56,7 @@ TIERS: dict[str, str] = {
     "tests/resilience": "wire",
     "tests/reliability": "wire",
     "tests/reliability/test_soak.py": "e2e",
+    "tests/reliability/test_stream_soak.py": "e2e",
     "tests/plugin": "e2e",
     "tests/deploy": "e2e",
     "tests/deploy/test_configmap_watch.py": "unit",
