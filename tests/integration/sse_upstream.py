@@ -9,12 +9,16 @@ before each event; ``length=1`` sends the body with a Content-Length instead of 
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
+
+from tests.support import self_signed
 
 EOLS = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r"}
 
@@ -78,18 +82,25 @@ class _Handler(BaseHTTPRequestHandler):
 class SSEUpstream(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self) -> None:
+    def __init__(self, tls_dir: Path | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.requests: list[dict[str, str]] = []
+        self.scheme = "http"
+        if tls_dir is not None:  # HTTPS with a self-signed certificate for 127.0.0.1
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self_signed(tls_dir))
+            self.socket = context.wrap_socket(self.socket, server_side=True)
+            self.scheme = "https"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        return f"{self.scheme}://127.0.0.1:{self.server_address[1]}"
 
 
 @contextmanager
-def sse_upstream() -> Iterator[SSEUpstream]:
-    server = SSEUpstream()
+def sse_upstream(tls_dir: Path | None = None) -> Iterator[SSEUpstream]:
+    """The upstream on a free loopback port (HTTPS when given a directory for its cert)."""
+    server = SSEUpstream(tls_dir)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ import httpx
 import httpx_sse
 import pytest
 
+from chaosproxy.testing.api import ChaosProxy
 from tests.integration.sse_upstream import SSEUpstream, ndjson_pieces, sse_pieces, sse_upstream
 from tests.support import wait_until
 
@@ -134,6 +136,10 @@ def test_cut_reset_sends_an_rst_right_after_the_nth_event(make_proxy, sse) -> No
     record = decision(proxy)
     assert record.outcome == "reset" and record.stream is not None
     assert record.stream["end"] == "reset" and record.stream["events"] == 2
+    # the metrics count the fault by its type, and the outcome the clients saw
+    wait_until(lambda: len(proxy.decisions) == 2)
+    metrics = proxy.addon.metrics
+    assert metrics.faults[("stream", "stream_cut")] == 2 and metrics.outcomes["reset"] == 2
 
 
 def test_cut_truncated_announces_a_chunk_and_sends_half_of_it(make_proxy, sse) -> None:
@@ -208,6 +214,20 @@ def test_stall_then_cut_ends_the_stream_after_the_pause(make_proxy, sse) -> None
     assert time.monotonic() - started >= 0.3
 
 
+def test_a_client_leaving_during_a_stall_ends_the_relayed_stream(make_proxy, sse) -> None:
+    fault = {"type": "stream_stall", "events": 1, "pause": "20s"}
+    proxy = make_proxy(rule(fault), upstream=sse.url)
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+        s.sendall(b"GET /sse?events=5 HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        while sse_pieces(1)[0] not in got:
+            got += s.recv(65536)
+        left = time.monotonic()
+    record = decision(proxy)  # long before the 20 s pause would have ended
+    assert record.outcome == "client_disconnected" and time.monotonic() - left < 5
+    wait_until(lambda: proxy.addon.relay.active == 0)
+
+
 def test_slow_start_sends_the_head_at_once_and_the_first_byte_late(make_proxy, sse) -> None:
     proxy = make_proxy(rule({"type": "stream_slow_start", "delay": "600ms"}), upstream=sse.url)
     raw = raw_get(proxy.port, "/sse?events=3&interval=0.01")
@@ -221,3 +241,50 @@ def test_slow_start_sends_the_head_at_once_and_the_first_byte_late(make_proxy, s
     ):
         with httpx_sse.connect_sse(client, "GET", f"{proxy.url}/sse?events=3") as source:
             list(source.iter_sse())
+
+
+@pytest.fixture(scope="module")
+def h2_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ChaosProxy, str]]:
+    """A reverse proxy (TLS to its clients, so they may speak HTTP/2) to an HTTPS SSE
+    upstream, with one rule per mode on its path; and the CA its clients trust."""
+    tmp = tmp_path_factory.mktemp("h2-streams")
+    rules = [
+        {
+            "name": mode,
+            "match": {"query": {"mode": mode}},
+            "fault": {"type": "stream_cut", "events": 2, "mode": mode},
+        }
+        for mode in ("clean", "reset", "truncated")
+    ]
+    with (
+        sse_upstream(tmp) as up,
+        ChaosProxy(up.url, scenario={"rules": rules}, confdir=str(tmp), insecure=True) as proxy,
+    ):
+        yield proxy, str(tmp / "mitmproxy-ca-cert.pem")
+
+
+@pytest.mark.parametrize(
+    ("mode", "outcome"), [("clean", "response"), ("reset", "reset"), ("truncated", "reset")]
+)
+def test_over_http2_a_cut_ends_the_stream_cleanly_or_resets_only_that_stream(
+    h2_proxy, mode: str, outcome: str
+) -> None:
+    proxy, ca = h2_proxy
+    before = len(proxy.decisions)
+    got: list[str] = []
+    with httpx.Client(http2=True, http1=False, verify=ssl.create_default_context(cafile=ca)) as c:
+        url = f"https://127.0.0.1:{proxy.port}/sse?events=5&mode={mode}"
+        error: BaseException | None = None
+        try:
+            with httpx_sse.connect_sse(c, "GET", url) as source:
+                assert source.response.http_version == "HTTP/2"
+                got.extend(event.data for event in source.iter_sse())
+        except httpx.RemoteProtocolError as exc:  # h2's StreamReset
+            error = exc
+        assert got == DATA[:2]
+        assert (error is None) == (mode == "clean"), error
+        # the connection survives a reset stream: the next request on it is answered
+        assert c.get(f"https://127.0.0.1:{proxy.port}/ndjson?chunks=1").status_code == 200
+    record = decision(proxy, before + 1)
+    assert record.outcome == outcome and record.stream is not None
+    assert record.stream["end"] == mode
