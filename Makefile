@@ -17,7 +17,8 @@ demo: $(STAMP)
 	$(VENV)/bin/chaosproxy demo $(DEMO_ARGS)
 
 ## sysdeps: the Debian tools the suite drives (docker-compose for compose validation,
-## chromium for the browser test, wrk and nginx for the benchmark)
+## chromium for the browser test, wrk and nginx for the benchmark, redis-server for
+## shared state)
 sysdeps:
 	@scripts/install-sysdeps
 

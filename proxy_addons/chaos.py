@@ -27,7 +27,7 @@ from chaosproxy.core.fault import Stage
 from chaosproxy.core.scenario import PASSTHROUGH, Scenario
 from chaosproxy.proxy_addons import _internals, chaos_options
 from chaosproxy.proxy_addons.bodies import frame_h2_body, is_large
-from chaosproxy.proxy_addons.decider import Decider, EngineDecider
+from chaosproxy.proxy_addons.decider import Decider, StateDecider
 from chaosproxy.proxy_addons.flowhost import FlowHost
 from chaosproxy.proxy_addons.gate import StartupGate
 from chaosproxy.proxy_addons.recorder import DecisionRecorder, summary_lines
@@ -35,6 +35,7 @@ from chaosproxy.proxy_addons.services import ControlService, WatchService
 from chaosproxy.proxy_addons.timeline import PhaseTimeline
 from chaosproxy.proxy_addons.upstream import Upstream
 from chaosproxy.proxy_addons.wire import FlowRequest, FlowWire
+from chaosproxy.state import MemoryState, ScenarioState, open_state
 
 logger = logging.getLogger("chaosproxy")
 
@@ -59,7 +60,9 @@ class ChaosAddon:
         self.engine = Engine(scenario or PASSTHROUGH, seed=seed, source=source)
         self.timeline = PhaseTimeline(self.engine)
         self.engine.on_event = self.timeline.on_event
-        self.decider: Decider = EngineDecider(self.engine)
+        #: where counters, windows and the phase clock live (``--state``: shared in Redis)
+        self.state: ScenarioState = MemoryState(self.engine)
+        self.decider: Decider = StateDecider(self.state)
         #: listener spec (mitmproxy mode full_spec) -> upstream NAME, with several upstreams
         self.upstream_names = dict(upstream_names or {})
         self.ready = threading.Event()
@@ -103,7 +106,9 @@ class ChaosAddon:
     async def running(self) -> None:
         self.host.loop = asyncio.get_running_loop()
         self.arrivals.start()
+        await self.state.start()
         self.timeline.start(self.host.loop)
+        await self.state.join()  # the cluster's scenario, or ours shared as the cluster's
         await self.control.start(self)
         self.watch.start(self.apply, lambda: self.engine.scenario.label)
         self.ready.set()
@@ -230,6 +235,7 @@ class ChaosAddon:
     def done(self) -> None:
         self.gate.open()
         self.timeline.stop()
+        self.state.stop()
         self.control.stop()
         self.watch.stop()
         self.upstream.close()
@@ -243,6 +249,14 @@ class ChaosAddon:
         return FlowRequest(flow, self.upstream_names.get(spec))  # None unless several upstreams
 
     # ------------------------------------------------------------------ for runners and control
+
+    def use_state(self, spec: str | None) -> None:
+        """Keep the scenario's state where ``spec`` says (``--state``: None or ``memory``,
+        or ``redis://HOST:PORT/DB``); before the proxy runs. Raises StateError."""
+        self.state = open_state(
+            spec, self.engine, on_reset=self.decisions.clear, reschedule=self.reschedule
+        )
+        self.decider = StateDecider(self.state)
 
     def hold(self) -> None:
         self.gate.hold()  # requests wait until open(): serve() holds them during startup

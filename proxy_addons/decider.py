@@ -1,8 +1,9 @@
 """Who decides what happens to a request: the ``Decider`` interface the addon asks.
 
-One process decides with its own engine (:class:`EngineDecider`); a ``--workers`` worker
-asks its coordinator's engine (``workers.CoordinatorDecider``). The addon is the same in
-both: it asks its decider and applies the answer.
+One process decides against its scenario state (:class:`StateDecider`: the engine's own
+counters, or counters shared with other replicas in Redis); a ``--workers`` worker asks
+its coordinator (``workers.CoordinatorDecider``). The addon is the same in all: it asks
+its decider and applies the answer.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Protocol
 from mitmproxy import http
 
 from chaosproxy.core.engine import Decision, Engine, RequestView
+from chaosproxy.state import MemoryState, ScenarioState
 
 #: What ``Decider.decide`` returns: the decision now (None: untouched), or later.
 Verdict = Decision | None | Awaitable[Decision | None]
@@ -31,14 +33,23 @@ class Decider(Protocol):
         ...
 
 
-class EngineDecider:
-    """Decisions from an engine in this process (``chaosproxy run``, the Python API)."""
+class StateDecider:
+    """Decisions against a :class:`~chaosproxy.state.ScenarioState` (``chaosproxy run``,
+    the Python API): in memory, or shared through Redis (``--state``)."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, state: ScenarioState) -> None:
+        self.state = state
 
     def decide_early(self, view: RequestView) -> tuple[bool, Decision | None]:
-        return self.engine.decide_without_body(view)
+        return self.state.decide_early(view)
 
-    def decide(self, view: RequestView, request: http.Request) -> Decision | None:
-        return self.engine.decide(view)
+    def decide(self, view: RequestView, request: http.Request) -> Verdict:
+        return self.state.decide(view)
+
+
+class EngineDecider(StateDecider):
+    """Decisions from an engine's own counters in this process."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(MemoryState(engine))
+        self.engine = engine

@@ -3,7 +3,8 @@
 One core cannot proxy as fast as a compiled proxy, so ``--workers N`` starts N worker
 processes, each a full mitmproxy with the ChaosAddon, listening on the same port with
 ``SO_REUSEPORT`` (the kernel spreads new connections over them). The scenario's state
-lives in one place, the coordinator (the process you started), so a scenario means
+lives in one place, the coordinator (the process you started) and its scenario state
+(in memory, or shared with other replicas in Redis: ``--state``), so a scenario means
 exactly what it means with one process: rule counters, ``skip``/``every``/``times``,
 rate-limit windows, phases, ``ttl``, pause and the seeded draws all advance in one engine,
 in the order requests reach it.
@@ -319,8 +320,11 @@ class Coordinator:
                     _, ident, passed, request = message
                     self._passed(conn, passed)
                     self.served[index] = self.served.get(index, 0) + 1
-                    decision = engine.decide(request)
-                    conn.send(("decision", ident, decision))
+                    verdict = self.addon.state.decide(request)  # in memory, or --state
+                    if verdict is None or isinstance(verdict, Decision):
+                        conn.send(("decision", ident, verdict))
+                    else:
+                        asyncio.ensure_future(_answer_later(conn, ident, verdict))
                 elif kind == "report":
                     _, passed, records = message
                     self._passed(conn, passed)
@@ -347,6 +351,13 @@ class Coordinator:
         if n:
             self.addon.engine.count_unmatched(n)
             self.served[conn.index] = self.served.get(conn.index, 0) + n
+
+
+async def _answer_later(
+    conn: _WorkerConn, ident: int, verdict: Awaitable[Decision | None]
+) -> None:
+    """Send a decision the shared state gives later (``--state``)."""
+    conn.send(("decision", ident, await verdict))
 
 
 async def coordinate(

@@ -53,6 +53,7 @@ TIERS: dict[str, str] = {
     "tests/integration/test_mitmdump_script.py": "e2e",
     "tests/integration/test_run_body_faults.py": "e2e",
     "tests/integration/test_workers.py": "e2e",
+    "tests/integration/test_shared_state.py": "e2e",
     "tests/resilience": "wire",
     "tests/reliability": "wire",
     "tests/reliability/test_soak.py": "e2e",

@@ -315,3 +315,57 @@ def port_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+class RedisServer:
+    """A ``redis-server`` of our own on a free loopback port, in memory only (no files);
+    :meth:`kill` ends it at once (SIGKILL), :meth:`start` starts it again on the same port."""
+
+    def __init__(self) -> None:
+        self.binary = require_tool("redis-server")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        cmd = [
+            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--protected-mode", "yes", "--loglevel", "warning",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(self.answers, timeout=10, interval=0.02)
+        return self
+
+    def answers(self) -> bool:
+        """True when it answers PING."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def command(self, *words: str) -> bytes:
+        """One command's raw answer (RESP), e.g. ``command("FLUSHALL")``."""
+        payload = f"*{len(words)}\r\n".encode()
+        for word in words:
+            data = word.encode()
+            payload += b"$%d\r\n%s\r\n" % (len(data), data)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(payload)
+            return sock.recv(65536)
+
+
+@contextlib.contextmanager
+def running_redis() -> Iterator[RedisServer]:
+    """A fresh redis-server for the test (skipped without one, unless tools are required)."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.kill()

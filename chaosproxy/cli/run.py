@@ -17,6 +17,7 @@ from chaosproxy.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, fail, load, ve
 from chaosproxy.core import scenario as scenario_mod
 from chaosproxy.core.timeouts import DEFAULT_CONNECT, DEFAULT_READ, Timeouts
 from chaosproxy.proxy_addons import _internals, logs
+from chaosproxy.state import STATE_ENV, StateError
 
 
 def _host_port(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -33,6 +34,16 @@ def _workers(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 64:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers from 1 to 64")
     return int(text)
+
+
+def _state(text: str) -> str:
+    from chaosproxy.state import StateError, parse_url
+
+    try:
+        parse_url(text)
+    except StateError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _timeouts(text: str) -> Timeouts:
@@ -114,6 +125,15 @@ def add_parser(sub: Any) -> None:
         help="N proxy processes sharing the port (SO_REUSEPORT), one shared engine (default 1)",
     )
     run.add_argument(
+        "--state",
+        type=_state,
+        default=None,
+        metavar="memory|redis://HOST:PORT/DB",
+        help="where counters, rate windows, the phase clock and the scenario live: in this "
+        "process (memory, the default) or in Redis, shared by every replica given the same "
+        "URL (default $CHAOSPROXY_STATE)",
+    )
+    run.add_argument(
         "--upstream-timeout",
         type=_timeouts,
         default=Timeouts(),
@@ -172,6 +192,11 @@ def command(args: argparse.Namespace) -> int:
         admin_required=admin_required,
     )
     addon.watch.path = source if args.watch else None
+    state = args.state if args.state is not None else os.environ.get(STATE_ENV) or None
+    try:
+        addon.use_state(state)
+    except StateError as exc:
+        fail(f"{STATE_ENV}: {exc}", EXIT_USAGE)  # --state is checked as it is parsed
     addon.deadlines.timeouts = args.upstream_timeout
     if args.decision_log:
         try:
@@ -200,13 +225,14 @@ def command(args: argparse.Namespace) -> int:
         where = source or "no scenario: passing everything through"
         control = f"control API {addon.admin_url}" if addon.admin_url else "no control API"
         log.info(
-            "%s | %s | scenario %s (%s) | seed %d (%s) | upstream timeout %s | %s%s",
+            "%s | %s | scenario %s (%s) | seed %d (%s) | state %s | upstream timeout %s | %s%s",
             version_text(),
             settings.describe(),
-            scenario.label,
+            addon.engine.scenario.label,
             where,
             addon.engine.seed,
             seed_from,
+            addon.state.describe,
             addon.deadlines.timeouts.describe(),
             control,
             f" | watching {source}" if args.watch else "",

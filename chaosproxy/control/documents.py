@@ -14,13 +14,11 @@ from dataclasses import asdict
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from pydantic import BaseModel
-
 from chaosproxy.control.target import ControlTarget
 from chaosproxy.core import scenario as scenario_mod
 from chaosproxy.core import yamlsource
 from chaosproxy.core.engine import Engine, SimpleRequest
-from chaosproxy.core.scenario import Scenario, ScenarioError
+from chaosproxy.core.scenario import Scenario, ScenarioError, model_document
 
 logger = logging.getLogger("chaosproxy")
 
@@ -29,24 +27,6 @@ BODY_SOURCE = "body"
 #: Keys GET /scenario adds to the scenario document; PUT ignores them, so a GET's output
 #: can be edited and PUT back.
 RUNTIME_KEYS = ("seed_source", "phase", "source", "paused", "expires_in")
-
-
-def model_document(model: BaseModel) -> dict[str, Any]:
-    """A model as the JSON a scenario file would hold: defaults left out (fault ``type``s
-    kept), so it loads back to an equal model."""
-    doc: dict[str, Any] = model.model_dump(mode="json", by_alias=True, exclude_defaults=True)
-    for name, info in type(model).model_fields.items():
-        key = info.alias or name
-        value = getattr(model, name)
-        if name == "type":
-            doc[key] = value
-        elif key not in doc:
-            continue
-        elif isinstance(value, BaseModel):
-            doc[key] = model_document(value)
-        elif isinstance(value, tuple) and value and isinstance(value[0], BaseModel):
-            doc[key] = [model_document(v) for v in value]
-    return doc
 
 
 def scenario_state(target: ControlTarget) -> dict[str, Any]:

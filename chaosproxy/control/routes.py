@@ -29,6 +29,7 @@ from chaosproxy.control.target import ControlTarget
 from chaosproxy.core import yamlsource
 from chaosproxy.core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from chaosproxy.core.scenario import Scenario, ScenarioError
+from chaosproxy.state import ScenarioState, StateUnavailable
 
 logger = logging.getLogger("chaosproxy")
 
@@ -105,14 +106,18 @@ class Routes:
     def healthz(self, request: Request) -> Reply:
         if not self.target.serving:
             return Reply.json(503, {"status": "starting"})
-        return Reply.json(
-            200,
-            {
-                "status": "ok",
-                "scenario": self.target.engine.scenario.label,
-                "patches": self.target.patches,  # mitmproxy's internals patched (the seam)
-            },
-        )
+        doc: dict[str, Any] = {
+            "status": "ok",
+            "scenario": self.target.engine.scenario.label,
+            "patches": self.target.patches,  # mitmproxy's internals patched (the seam)
+        }
+        state = _state(self.target)
+        if state is not None:
+            # still 200 while shared state is away: the proxy serves, deciding locally
+            doc["state"] = state.health()
+            if doc["state"]["status"] != "ok":
+                doc["status"] = "degraded"
+        return Reply.json(200, doc)
 
     async def get_scenario(self, request: Request) -> Reply:
         # in a thread: the document of a scenario with 1000 rules takes ~0.1 s to build
@@ -189,7 +194,18 @@ class Routes:
         logger.info("injection resumed (control API)")
         return Reply.json(200, {"paused": False})
 
-    def get_stats(self, request: Request) -> Reply:
+    async def get_stats(self, request: Request) -> Reply:
+        scope = request.query.get("scope", "replica")
+        if scope not in ("replica", "cluster"):
+            return Reply.error(400, f"scope must be replica or cluster, not {scope!r}")
+        state = _state(self.target)
+        if scope == "cluster" and state is not None:
+            try:
+                stats = await state.cluster_stats()
+            except StateUnavailable as exc:
+                return Reply.error(503, str(exc))
+            stats["source"] = self.target.engine.source
+            return Reply.json(200, stats)
         stats = self.target.engine.stats()
         stats["held"] = self.target.held
         stats["source"] = self.target.engine.source
@@ -201,6 +217,9 @@ class Routes:
 
     def get_metrics(self, request: Request) -> Reply:
         text = self.target.metrics.render(metrics_state(self.target))
+        state = _state(self.target)
+        if state is not None:
+            text += state.metrics_text()
         return Reply(200, text.encode(), content_type=METRICS_CONTENT_TYPE)
 
     async def post_explain(self, request: Request) -> Reply:
@@ -236,6 +255,11 @@ class Routes:
             return Reply.error(400, "since and limit must be integers")
         records = self.target.decisions.records(since=since, limit=limit)
         return Reply.json(200, [r.to_dict() for r in records])
+
+
+def _state(target: ControlTarget) -> ScenarioState | None:
+    """The target's scenario state (``--state``), when it has one."""
+    return getattr(target, "state", None)
 
 
 async def _parse(text: str) -> Any:

@@ -764,6 +764,9 @@ class Engine:
         self._lock = threading.RLock()
         self.seed_override = seed
         self.on_event = on_event
+        self.on_change: Callable[[str], None] | None = None
+        """Called after apply, reset, pause, resume and jump with that word (shared state
+        tells the other replicas); not for changes the clock makes (phases, ttl)."""
         self.paused = False
         self.started = False
         """True once the proxy is ready (:meth:`start`): the phase clock runs from then."""
@@ -809,6 +812,7 @@ class Engine:
             self._apply(scenario, source, seed, phases)
         if self._timeline and self.started:  # before start, start() says it
             self._emit(Event("phase", f"phase {self.phase} begins", self.phase))
+        self._changed("apply")
 
     def start(self) -> None:
         """The proxy is ready: the phase clock (and ttl) count from now."""
@@ -831,13 +835,16 @@ class Engine:
             self._phase_started = self._clock()
         if self._timeline:
             self._emit(Event("phase", f"phase {self.phase} begins (reset)", self.phase))
+        self._changed("reset")
 
     def pause(self) -> None:
         """Stop injecting: every request passes through until :meth:`resume`."""
         self.paused = True
+        self._changed("pause")
 
     def resume(self) -> None:
         self.paused = False
+        self._changed("resume")
 
     # ------------------------------------------------------------------ phases
 
@@ -859,6 +866,7 @@ class Engine:
                 raise KeyError(f"no phase {name!r}; phases: {valid}")
             self._enter(names.index(name), self._clock())
         self._emit(Event("phase", f"phase {name} begins (jump)", name))
+        self._changed("jump")
 
     def _enter(self, index: int, started: float) -> None:
         self._phase_index = index
@@ -930,6 +938,75 @@ class Engine:
     def _emit(self, event: Event) -> None:
         if self.on_event is not None:
             self.on_event(event)
+
+    def _changed(self, kind: str) -> None:
+        if self.on_change is not None:
+            self.on_change(kind)
+
+    # ------------------------------------------------------------------ shared state
+
+    def use_clock(self, clock: Clock) -> None:
+        """Count time with ``clock`` from now on (shared state: one clock for all replicas);
+        the phase clock, ttl and apply time keep their distance from now."""
+        with self._lock:
+            shift = clock() - self._clock()
+            self._clock = clock
+            self.applied_at += shift
+            self._phase_started += shift
+            if self._expires is not None:
+                self._expires += shift
+
+    def timeline_state(self) -> tuple[int, float, float | None]:
+        """(active phase index, when it started, when the ttl runs out) on the engine's clock."""
+        with self._lock:
+            return self._phase_index, self._phase_started, self._expires
+
+    def set_timeline(self, index: int, started: float, expires: float | None) -> None:
+        """Adopt another replica's timeline (the same clock): entering another phase or
+        a later start of this one clears the phase's counters, as a jump would."""
+        with self._lock:
+            if not 0 <= index < len(self._phases):
+                return
+            if index != self._phase_index or started != self._phase_started:
+                self._enter(index, started)
+            self._expires = expires
+
+    def matching(self, req: RequestView) -> list[tuple[int, RuleState]]:
+        """The rules of the active phase that match ``req`` (with their place in it), in
+        order, after the timeline moves on to now ([] while paused). Counts nothing: shared
+        state counts them."""
+        with self._lock:
+            events = self._advance(self._clock()) if self._expires or self._timeline else ()
+            states = [] if self.paused else self._phases[self._phase_index][1]
+        for event in events:
+            self._emit(event)
+        if not states:
+            return []
+        facts = _Facts(req)
+        path = facts.path
+        return [
+            (i, s)
+            for i, s in enumerate(states)
+            if path.startswith(s.path_prefix) and _holds(s.checks, facts)
+        ]
+
+    def body_could_decide(self, req: RequestView) -> bool:
+        """True when a rule of the active phase matches the head and has body conditions."""
+        with self._lock:
+            return self._body_could_decide(req)
+
+    def count_shared(self, tried: Sequence[tuple[RuleState, int, int]], fired: bool) -> None:
+        """Count one request decided by shared state: each rule it matched, with the
+        phase's seen and injected counts the store returned (kept, so that deciding here
+        while the store is away carries on from them); ``fired``: the last one fired."""
+        with self._lock:
+            self.requests += 1
+            for state, seen, injected in tried:
+                state.total_seen += 1
+                state.seen, state.injected = seen, injected
+            if fired and tried:
+                tried[-1][0].total_injected += 1
+                self.injected += 1
 
     # ------------------------------------------------------------------ deciding
 

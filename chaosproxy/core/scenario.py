@@ -725,6 +725,24 @@ def _validate(doc: Document, source: str, default_name: str) -> Scenario:
         raise ScenarioError(source, located.problems) from None
 
 
+def model_document(model: BaseModel) -> dict[str, Any]:
+    """A model as the JSON a scenario file would hold: defaults left out (fault ``type``s
+    kept), so it loads back to an equal model."""
+    doc: dict[str, Any] = model.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    for name, info in type(model).model_fields.items():
+        key = info.alias or name
+        value = getattr(model, name)
+        if name == "type":
+            doc[key] = value
+        elif key not in doc:
+            continue
+        elif isinstance(value, BaseModel):
+            doc[key] = model_document(value)
+        elif isinstance(value, tuple) and value and isinstance(value[0], BaseModel):
+            doc[key] = [model_document(v) for v in value]
+    return doc
+
+
 def load_text(text: str, source: str = "<string>", default_name: str = "inline") -> Scenario:
     """Parse and validate YAML (or JSON) text."""
     try:
