@@ -38,6 +38,8 @@ TIERS: dict[str, str] = {
     "tests/proxy_addons/test_lean.py": "e2e",
     "tests/proxy_addons/test_internals.py": "e2e",
     "tests/control": "unit",
+    "tests/state": "unit",
+    "tests/state/test_shared_redis.py": "wire",
     "tests/control/test_http.py": "wire",
     "tests/control/test_client.py": "wire",
     "tests/cli": "unit",

@@ -160,9 +160,7 @@ def _window_draws(cand: Candidate, seed: int) -> str:
     )
 
 
-def arguments(
-    cands: Sequence[Candidate], seed: int, req: RequestView
-) -> list[str | int | float]:
+def arguments(cands: Sequence[Candidate], seed: int, req: RequestView) -> list[str | int | float]:
     """The script's ARGV for ``cands`` (see :data:`SELECT_SCRIPT`)."""
     args: list[str | int | float] = [len(cands)]
     for cand in cands:

@@ -492,7 +492,7 @@ class RedisState:
             raise StateUnavailable(f"shared state {self.url.safe} is unreachable") from exc
         gone = [i for i, r in zip(ids, raw, strict=True) if r is None]
         if gone:
-            self._spawn(self._redis.srem(MEMBERS, *gone))
+            self._spawn(self._forget(gone))
         mine = self.engine.stats()
         rules = {(r["phase"], r["name"]): dict(r, seen=0, injected=0) for r in mine["rules"]}
         out = dict(mine, scope="cluster", state=self.url.safe, requests=0, injected=0)
@@ -524,6 +524,13 @@ class RedisState:
         out["replicas"] = len(members)
         out["members"] = members
         return out
+
+    async def _forget(self, ids: list[str]) -> None:
+        """Drop replicas that stopped reporting from the member set."""
+        try:
+            await asyncio.wait_for(self._redis.srem(MEMBERS, *ids), CONTROL_TIMEOUT)
+        except Exception:  # noqa: BLE001 - the next look drops them again
+            pass
 
     # ------------------------------------------------------------------ observing
 

@@ -93,8 +93,7 @@ class Cluster:
     def drive(self, path: str, n: int, **headers: str) -> list[int]:
         """``n`` requests, to the replicas in turn; their statuses."""
         return [
-            self.replicas[i % len(self.replicas)].get(path, **headers).status_code
-            for i in range(n)
+            self.replicas[i % len(self.replicas)].get(path, **headers).status_code for i in range(n)
         ]
 
 
@@ -140,8 +139,7 @@ def test_times_every_and_per_request_count_once_for_the_cluster(cluster: Cluster
     assert cluster.drive("/retry", 3, **{"Idempotency-Key": "k1"}) == [502, 502, 200]
     # /stats?scope=cluster adds the replicas' counts up (each saw a third of them)
     stats = wait_until(
-        lambda: (s := cluster.replicas[1].api_get("/stats?scope=cluster"))["requests"] == 30
-        and s,
+        lambda: (s := cluster.replicas[1].api_get("/stats?scope=cluster"))["requests"] == 30 and s,
         timeout=5,
     )
     assert stats["scope"] == "cluster" and stats["replicas"] == 3

@@ -1,0 +1,172 @@
+"""RedisState against a real redis-server, in process: replicas decide as one engine would,
+and a Redis that hangs costs a request at most the decision timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from chaosproxy.core.engine import Decision, Engine, SimpleRequest
+from chaosproxy.core.scenario import load_text
+from chaosproxy.state import parse_url, selection
+from chaosproxy.state.shared import DECISION_TIMEOUT, RedisState
+from tests.support import RedisServer, running_redis
+
+SCENARIO = """
+name: mixed
+seed: 5
+rules:
+  - {name: a, match: {path: /x}, skip: 1, every: 2, times: 6, probability: 0.7,
+     fault: {type: error, status: 500}}
+  - {name: b, match: {path: /x}, per_request: {times: 2}, probability: 0.6,
+     fault: {type: error, status: 502}}
+  - {name: c, match: {path: /x}, sticky: header:X-User, probability: 0.3,
+     fault: {type: error, status: 503}}
+  - {name: d, match: {path: /x, headers: {X-Api-Key: key0}}, fault: {type: rate_limit, limit: 3, per: 60s,
+     key: header:X-Api-Key}}
+  - {name: e, match: {path: /x}, probability: 0.2, fault: {type: error, status: 504}}
+"""
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    with running_redis() as server:
+        yield server
+
+
+def _request(i: int) -> SimpleRequest:
+    return SimpleRequest(
+        "POST",
+        "h",
+        "/x" if i % 7 else "/passthrough",
+        headers=[
+            ("X-User", f"user{i % 3}"),
+            ("X-Api-Key", f"key{i % 2}"),
+            ("Idempotency-Key", f"op{i % 5}"),
+        ],
+        content=b"{}",
+    )
+
+
+def _summary(decision: Decision | None) -> tuple[Any, ...] | None:
+    if decision is None:
+        return None
+    return (decision.name, decision.match_number, decision.retry_after, decision.attempt)
+
+
+async def _replicas(url: str, n: int) -> list[RedisState]:
+    parsed = parse_url(url)
+    assert parsed is not None
+    out = []
+    for _ in range(n):
+        engine = Engine(load_text(SCENARIO))
+        state = RedisState(parsed, engine)
+        await state.start()
+        engine.start()
+        await state.join()
+        out.append(state)
+    return out
+
+
+async def _decide(state: RedisState, req: SimpleRequest) -> Decision | None:
+    verdict = state.decide(req)
+    return await verdict if asyncio.iscoroutine(verdict) else verdict  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("window", [selection.DRAW_WINDOW, 2])
+def test_three_replicas_decide_as_one_engine(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch, window: int
+) -> None:
+    # window 2: the store keeps asking for draws further on (each replica lags by two)
+    monkeypatch.setattr(selection, "DRAW_WINDOW", window)
+    reference = Engine(load_text(SCENARIO))
+    expected = [_summary(reference.decide(_request(i))) for i in range(120)]
+
+    async def run() -> list[tuple[Any, ...] | None]:
+        replicas = await _replicas(redis.url, 3)
+        try:
+            return [_summary(await _decide(replicas[i % 3], _request(i))) for i in range(120)]
+        finally:
+            for state in replicas:
+                state.stop()
+            await asyncio.sleep(0.05)
+
+    got = asyncio.run(run())
+    assert got == expected
+    assert {name for name, *_ in filter(None, expected)} == {"a", "b", "c", "d", "e"}
+
+
+def test_a_hung_redis_costs_a_request_the_timeout_once_then_nothing(
+    redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="chaosproxy")
+    assert redis.proc is not None
+
+    async def run() -> None:
+        (state,) = await _replicas(redis.url, 1)
+        try:
+            await _decide(state, _request(1))
+            assert not state.degraded and state.fallbacks == 0
+            redis.proc.send_signal(signal.SIGSTOP)  # answers nothing, closes nothing
+            try:
+                started = time.monotonic()
+                await _decide(state, _request(2))
+                first = time.monotonic() - started
+                started = time.monotonic()
+                for i in range(3, 20):
+                    await _decide(state, _request(i))
+                rest = time.monotonic() - started
+                assert state.degraded and state.health()["status"] == "degraded"
+                assert first < DECISION_TIMEOUT + 0.1, first
+                assert rest < 0.1, rest  # no more waiting while it is away
+            finally:
+                redis.proc.send_signal(signal.SIGCONT)
+            fallbacks = state.fallbacks
+            assert fallbacks >= 15  # /x requests only: passthrough never asks
+            deadline = time.monotonic() + 10
+            while state.degraded and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert not state.degraded
+            await _decide(state, _request(22))
+            assert state.fallbacks == fallbacks  # decided by the store again
+            assert f"chaosproxy_state_fallbacks_total {fallbacks}" in state.metrics_text()
+        finally:
+            state.stop()
+            await asyncio.sleep(0.05)
+
+    asyncio.run(run())
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "unreachable" in warnings[0].getMessage()
+    assert any("answers again" in r.getMessage() for r in caplog.records)
+
+
+def test_a_replica_starts_without_redis_and_joins_when_it_comes(
+    redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis.kill()
+
+    async def run() -> None:
+        (state,) = await _replicas(redis.url, 1)
+        try:
+            assert state.degraded
+            await _decide(state, _request(1))  # /x: decided alone
+            assert state.fallbacks == 1
+            redis.start()
+            deadline = time.monotonic() + 10
+            while state.degraded and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert not state.degraded and state.version == 1  # shared its scenario
+            stats = await state.cluster_stats()
+            assert stats["replicas"] == 1 and stats["scope"] == "cluster"
+        finally:
+            state.stop()
+            await asyncio.sleep(0.05)
+
+    asyncio.run(run())
+    assert sum("unreachable" in r.getMessage() for r in caplog.records) == 1
