@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from argparse import SUPPRESS
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,14 +43,18 @@ if TYPE_CHECKING:
     from chaosproxy.core.decisions import DecisionRecord
     from chaosproxy.core.scenario import Scenario
     from chaosproxy.testing.api import ChaosProxy, ScenarioSpec
+    from chaosproxy.testing.explorer import Explorer
     from chaosproxy.testing.oracle import Calls
 
 SEED_ENV = "CHAOSPROXY_SEED"
 MARKER = "chaos"
+EXPLORE_MARKER = "chaos_explore"
 
 _fixture_key = pytest.StashKey["ChaosFixture"]()
 _summary_key = pytest.StashKey[list[tuple[str, dict[str, Any]]]]()
 _order_key = pytest.StashKey[dict[str, int]]()
+_explorer_key = pytest.StashKey["Explorer"]()
+_explore_results_key = pytest.StashKey[list[dict[str, Any]]]()
 
 
 # --------------------------------------------------------------------------- settings
@@ -78,6 +83,45 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="DURATION|connect=D,read=D|off",
         help="give up on a slow upstream with a 504 (default connect=10s,read=60s)",
     )
+    explore = parser.getgroup("chaosproxy-explore", "chaos proxy: fault-space exploration")
+    explore.addoption(
+        "--chaos-explore",
+        action="store_true",
+        dest="chaos_explore",
+        help="explore every test using chaos_proxy: fail each upstream call it makes with "
+        "each fault of the menu, one run (one item) each",
+    )
+    explore.addoption(
+        "--chaos-explore-max",
+        dest="chaos_explore_max",
+        default=None,
+        metavar="N",
+        help="at most N faulted runs per explored test (calls in the order first made)",
+    )
+    explore.addoption(
+        "--chaos-explore-depth",
+        dest="chaos_explore_depth",
+        default=None,
+        metavar="1|2",
+        help="2: also pairs of calls failing in one run, where both passed alone",
+    )
+    explore.addoption(
+        "--chaos-explore-json",
+        dest="chaos_explore_json",
+        default=None,
+        metavar="FILE",
+        help="write the exploration's report as JSON",
+    )
+    explore.addoption(
+        "--chaos-replay",
+        dest="chaos_replay",
+        default=None,
+        metavar="TOKEN",
+        help="run a test with the faults of one exploration run (the report prints the line)",
+    )
+    explore.addoption(
+        "--chaos-explore-record", dest="chaos_explore_record", default=None, help=SUPPRESS
+    )
     parser.addini("chaos_seed", "seed for every chaos scenario (see --chaos-seed)", default="")
     parser.addini(
         "chaos_upstream_timeout", "upstream timeouts (see --chaos-upstream-timeout)", default=""
@@ -93,12 +137,41 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{MARKER}(scenario, seed=None): run the test with this chaosproxy scenario "
         "(a shipped name, a path, a dict or YAML text) applied to the chaos_proxy fixture",
     )
+    config.addinivalue_line(
+        "markers",
+        f"{EXPLORE_MARKER}(faults=None, attempts='all', key=None, max=None): run the test "
+        "once fault-free, then once per (upstream call x fault) with only that call failing",
+    )
     config.stash[_summary_key] = []
+    config.stash[_explore_results_key] = []
     if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
         config.pluginmanager.register(_XdistSummary(config), "chaosproxy-xdist-summary")
     _configured_seed(config)  # a bad seed, directory or timeout stops the run before any test
     _scenario_dirs(config)
     _upstream_timeouts(config)
+    explore_options = ("chaos_explore", "chaos_replay", "chaos_explore_record")
+    if any(config.getoption(name) for name in explore_options):
+        _explorer(config)
+
+
+def _explorer(config: pytest.Config) -> Explorer:
+    """The session's exploration (made on first need: it imports more than the plugin)."""
+    explorer = config.stash.get(_explorer_key, None)
+    if explorer is None:
+        from chaosproxy.testing.explorer import Explorer
+
+        seed, results = _configured_seed(config), config.stash[_explore_results_key]
+        explorer = config.stash[_explorer_key] = Explorer(config, seed, results)
+        config.pluginmanager.register(explorer, "chaosproxy-explorer")
+    return explorer
+
+
+@pytest.hookimpl(trylast=True)  # after the test's own parametrize: its ids come first
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    explorer = metafunc.config.stash.get(_explorer_key, None)
+    if explorer is None and metafunc.definition.get_closest_marker(EXPLORE_MARKER) is None:
+        return
+    (explorer or _explorer(metafunc.config)).generate(metafunc)
 
 
 def _int_seed(value: object, where: str) -> int:
@@ -162,6 +235,8 @@ class ChaosFixture:
         self._unsubscribe = proxy.on_decision(self._collect)
         self.started = time.time()
         self.applied: list[str] = []
+        #: the command that replays this test's failure, when not only the seed (exploration)
+        self.replay: str | None = None
 
     def _collect(self, record: DecisionRecord) -> None:
         with self._lock:
@@ -276,7 +351,7 @@ class ChaosFixture:
         lines = [
             f"scenario: {self.scenario} (seed {self.seed}), phase {self.phase or '-'}",
             f"applied during the test: {', '.join(self.applied) or 'none (passthrough)'}",
-            f"replay: --chaos-seed {self.seed} (or {SEED_ENV}={self.seed})",
+            f"replay: {self.replay or f'--chaos-seed {self.seed} (or {SEED_ENV}={self.seed})'}",
             f"requests: {requests}, faults injected: {injected}; rules of {self.scenario}:",
         ]
         for rule in stats["rules"]:
@@ -331,8 +406,17 @@ def chaos_proxy_upstream() -> str:
 
 
 @pytest.fixture
+def _chaos_explore_run(request: pytest.FixtureRequest) -> Any:
+    """The exploration run of this item (parametrized by the explorer), else None."""
+    return getattr(request, "param", None)
+
+
+@pytest.fixture
 def chaos_proxy(
-    request: pytest.FixtureRequest, _chaos_proxy_pool: _ProxyPool, chaos_proxy_upstream: Any
+    request: pytest.FixtureRequest,
+    _chaos_proxy_pool: _ProxyPool,
+    chaos_proxy_upstream: Any,
+    _chaos_explore_run: Any,
 ) -> Iterator[ChaosFixture]:
     """An in-process chaos proxy in front of ``chaos_proxy_upstream``, reset for this test."""
     upstream = str(getattr(chaos_proxy_upstream, "url", chaos_proxy_upstream)).rstrip("/")
@@ -340,12 +424,17 @@ def chaos_proxy(
     fixture = ChaosFixture(proxy, request.config)
     fixture.begin()
     request.node.stash[_fixture_key] = fixture
+    explorer = request.config.stash.get(_explorer_key, None)
     try:
         marker = request.node.get_closest_marker(MARKER)
-        if marker is not None:
+        if explorer is not None and explorer.begin(fixture, request.node, _chaos_explore_run):
+            pass  # an exploration run (or its replay, or the recording) sets the scenario
+        elif marker is not None:
             _apply_marker(fixture, marker)
         yield fixture
     finally:
+        if explorer is not None:
+            explorer.end(fixture, request.node)
         requests, injected = fixture.counts()
         request.config.stash[_summary_key].append(
             (
@@ -384,9 +473,12 @@ def _apply_marker(fixture: ChaosFixture, marker: pytest.Mark) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _chaos_marker(request: pytest.FixtureRequest) -> None:
-    """A test with the chaos marker gets the chaos_proxy fixture even if it does not ask."""
-    if request.node.get_closest_marker(MARKER) is not None:
+def _chaos_marker(request: pytest.FixtureRequest, _chaos_explore_run: Any) -> None:
+    """A test with the chaos (or chaos_explore) marker gets the chaos_proxy fixture even if
+    it does not ask. It asks for ``_chaos_explore_run`` so that every test can be
+    parametrized with exploration runs."""
+    node = request.node
+    if any(node.get_closest_marker(name) is not None for name in (MARKER, EXPLORE_MARKER)):
         request.getfixturevalue("chaos_proxy")
 
 
@@ -403,6 +495,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 _WORKER_OUTPUT = "chaosproxy_summary"
+_WORKER_EXPLORE = "chaosproxy_explore"
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -416,6 +509,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     output = getattr(session.config, "workeroutput", None)
     if output is not None:
         output[_WORKER_OUTPUT] = [list(entry) for entry in session.config.stash[_summary_key]]
+        output[_WORKER_EXPLORE] = session.config.stash[_explore_results_key]
+        return
+    path = session.config.getoption("chaos_explore_json")
+    if path:
+        from chaosproxy.testing.explorer_report import write_json
+
+        write_json(session.config.stash[_explore_results_key], Path(path))
 
 
 class _XdistSummary:
@@ -427,9 +527,16 @@ class _XdistSummary:
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         entries = getattr(node, "workeroutput", {}).get(_WORKER_OUTPUT, [])
         self.config.stash[_summary_key].extend((nodeid, e) for nodeid, e in entries)
+        explored = getattr(node, "workeroutput", {}).get(_WORKER_EXPLORE, [])
+        self.config.stash[_explore_results_key].extend(explored)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    explored = config.stash.get(_explore_results_key, [])
+    if explored:
+        from chaosproxy.testing.explorer_report import write_summary
+
+        write_summary(terminalreporter, explored)
     collected: list[tuple[str, dict[str, Any]]] = config.stash.get(_summary_key, [])
     entries = sorted(collected, key=lambda entry: entry[1]["order"])
     if not entries:
