@@ -161,6 +161,8 @@ class Explorer:
         recorded = self.recording(metafunc.definition.path)
         variants = {n: r for n, r in recorded.items() if n == base or n.startswith(base + "[")}
         if not variants:
+            if self._selected_in(metafunc.definition.path) != [str(metafunc.definition.path)]:
+                return  # not among the tests the command line names: not run either
             pytest.fail(f"explore: the recording run did not run {base}", pytrace=False)
         calls: list[Call] = []
         for rec in variants.values():
@@ -193,7 +195,8 @@ class Explorer:
         config = self.config
         tmp = out.with_suffix(".tmp")
         cmd = [
-            sys.executable, "-m", "pytest", str(path), "-q", "--no-header", "-p", "no:randomly",
+            sys.executable, "-m", "pytest", *self._selected_in(path), "-q", "--no-header",
+            "-p", "no:randomly",
             "--chaos-explore-record", str(tmp), "--rootdir", str(config.rootpath),
             "-o", f"cache_dir={out.parent / 'cache'}",  # the user's --lf data stays as it is
         ]  # fmt: skip
@@ -221,6 +224,18 @@ class Explorer:
                 pytrace=False,
             )
         tmp.replace(out)
+
+    def _selected_in(self, path: Path) -> list[str]:
+        """What the recording runs of a module: the tests the command line names in it
+        (``test_shop.py::test_page``), else the whole module."""
+        picked: list[str] = []
+        for arg in self.config.args:
+            file, sep, rest = arg.partition("::")
+            if Path(self.config.invocation_params.dir, file).resolve() == path.resolve():
+                if not sep:
+                    return [str(path)]
+                picked.append(f"{path}::{rest}")
+        return picked or [str(path)]
 
     def rundir(self) -> Path:
         """This session's folder (shared by its xdist workers)."""
