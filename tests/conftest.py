@@ -57,6 +57,7 @@ TIERS: dict[str, str] = {
     "tests/integration/test_workers.py": "e2e",
     "tests/integration/test_shared_state.py": "e2e",
     "tests/resilience": "wire",
+    "tests/assess": "wire",
     "tests/reliability": "wire",
     "tests/reliability/test_soak.py": "e2e",
     "tests/reliability/test_stream_soak.py": "e2e",

@@ -12,12 +12,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-from chaosproxy.cli import demo, explain, run, schema, stats, validate
+from chaosproxy.cli import assess, demo, explain, run, schema, stats, validate
 from chaosproxy.cli import list as list_
 from chaosproxy.cli.common import EXIT_OK, EXIT_USAGE, Parser, fail, version_text
 
 #: the subcommands, in the order ``chaosproxy --help`` lists them
-COMMANDS = (run, validate, explain, list_, stats, demo, schema)
+COMMANDS = (run, validate, explain, list_, stats, demo, schema, assess)
 
 
 def build_parser() -> argparse.ArgumentParser:

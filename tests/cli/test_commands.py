@@ -33,10 +33,10 @@ def test_help_lists_every_subcommand_in_order(capsys: pytest.CaptureFixture[str]
     assert code == 0
     listed = out[out.index("COMMAND") :]
     positions = [listed.index(f"\n    {name} ") for name in
-                 ("run", "validate", "explain", "list", "stats", "demo", "schema")]  # fmt: skip
+                 ("run", "validate", "explain", "list", "stats", "demo", "schema", "assess")]  # fmt: skip
     assert positions == sorted(positions)
     assert [m.__name__.rsplit(".", 1)[1] for m in cli_main.COMMANDS] == [
-        "run", "validate", "explain", "list", "stats", "demo", "schema",
+        "run", "validate", "explain", "list", "stats", "demo", "schema", "assess",
     ]  # fmt: skip
 
 

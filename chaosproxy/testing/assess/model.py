@@ -57,6 +57,10 @@ class Backoff:
     multiplier: float | None = None
     cap_s: float | None = None
     jitter: bool | None = None
+    increment_s: float | None = None
+    """Linear only: what each wait adds to the one before."""
+    first_immediate: bool = False
+    """The first retry came at once; ``base_s`` is the first wait that waited (urllib3)."""
 
 
 @dataclass(slots=True)
@@ -163,6 +167,8 @@ class Sample:
     index: int
     outcome: Outcome
     attempts: list[Attempt] = field(default_factory=list)
+    started_s: float = 0.0
+    """Seconds from the experiment's start to this sample's trigger."""
 
 
 @dataclass(slots=True)
@@ -306,7 +312,10 @@ def json_schema() -> dict[str, Any]:
             "multiplier": _nullable(_NONNEG),
             "cap_s": _nullable(_NONNEG),
             "jitter": _nullable(_BOOL),
-        }
+            "increment_s": _nullable(_NUM),
+            "first_immediate": _BOOL,
+        },
+        required=["kind", "base_s", "multiplier", "cap_s", "jitter"],
     )
     retry_after = _object({"honoured": _nullable(_BOOL), "cap_s": _nullable(_NONNEG)})
     breaker = _object(
@@ -368,7 +377,9 @@ def json_schema() -> dict[str, Any]:
             "index": {"type": "integer", "minimum": 0},
             "outcome": {"$ref": "#/$defs/outcome"},
             "attempts": {"type": "array", "items": {"$ref": "#/$defs/attempt"}},
-        }
+            "started_s": _NONNEG,
+        },
+        required=["index", "outcome", "attempts"],
     )
     experiment = _object(
         {

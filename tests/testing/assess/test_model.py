@@ -89,6 +89,8 @@ def test_document_has_the_contract_keys() -> None:
         "multiplier": 2.0,
         "cap_s": None,
         "jitter": False,
+        "increment_s": None,
+        "first_immediate": False,
     }
     assert doc["policy"]["breaker"] == {"opens_after": 5, "reset_s": 10.0, "half_open_probes": 1}
     assert doc["policy"]["retries_non_idempotent"] is None

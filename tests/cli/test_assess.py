@@ -1,0 +1,76 @@
+"""``chaosproxy assess`` in process: its schema, and the usage errors it refuses before
+starting anything (the assessment itself runs in tests/assess)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from chaosproxy.cli import main as cli_main
+from chaosproxy.testing.assess.model import json_schema
+
+
+def chaosproxy(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        code = cli_main.main(list(argv))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_schema_prints_the_published_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = chaosproxy(capsys, "assess", "--schema")
+    assert code == 0
+    schema = json.loads(out)
+    assert schema == json_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "give --upstream URL"),
+        (["--upstream", "http://127.0.0.1:1"], "give either --trigger-url URL or a command"),
+        (
+            ["--upstream", "http://127.0.0.1:1", "--trigger-url", "http://a/", "--", "curl"],
+            "give either --trigger-url URL or a command",
+        ),
+        (
+            ["--upstream", "http://127.0.0.1:1", "--trigger-url", "http://a/", "--listen", "x"],
+            "--listen 'x': give PORT or HOST:PORT",
+        ),
+    ],
+)
+def test_usage_errors_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, _, err = chaosproxy(capsys, "assess", *argv)
+    assert code == 2
+    assert message in err
+
+
+def test_a_bad_policy_file_is_located_before_anything_runs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("attempts: 2..4\nbreaker: maybe\n")
+    code, out, err = chaosproxy(
+        capsys,
+        "assess",
+        "--upstream",
+        "http://127.0.0.1:1",
+        "--trigger-url",
+        "http://127.0.0.1:1/x",
+        "--expect",
+        str(policy),
+    )
+    assert code == 2
+    assert err.strip() == (
+        f"{policy}:2:10: breaker: 'maybe': write required, forbidden, "
+        "or a mapping of opens_after, reset_s, half_open_probes"
+    )
+    assert "Traceback" not in out + err
