@@ -30,7 +30,7 @@ import os
 import threading
 import time
 from argparse import SUPPRESS
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from chaosproxy.core.decisions import DecisionRecord
     from chaosproxy.core.scenario import Scenario
     from chaosproxy.testing.api import ChaosProxy, ScenarioSpec
+    from chaosproxy.testing.assess.model import Assessment, Progress
     from chaosproxy.testing.explorer import Explorer
     from chaosproxy.testing.oracle import Calls
 
@@ -297,6 +298,54 @@ class ChaosFixture:
 
     def resume(self) -> None:
         self.proxy.resume()
+
+    def assess(
+        self,
+        trigger: str | Sequence[str] | Callable[[], Any],
+        *,
+        quick: bool = False,
+        seed: int | None = None,
+        method: str = "GET",
+        body: str | None = None,
+        trigger_timeout_s: float = 30.0,
+        hang_cap_s: float = 10.0,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> Assessment:
+        """Learn the policy of the client under test (``chaosproxy assess``) through this
+        proxy, and return the :class:`~chaosproxy.testing.assess.model.Assessment`.
+
+        ``trigger`` makes one logical call: a URL of the app (requested with ``method``
+        and ``body``), a command (run with ``CHAOSPROXY_URL`` in its environment) or a
+        callable (returning a status or a response; raising is a failed call). A call
+        not over within ``trigger_timeout_s`` is recorded as unanswered. The proxy is
+        back to passthrough afterwards.
+        """
+        from chaosproxy.testing.assess import runner
+
+        made: runner.Trigger
+        if isinstance(trigger, str):
+            made = runner.UrlTrigger(trigger, method, body, trigger_timeout_s)
+        elif callable(trigger):
+            made = runner.CallableTrigger(trigger, method, trigger_timeout_s)
+        else:
+            env = {"CHAOSPROXY_URL": self.url}
+            made = runner.CommandTrigger(list(trigger), env, trigger_timeout_s, method)
+        if seed is None:
+            seed = _configured_seed(self._config)
+        try:
+            return runner.assess(
+                self.proxy,
+                made,
+                quick=quick,
+                seed=1 if seed is None else seed,
+                on_progress=on_progress,
+                hang_cap_s=hang_cap_s,
+            )
+        finally:
+            from chaosproxy.core.scenario import PASSTHROUGH
+
+            self.applied.append(f"assess{' --quick' if quick else ''} (seed {seed})")
+            self._set(PASSTHROUGH, None, None)
 
     # ------------------------------------------------------------------ reading
 

@@ -307,11 +307,24 @@ def load(path: str | os.PathLike[str]) -> Policy:
     return parse(text, os.fspath(path))
 
 
-def check(policy: Policy, assessment: Assessment) -> list[str]:
-    """Each expectation the assessment misses, explained (empty: all met)."""
-    misses = []
+@dataclass(frozen=True)
+class Verdict:
+    """One expectation checked: ``item`` (a policy key, or dotted: ``backoff.jitter``)."""
+
+    item: str
+    ok: bool
+    message: str
+
+
+def verdicts(policy: Policy, assessment: Assessment) -> list[Verdict]:
+    """Each expectation of ``policy``, met or not, with what was seen."""
+    out = []
     for rule in policy.rules:
         ok, why = rule.check(assessment)
-        if not ok:
-            misses.append(why)
-    return misses
+        out.append(Verdict(rule.item, ok, why.removeprefix(f"{rule.item}: ")))
+    return out
+
+
+def check(policy: Policy, assessment: Assessment) -> list[str]:
+    """Each expectation the assessment misses, explained (empty: all met)."""
+    return [f"{v.item}: {v.message}" for v in verdicts(policy, assessment) if not v.ok]

@@ -57,7 +57,7 @@ def opening(quick: bool) -> list[Experiment]:
             "fail_until_give_up",
             "503 until the client gives up",
             _scenario("fail-until-give-up", _always({"type": "error", "status": 503})),
-            samples=2 if quick else 3,
+            samples=3,
             # jittered waits need more samples to tell the shape from the jitter, when cheap
             params={"more_if_jittered": 2 if quick else 3, "more_below_s": 1.5 if quick else 3.0},
         ),

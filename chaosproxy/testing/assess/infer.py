@@ -391,15 +391,12 @@ def retried(sample: Sample) -> bool:
 
 
 def experiment_findings(result: ExperimentResult) -> dict[str, Any]:
-    """What one (sampled) experiment showed: attempts, waits, the app's answers."""
+    """What one (sampled) experiment showed: attempts and the waits between them."""
     counts = [len(primary(s)) for s in result.samples]
     waits = [[_r(g) for g in gaps(primary(s))] for s in result.samples]
     return {
         "attempts": counts[0] if len(set(counts)) == 1 and counts else counts,
         "gaps_s": waits[0] if len(waits) == 1 else waits,
-        "app_status": [s.outcome.status for s in result.samples],
-        "exit_code": [s.outcome.exit_code for s in result.samples],
-        "duration_s": [_r(s.outcome.duration_s, 2) for s in result.samples],
     }
 
 

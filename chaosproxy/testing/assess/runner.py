@@ -133,20 +133,32 @@ class CommandTrigger:
 @dataclass
 class CallableTrigger:
     """A Python callable (pytest): returns a status, an object with ``status_code`` or
-    ``status``, or None; an exception it raises is a failed call."""
+    ``status``, or None; an exception it raises is a failed call. A call still running
+    after ``timeout`` seconds is recorded as unanswered (its thread is left to finish)."""
 
     call: Callable[[], Any]
     method: str = "GET"
+    timeout: float = 60.0
 
     def __call__(self) -> Outcome:
         start = time.monotonic()
-        try:
-            value = self.call()
-        except Exception as exc:  # the client's failure is an outcome, not an error here
-            return Outcome(
-                duration_s=round(time.monotonic() - start, 4), error=repr(exc)[:BODY_EXCERPT]
-            )
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["value"] = self.call()
+            except BaseException as exc:  # the client's failure is an outcome here
+                box["error"] = exc
+
+        worker = threading.Thread(target=run, name="assess-trigger", daemon=True)
+        worker.start()
+        worker.join(self.timeout)
         took = round(time.monotonic() - start, 4)
+        if worker.is_alive():
+            return Outcome(duration_s=took, error=f"no answer within {self.timeout:g}s")
+        if "error" in box:
+            return Outcome(duration_s=took, error=repr(box["error"])[:BODY_EXCERPT])
+        value = box.get("value")
         status = value if isinstance(value, int) else getattr(value, "status_code", None)
         if status is None:
             status = getattr(value, "status", None)

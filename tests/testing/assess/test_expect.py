@@ -175,3 +175,11 @@ def test_load_a_file_and_a_missing_one(tmp_path: Path) -> None:
     assert expect.load(path).source == str(path)
     with pytest.raises(expect.PolicyError, match="nope.yaml"):
         expect.load(tmp_path / "nope.yaml")
+
+
+def test_verdicts_name_their_item_and_say_what_was_seen() -> None:
+    policy = expect.parse("attempts: 2..4\nbackoff: {jitter: true}\n")
+    weak = assessment(backoff=Backoff("exponential", 0.1, 2.0, None, False))
+    got = expect.verdicts(policy, weak)
+    assert [(v.item, v.ok) for v in got] == [("attempts", True), ("backoff.jitter", False)]
+    assert got[1].message.startswith("expected true, got false")
