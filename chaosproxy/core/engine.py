@@ -41,9 +41,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
-from chaosproxy.core import regex
+from chaosproxy.core import grpc_protocol, regex
 from chaosproxy.core.decisions import IDEMPOTENCY_HEADER, request_key
 from chaosproxy.core.fault import Fault
+from chaosproxy.core.grpc_protocol import method_of
 from chaosproxy.core.oncelog import CountedWarning
 from chaosproxy.core.scenario import PASSTHROUGH, Match, Phase, Rule, Scenario
 
@@ -296,7 +297,27 @@ def _compile_match(match: Match) -> tuple[Check, ...]:
         )
     for dotted, pattern in match.json_.items():
         checks.append(_json_check(dotted, pattern))
+    if match.grpc is not None:
+        checks.append(_grpc_check(match.grpc))
     return tuple(checks)
+
+
+def _grpc_check(pattern: str) -> Check:
+    """A gRPC call (content-type ``application/grpc*``) whose method matches ``pattern``."""
+    test = compile_pattern(pattern)
+
+    def holds(f: _Facts) -> bool:
+        types = f.header("content-type")
+        return bool(types) and grpc_protocol.is_grpc(types[0]) and test(method_of(f.path))
+
+    def why(f: _Facts) -> str:
+        types = f.header("content-type")
+        if not types or not grpc_protocol.is_grpc(types[0]):
+            shown = repr(types[0]) if types else "none"
+            return f"not a gRPC call (content-type {shown}, not application/grpc*)"
+        return f"gRPC method {method_of(f.path)} does not match {pattern!r}"
+
+    return Check(holds, why)
 
 
 def _values_check(

@@ -29,7 +29,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from chaosproxy.core import yamlsource
+from chaosproxy.core import grpc_protocol, yamlsource
 from chaosproxy.core.fault import (
     HEADER_NAME_PATTERN,
     Duration,
@@ -85,6 +85,21 @@ Pattern = Annotated[
             "anyOf": [{"type": "string"}, {"type": ["number", "boolean"]}],
             "description": "a glob (* also crosses /), or re:REGEX for a regular expression; "
             "a number or boolean matches its text",
+        }
+    ),
+]
+
+
+GrpcMethod = Annotated[
+    str,
+    AfterValidator(grpc_protocol.check_method_pattern),
+    AfterValidator(_check_pattern),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": grpc_protocol.METHOD_PATTERN,
+            "description": "a glob on the gRPC call's package.Service/Method (its :path "
+            "without the leading /), or re:REGEX",
         }
     ),
 ]
@@ -196,6 +211,11 @@ class Match(_Model):
         alias="json",
         description="dotted path into a JSON request body -> glob on the value's text",
     )
+    grpc: GrpcMethod | None = Field(
+        None,
+        description="a gRPC call (content-type application/grpc*) whose package.Service/Method "
+        "matches this glob",
+    )
 
     @property
     def empty(self) -> bool:
@@ -207,6 +227,7 @@ class Match(_Model):
             or self.query
             or self.body is not None
             or self.json_
+            or self.grpc is not None
         )
 
 
@@ -539,7 +560,7 @@ def _message(err: Any, data: Any, path: DocPath) -> tuple[str, DocPath, bool]:
     if kind == "value_error":
         text = text.removeprefix("Value error, ")
         return text, path, False
-    custom = kind in ("range", "match_text", "regex", "method", "then", "sticky")
+    custom = kind in ("range", "match_text", "regex", "method", "then", "sticky", "grpc_code")
     text = text.replace("Input should be", "must be").replace("input should be", "must be")
     if kind in ("model_type", "dict_type") or kind.endswith("dict_type"):
         text = "must be a mapping (key: value)"
