@@ -38,6 +38,7 @@ def test_every_module_of_the_package_is_a_registered_fault_type() -> None:
         ("malformed", Capabilities((RESPONSE,), True, False, False, False, False)),
         ("throttle", Capabilities((REQUEST,), False, True, False, False, False)),
         ("rate_limit", Capabilities((REQUEST,), False, False, False, True, True)),
+        ("grpc_status", Capabilities((REQUEST,), False, False, False, False, False)),
     ],
 )
 def test_builtin_types_declare_their_capabilities(name: str, expected: Capabilities) -> None:
