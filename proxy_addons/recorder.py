@@ -169,8 +169,19 @@ class DecisionRecorder:
                 if outcome == "response"
                 else None,
                 stream=wire.stream_report() if wire is not None else None,
+                grpc_status=_grpc_status(flow.response) if outcome == "response" else None,
             )
         )
+
+
+def _grpc_status(response: http.Response | None) -> int | None:
+    """``grpc-status`` of a gRPC answer: in its headers (trailers-only) or its trailers."""
+    if response is None:
+        return None
+    value = response.headers.get("grpc-status")
+    if value is None and response.trailers is not None:
+        value = response.trailers.get("grpc-status")
+    return int(value) if value is not None and value.isdigit() else None
 
 
 def _client_left(error: str, request: http.Request) -> bool:

@@ -13,6 +13,7 @@ from mitmproxy import http
 
 from chaosproxy.core.engine import Decision
 from chaosproxy.core.fault import Pacing, Stage, has_body
+from chaosproxy.core.grpc_protocol import is_grpc, parse_timeout
 from chaosproxy.core.streams import End, StreamPlan
 from chaosproxy.proxy_addons._internals import warmup
 from chaosproxy.proxy_addons._internals.clientsock import reset_client
@@ -25,6 +26,10 @@ if TYPE_CHECKING:
     import ssl
 
 logger = logging.getLogger("chaosproxy")
+
+#: A gRPC call's wait ends this long after the deadline its client sent (``grpc-timeout``):
+#: by then the client has given up (HTTP/2: it reset the stream, and no hook tells).
+GRPC_DEADLINE_GRACE = 0.5
 
 
 class FlowRequest:
@@ -276,8 +281,18 @@ class FlowWire:
 
     async def _wait(self, delay: float | None) -> bool | None:
         started = time.monotonic()
+        client = self._flow.client_conn.id
         try:
-            return await self._host.wait_for_client(self._flow.client_conn.id, delay)
+            deadline = self._grpc_deadline()
+            if deadline is not None:
+                left = max(0.0, deadline - time.time())
+                if delay is None or left < delay:
+                    waited = await self._host.wait_for_client(client, left)
+                    if waited is True:  # the call's deadline passed: its client gave up
+                        self._abandon()
+                        return False
+                    return waited
+            return await self._host.wait_for_client(client, delay)
         finally:
             self.added_latency += time.monotonic() - started
 
@@ -285,6 +300,20 @@ class FlowWire:
         """A stream's end settled what the client got (``reset``, ``truncated``, ``closed``)."""
         self.ended = True
         self.outcome = self.outcome or outcome
+
+    def _grpc_deadline(self) -> float | None:
+        """When a gRPC call's client gives up (wall clock, with a grace), if it said."""
+        headers = self._flow.request.headers
+        if not is_grpc(headers.get("content-type")):
+            return None
+        timeout = parse_timeout(headers.get("grpc-timeout"))
+        return None if timeout is None else self.arrival + timeout + GRPC_DEADLINE_GRACE
+
+    def _abandon(self) -> None:
+        """The client gave up on this call but kept its connection (an HTTP/2 stream reset
+        runs no hook): end the flow here, so it neither waits on nor goes upstream."""
+        if self._flow.killable:
+            self._flow.kill()
 
     def _client_left(self) -> None:
         self.ended = True

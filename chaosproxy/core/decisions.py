@@ -92,6 +92,9 @@ class DecisionRecord:
     stream: dict[str, Any] | None = None
     """Stream faults: how far the body got (``events``, ``bytes``), whether the fault's
     point was ``reached``, and how the body ``end``-ed there (None: let through)."""
+    grpc_status: int | None = None
+    """The gRPC status the client received (``grpc-status`` of the answer's headers or
+    trailers: 14 is UNAVAILABLE), for a gRPC call that was answered."""
 
     @property
     def injected(self) -> bool:
