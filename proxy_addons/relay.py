@@ -31,6 +31,8 @@ from chaosproxy.core.streams import End, StreamPlan, Unit, counter_for
 logger = logging.getLogger("chaosproxy")
 
 HEADER = "x-chaosproxy-relay"
+#: ``truncated``: the longest wait for the data the half chunk announces, at the point
+NEXT_DATA_WAIT = 2.0
 _HEADER = HEADER.encode()
 
 
@@ -58,8 +60,9 @@ class StreamReport:
 
 
 #: Ends a shaped body for the client (``reset``, ``truncated``) once the relay has sent
-#: ``sent`` body bytes; ``partial`` is the next data a truncated chunk announces. Returns
-#: False when it cannot (the relay then breaks off its answer: mitmproxy closes the
+#: ``sent`` body bytes; ``partial`` is the next data a truncated chunk announces. True for
+#: ``truncated``: the relay sends half of ``partial`` before it breaks its answer off
+#: (without the last chunk); otherwise it breaks off at once (mitmproxy then closes the
 #: client connection, or resets an HTTP/2 stream).
 EndClient = Callable[[End, int, bytes], Awaitable[bool]]
 
@@ -354,11 +357,15 @@ class _Pacer:
             return
         partial = rest
         if end is End.TRUNCATED and not partial:  # the next data is what the chunk announces
-            event = await self.upstream(up, up_reader)
+            try:
+                event = await asyncio.wait_for(self.upstream(up, up_reader), NEXT_DATA_WAIT)
+            except TimeoutError:  # a silent upstream: closed without a half chunk
+                event = None
             if isinstance(event, h11.Data):
                 partial = event.data
-        if not await self.route.end_client(end, self.sent, partial):
-            logger.debug("rule %s: stream broken off by the relay (%s)", self.route.rule, end)
+        if await self.route.end_client(end, self.sent, partial) and end is End.TRUNCATED:
+            await self._send(partial[: len(partial) // 2])  # the half of an announced chunk
+        # the answer ends here without its last chunk (the connection closes)
 
     async def stop_watching(self) -> None:
         """Stop reading from mitmproxy's side (the connection has one reader only)."""

@@ -2,12 +2,21 @@
 bytes the relay let through.
 
 The relay shapes the body (``relay.py``); mitmproxy streams it on to the client. To end
-the stream with something mitmproxy's flow API cannot produce (an RST on an HTTP/1.1
-connection, a chunk cut short), :class:`ClientEnd` counts the body bytes mitmproxy passes
-on (as the flow's stream callable), waits until all the relay sent has left for the
-client, then acts on the client's socket (internal API: ``_internals/clientsock.py``).
-On HTTP/2, or when the socket is not reachable, it declines and the relay breaks its
-answer off: mitmproxy then resets the HTTP/2 stream, or closes the HTTP/1.1 connection.
+the stream with what mitmproxy's flow API cannot produce, :class:`ClientEnd` is the
+flow's stream callable, so it sees (and counts) the body bytes on their way out:
+
+- ``reset``: once all the relay sent has passed and left for the client, the client's
+  socket is reset (internal API: ``_internals/clientsock.py``), TLS or not.
+- ``truncated``: over HTTP/1.1 the callable frames the chunks itself (the same bytes
+  mitmproxy would write; mitmproxy frames each piece by the answer's Transfer-Encoding,
+  so that header is taken off the flow's answer once its head has gone, and put back
+  after), which lets it announce the next chunk's full size and pass on only the half
+  the relay sends; then the relay breaks off and mitmproxy closes the connection. All
+  bytes go through mitmproxy's layers, so this holds over TLS too.
+
+On HTTP/2 it declines and the relay breaks its answer off: mitmproxy resets that stream.
+When the socket is not reachable, a reset becomes that break-off (mitmproxy closes the
+HTTP/1.1 connection).
 """
 
 from __future__ import annotations
@@ -43,41 +52,90 @@ class EndingWire(Protocol):
 class ClientEnd:
     """Ends one shaped flow's answer for its client, after the bytes the relay sent."""
 
-    def __init__(self, wire: EndingWire, handlers: Callable[[str], Any]) -> None:
+    def __init__(self, wire: EndingWire, handlers: Callable[[str], Any], end: End) -> None:
         self._wire = wire
         self._handlers = handlers
         self.passed = 0
         self._moved = asyncio.Event()
+        #: truncated over HTTP/1.1: this callable frames the chunks (None: not decided yet)
+        self._framing: bool | None = None if end is End.TRUNCATED else False
+        self._te: str | None = None
+        #: truncated: the size the next chunk announces, once the point is reached
+        self._announce: int | None = None
+        self._halving = False
 
     def passing(self, data: bytes) -> list[bytes]:
-        """The flow's stream callable: counts the body bytes on their way to the client."""
+        """The flow's stream callable: counts (and, truncating over HTTP/1.1, frames) the
+        body bytes on their way to the client; ``b""`` is the end of the body."""
         self.passed += len(data)
         self._moved.set()
-        return [data] if data else []
+        if self._framing is None:
+            self._framing = self._take_framing()
+        if not self._framing:
+            return [data] if data else []
+        if not data:  # the body's proper end (the point was never reached)
+            self._give_framing_back()
+            return [b"0\r\n\r\n"]
+        if self._halving:  # more of the half chunk
+            return [data]
+        if self._announce is not None:  # the half chunk: announced whole, never finished
+            self._halving = True
+            self._give_framing_back()
+            return [b"%x\r\n%s" % (self._announce, data)]
+        return [b"%x\r\n%s\r\n" % (len(data), data)]
+
+    def _take_framing(self) -> bool:
+        """The answer's head has gone: take its chunked framing over (HTTP/1.1 only)."""
+        flow = self._wire.flow
+        response = flow.response
+        if response is None or flow.request.http_version.startswith(("HTTP/2", "HTTP/3")):
+            return False
+        te = response.headers.get("transfer-encoding", "")
+        if "chunked" not in te.lower():
+            return False
+        self._te = te
+        del response.headers["transfer-encoding"]
+        return True
+
+    def _give_framing_back(self) -> None:
+        """Put the Transfer-Encoding back for the flow's record, once mitmproxy has written
+        what the callable returned (it reads the header for each piece it writes)."""
+        te, self._te = self._te, None
+        response = self._wire.flow.response
+        if te is not None and response is not None:
+            put_back = response.headers.__setitem__
+            asyncio.get_running_loop().call_soon(put_back, "transfer-encoding", te)
 
     async def end(self, end: End, sent: int, partial: bytes) -> bool:
         """The relay reached the point after ``sent`` body bytes: end the stream for the
         client as ``end`` says; ``partial`` is the data a truncated chunk announces.
-        False: not done here (HTTP/2, or no socket), the relay breaks its answer off."""
+        True (truncated): the relay sends the first half of ``partial``, then breaks off.
+        False: not done here, the relay breaks off at once (HTTP/2: mitmproxy resets
+        the stream; HTTP/1.1: it closes the connection)."""
         wire = self._wire
         flow = wire.flow
         if flow.request.http_version.startswith(("HTTP/2", "HTTP/3")):
-            wire.mark_ended("reset")  # mitmproxy resets the stream when the relay breaks off
+            wire.mark_ended("reset")
             return False
+        if not await self._passed_on(sent):
+            wire.mark_ended("closed")
+            return False
+        if end is End.TRUNCATED:
+            if not self._framing or len(partial) < 2:  # no half to send: closed after the point
+                wire.mark_ended("truncated" if self._framing else "closed")
+                self._give_framing_back()
+                return False
+            self._announce = len(partial)
+            wire.mark_ended("truncated")
+            return True
         handler = self._handlers(flow.client_conn.id)
-        if handler is None or not await self._passed_on(sent):
-            wire.mark_ended("closed")  # mitmproxy closes when the relay breaks off
+        if handler is None:
+            wire.mark_ended("closed")
             return False
         if not await clientsock.flushed(handler, FLUSH_TIMEOUT):
-            logger.info("rule %s: the client is not reading; ending its stream anyway", wire.rule)
-        if end is End.RESET:
-            done = clientsock.reset_client(handler)
-            wire.mark_ended("reset" if done else "closed")
-            return done
-        announced = len(partial) or 1  # a chunk size of 0 would end the body properly
-        chunk = b"%x\r\n" % announced + partial[: len(partial) // 2]
-        done = clientsock.write_and_close(handler, chunk)
-        wire.mark_ended("truncated" if done else "closed")
+            logger.info("rule %s: the client is not reading; resetting it anyway", wire.rule)
+        done = clientsock.reset_client(handler)
+        wire.mark_ended("reset" if done else "closed")
         return done
 
     async def _passed_on(self, sent: int) -> bool:

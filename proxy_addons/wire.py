@@ -216,7 +216,7 @@ class FlowWire:
             plan=self.plan,
         )
         if self.plan is not None and self.plan.end in (End.RESET, End.TRUNCATED):
-            self._client_end = ClientEnd(self, self._host.connection_handler)
+            self._client_end = ClientEnd(self, self._host.connection_handler, self.plan.end)
             route.end_client = self._client_end.end
         self.route = route
         port = await self._host.relay.start()

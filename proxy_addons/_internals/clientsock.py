@@ -111,21 +111,6 @@ def _unacked(sock: Any) -> int:
     return int(struct.unpack("i", out)[0])
 
 
-def write_and_close(handler: Any, data: bytes) -> bool:
-    """Write raw ``data`` to the client (past mitmproxy's framing), then close the
-    connection (FIN once it is sent). Returns False when the socket is not reachable."""
-    try:
-        writer = handler.transports[handler.client].writer
-        if writer.is_closing():
-            return False
-        writer.write(data)
-        writer.close()
-    except (AttributeError, KeyError, OSError) as exc:
-        logger.debug("cannot write to the client connection: %s", exc)
-        return False
-    return True
-
-
 def close_client(handler: Any) -> None:
     """Close the client's side of a handler's connection (when it is not closing already)."""
     writer = getattr(client_streams(handler), "writer", None)

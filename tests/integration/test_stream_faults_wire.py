@@ -45,10 +45,15 @@ class Raw:
         return b"".join(self.chunks)
 
 
-def raw_get(port: int, path: str, timeout: float = 10) -> Raw:
-    """GET ``path`` over HTTP/1.1 and parse the chunked answer as it arrives."""
+def raw_get(port: int, path: str, timeout: float = 10, tls: ssl.SSLContext | None = None) -> Raw:
+    """GET ``path`` over HTTP/1.1 (over TLS with ``tls``) and parse the chunked answer as
+    it arrives."""
     out = Raw()
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    if tls is not None:
+        # a reset reads as an EOF through Python's ssl (a "ragged EOF"): see it raw below
+        sock = tls.wrap_socket(sock, server_hostname="127.0.0.1")
+    with sock as s:
         started = time.monotonic()
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         buf = b""
@@ -86,12 +91,14 @@ def raw_get(port: int, path: str, timeout: float = 10) -> Raw:
     return out
 
 
-def sse_events(url: str) -> tuple[list[str], BaseException | None]:
+def sse_events(
+    url: str, tls: ssl.SSLContext | None = None
+) -> tuple[list[str], BaseException | None]:
     """The data of each event httpx-sse reads, and the error that ended the stream (if any)."""
     got: list[str] = []
     try:
         with (
-            httpx.Client(timeout=10) as client,
+            httpx.Client(timeout=10, verify=tls or True) as client,
             httpx_sse.connect_sse(client, "GET", url) as source,
         ):
             for event in source.iter_sse():
@@ -154,6 +161,16 @@ def test_cut_truncated_announces_a_chunk_and_sends_half_of_it(make_proxy, sse) -
     assert "incomplete chunked read" in str(error)
     record = decision(proxy)
     assert (record.outcome, record.status) == ("truncated", 200)
+
+
+def test_truncated_with_nothing_after_the_point_closes_without_the_last_chunk(
+    make_proxy, sse
+) -> None:
+    fault = {"type": "stream_cut", "events": 3, "mode": "truncated"}
+    proxy = make_proxy(rule(fault), upstream=sse.url)
+    raw = raw_get(proxy.port, "/sse?events=3")  # nothing comes after the point
+    assert raw.chunks == sse_pieces(3) and raw.end == "eof" and raw.partial is None
+    assert decision(proxy).outcome == "truncated"
 
 
 @pytest.mark.parametrize("eol", ["crlf", "cr"])
@@ -261,6 +278,20 @@ def h2_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ChaosPr
         ChaosProxy(up.url, scenario={"rules": rules}, confdir=str(tmp), insecure=True) as proxy,
     ):
         yield proxy, str(tmp / "mitmproxy-ca-cert.pem")
+
+
+def test_over_tls_http1_the_cut_is_framed_exactly_as_in_plain_http(h2_proxy) -> None:
+    proxy, ca = h2_proxy
+    tls = ssl.create_default_context(cafile=ca)
+    clean = raw_get(proxy.port, "/sse?events=5&mode=clean", tls=tls)
+    assert clean.chunks == sse_pieces(2) and clean.end == "last-chunk"
+    truncated = raw_get(proxy.port, "/sse?events=5&mode=truncated", tls=tls)
+    nxt = sse_pieces(3)[2]
+    assert truncated.chunks == sse_pieces(2) and truncated.end == "eof"
+    assert truncated.partial == (len(nxt), nxt[: len(nxt) // 2])
+    got, error = sse_events(f"https://127.0.0.1:{proxy.port}/sse?events=5&mode=truncated", tls)
+    assert got == DATA[:2] and "incomplete chunked read" in str(error)
+    wait_until(lambda: proxy.decisions[-1].outcome == "truncated")
 
 
 @pytest.mark.parametrize(
