@@ -87,7 +87,8 @@ def rss_kb(pid: int) -> int:
 
 
 class Reader(threading.Thread):
-    """One client: reads one stream on a raw socket, checks its events come in order."""
+    """One client: reads one stream on a raw socket, checks its events come whole and in
+    order."""
 
     def __init__(self, port: int, stop: threading.Event) -> None:
         super().__init__(daemon=True)
@@ -98,38 +99,53 @@ class Reader(threading.Thread):
 
     def run(self) -> None:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=30) as s:
-                s.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
-                buf = b""
-                head = False
-                while not self.stop.is_set():
-                    data = s.recv(65536)
-                    if not data:
-                        self.problem = f"the stream ended after {self.events} events"
-                        return
-                    self.bytes += len(data)
-                    buf += data
-                    if not head:
-                        if b"\r\n\r\n" not in buf:
-                            continue
-                        buf, head = buf.split(b"\r\n\r\n", 1)[1], True
-                    buf = self._events(buf)
-        except OSError as exc:
+            self._read()
+        except Exception as exc:  # noqa: BLE001 - any failure is this client's problem
             self.problem = f"{type(exc).__name__}: {exc} after {self.events} events"
 
-    def _events(self, buf: bytes) -> bytes:
-        """Take the whole chunks from ``buf``; check each event's number; keep the rest."""
-        while b"\r\n" in buf:
-            size_line, rest = buf.split(b"\r\n", 1)
-            size = int(size_line, 16)
-            if len(rest) < size + 2:
-                break
-            event, buf = rest[:size], rest[size + 2 :]
+    def _read(self) -> None:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as s:
+            s.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+            framed = b""  # as received: chunked
+            body = b""  # the body so far, its chunk framing undone, not yet parsed
+            head = False
+            while not self.stop.is_set():
+                data = s.recv(65536)
+                if not data:
+                    self.problem = f"the stream ended after {self.events} events"
+                    return
+                self.bytes += len(data)
+                framed += data
+                if not head:
+                    if b"\r\n\r\n" not in framed:
+                        continue
+                    framed, head = framed.split(b"\r\n\r\n", 1)[1], True
+                framed, chunks = _dechunk(framed)
+                body = self._events(body + chunks)
+
+    def _events(self, body: bytes) -> bytes:
+        """Check each whole event's number (chunks need not hold whole events); keep the
+        rest."""
+        *events, rest = body.split(b"\n\n")
+        for event in events:
             number = int(event.split(b"data: ", 1)[1].split(b" ", 1)[0])
             if number != self.events and self.problem is None:
                 self.problem = f"event {number} came when {self.events} was due"
             self.events += 1
-        return buf
+        return rest
+
+
+def _dechunk(framed: bytes) -> tuple[bytes, bytes]:
+    """The whole chunks at the start of ``framed``, unframed; and what is left."""
+    out = bytearray()
+    while b"\r\n" in framed:
+        size_line, rest = framed.split(b"\r\n", 1)
+        size = int(size_line, 16)
+        if len(rest) < size + 2:
+            break
+        out += rest[:size]
+        framed = rest[size + 2 :]
+    return framed, bytes(out)
 
 
 def main(argv: list[str] | None = None) -> int:
