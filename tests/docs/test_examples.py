@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -24,12 +25,15 @@ from pathlib import Path
 import pytest
 
 from chaosproxy import load_scenario
+from chaosproxy.core.scenario import shipped
 from tests.docs.examples import (
+    DOCS,
     README,
     ROOT,
     Block,
     Session,
     all_blocks,
+    blocks,
     named_files,
     pages,
     sessions,
@@ -43,8 +47,14 @@ BIN = Path(sys.executable).parent
 RUNNABLE = ("chaosproxy validate ", "chaosproxy explain --scenario ")
 
 
+#: pages whose examples a test of their own runs (their output is not all green)
+OWN_TESTS = {DOCS / "explore.md"}
+
+
 def python_pages() -> list[Path]:
-    return [p for p in pages() if any(n.endswith(".py") for n in named_files(p))]
+    return [
+        p for p in pages() if p not in OWN_TESTS and any(n.endswith(".py") for n in named_files(p))
+    ]
 
 
 def page_id(page: Path) -> str:
@@ -94,6 +104,55 @@ def test_python_examples_run(page: Path, pytester: pytest.Pytester) -> None:
             found = re.search(r"(\d+) of 30 failed; (\d+) injected", result.stdout.str())
             assert found and found.group(1) == found.group(2) != "0", result.stdout.str()
             result.stdout.fnmatch_lines(["*GET http://127.0.0.1:*/v1/forecast/berlin -> *"])
+
+
+def shown_in_order(session: Session, output: str) -> str | None:
+    """Why ``output`` does not hold the session's lines in order (``...`` alone: any
+    lines; within a line: any text), or None when it does."""
+    lines = output.split("\n")
+    at = 0
+    for want in session.expected:
+        if want == "...":
+            continue
+        pattern = session.pattern(want)
+        found = next((i for i in range(at, len(lines)) if pattern.fullmatch(lines[i])), None)
+        if found is None:
+            return f"{session.block}: $ {session.command}: no line like\n  {want}\nin\n{output}"
+        at = found + 1
+    return None
+
+
+@pytest.mark.slow  # three pytest sessions with proxies in a subprocess
+def test_the_explore_page_runs_as_shown(pytester: pytest.Pytester) -> None:
+    page = DOCS / "explore.md"
+    files = {n: t for n, t in named_files(page).items() if n.endswith(".py")}
+    example = ROOT / "examples" / "shop"
+    assert files == {p.name: p.read_text("utf-8") for p in example.glob("*.py")}
+    for name, text in files.items():
+        pytester.makepyfile(**{name[:-3]: text})
+    shown = {s.command: s for b in blocks(page) if b.lang == "console" for s in sessions(b)}
+
+    # the suite passes under every shipped scenario
+    plain = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", timeout=240)
+    plain.assert_outcomes(passed=1 + len(shipped()))
+    assert shown_in_order(shown["pytest -q"], plain.stdout.str()) is None
+
+    # exploration finds the unguarded call, as the page shows
+    command = "pytest -q --chaos-explore test_shop.py::test_product_page"
+    explored = pytester.runpytest_subprocess(
+        *shlex.split(command)[1:], "--chaos-explore-json", "explore.json", timeout=240
+    )
+    explored.assert_outcomes(passed=8, failed=5)
+    assert shown_in_order(shown[command], explored.stdout.str()) is None
+
+    # the page's replay command is the report's, and replays the failure
+    doc = json.loads((pytester.path / "explore.json").read_text())
+    replays = [r["replay"] for r in doc["tests"][0]["runs"] if r["status"] == "failed"]
+    replay = next(c for c in shown if "--chaos-replay" in c)
+    assert replay == replays[0]
+    again = pytester.runpytest_subprocess(*shlex.split(replay)[1:], timeout=240)
+    again.assert_outcomes(failed=1)
+    again.stdout.fnmatch_lines(["E * assert 500 == 200"])
 
 
 # --------------------------------------------------------------------------- scenarios
