@@ -159,7 +159,7 @@ def test_bad_files_give_located_errors_naming_field_and_value(text: str, expecte
         ("rules:\n  - {}\n", "rules[0]: missing required key 'fault'"),
         (
             "rules:\n  - fault: {type: latency}\n",
-            "give either delay (with optional jitter) or distribution",
+            "give one of delay (with optional jitter), distribution, or quantiles (p50, p95, p99...)",
         ),
         (
             "rules:\n  - fault: {type: latency, delay: 11m}\n",

@@ -35,6 +35,8 @@ NOT_EXPRESSIBLE = {
     "duplicate-rule-name": "uniqueness of one property across array items (uniqueItems "
     "compares whole items, and unnamed rules get their default names only when loaded)",
     "jitter-above-delay": "compares the parsed values of two fields, each text with a unit",
+    "latency-quantiles-not-increasing": "compares the parsed values of two quantiles, each "
+    "text with a unit",
     "match-json-unicode-index": "telling a Unicode digit ('²') from a key needs Unicode "
     "property classes, which JSON Schema's regular expressions do not guarantee",
     "phase-missing-duration": "depends on the item's position (all but the last phase), which "
