@@ -22,7 +22,7 @@ from typing import Any
 
 from mitmproxy import http
 
-from chaosproxy.core.engine import Decision, Engine
+from chaosproxy.core.engine import Decision, Engine, SimpleRequest
 from chaosproxy.core.fault import Stage
 from chaosproxy.core.scenario import PASSTHROUGH, Scenario
 from chaosproxy.proxy_addons import _internals, chaos_options
@@ -34,6 +34,7 @@ from chaosproxy.proxy_addons.recorder import DecisionRecorder, summary_lines
 from chaosproxy.proxy_addons.services import ControlService, WatchService
 from chaosproxy.proxy_addons.timeline import PhaseTimeline
 from chaosproxy.proxy_addons.upstream import Upstream
+from chaosproxy.proxy_addons.upstream_connect import HandshakeWire, tunnel_opened
 from chaosproxy.proxy_addons.wire import FlowRequest, FlowWire
 from chaosproxy.state import MemoryState, ScenarioState, open_state
 
@@ -77,6 +78,8 @@ class ChaosAddon:
         self.upstream = Upstream(self.host.connection_handler)
         self.deadlines = self.upstream.deadlines  # ``--upstream-timeout`` sets its timeouts
         self._wires: dict[str, FlowWire] = {}
+        #: clients that sent a CONNECT: their connect-time rules were decided there
+        self._tunneled: set[str] = set()
         #: flows decided from the request head (their body may stream): flow id -> decision
         self._early: dict[str, Decision | None] = {}
         #: flows held in other processes (``--workers``: the coordinator adds its workers')
@@ -118,8 +121,72 @@ class ChaosAddon:
     def client_connected(self, client: Any) -> None:
         self.arrivals.connected(client.id, self.host.connection_handler(client.id))
 
-    def http_connect(self, flow: http.HTTPFlow) -> None:
+    def http_connect(self, flow: http.HTTPFlow) -> Any:
         self.arrivals.forget_client(flow.client_conn.id)  # those bytes were the CONNECT
+        self._tunneled.add(flow.client_conn.id)
+        if flow.response or flow.error or not flow.live or not self.gate.is_open:
+            return None
+        if not self.engine.decides_at("connect"):
+            return None
+        decision = self.decider.decide(self._view(flow, "connect"), flow.request)
+        if decision is None or isinstance(decision, Decision):
+            return self._connect(flow, decision)
+        return _then(decision, lambda decided: self._connect(flow, decided))
+
+    def _connect(self, flow: http.HTTPFlow, decision: Decision | None) -> Any:
+        """Apply a connect-time decision to a CONNECT: refused, delayed, or its tunnel's
+        handshake made to fail; recorded at once (the tunnel's requests are their own)."""
+        if decision is None:
+            return None
+        wire = FlowWire(self.host, flow, decision)
+        self.recorder.tag(flow, decision)
+
+        async def act() -> None:
+            await wire.run(Stage.CONNECT)
+            if flow.response is None and flow.live and not wire.ended:
+                flow.response = tunnel_opened(flow.request)  # what mitmproxy answers
+            self._record(flow, wire)
+
+        return act()
+
+    def tls_clienthello(self, data: Any) -> Any:
+        """A reverse-mode client starts TLS: decide its handshake faults (a tunnel's were
+        decided at its CONNECT)."""
+        client = data.context.client
+        if client.id in self._tunneled or not self.gate.is_open:
+            return None
+        if not self.engine.decides_at("handshake") or data.context.server.address is None:
+            return None
+        if client.proxy_mode.type_name == "regular":
+            return None
+        address = data.context.server.address
+        host = client.sni or address[0]
+        name = self.upstream_names.get(client.proxy_mode.full_spec)
+        view = SimpleRequest("TLS", host, "", upstream=name, scheme="https", point="handshake")
+        view.as_requested = f"https://{host}:{address[1]}"
+        decision = self.decider.decide(view, None)
+        if decision is None or isinstance(decision, Decision):
+            return self._handshake(client.id, (host, address[1]), decision)
+        return _then(decision, lambda d: self._handshake(client.id, (host, address[1]), d))
+
+    def _handshake(self, client_id: str, address: tuple[str, int], decision: Any) -> Any:
+        if decision is None:
+            return None
+        wire = HandshakeWire(decision, client_id, address, self.host.handshakes)
+
+        async def act() -> None:
+            await wire.run()
+            self.recorder.record_handshake(decision, *address, wire.outcome, wire.arrival)
+
+        return act()
+
+    def tls_start_client(self, tls_start: Any) -> None:
+        if self.host.handshakes.pending:
+            tlsconfig = self.host.master.addons.get("tlsconfig")
+            self.host.handshakes.start_client(tls_start, getattr(tlsconfig, "certstore", None))
+
+    def tls_failed_client(self, tls_start: Any) -> None:
+        self.host.handshakes.failed_client(tls_start)
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Let a large request body stream upstream when no rule needs it to decide."""
@@ -161,6 +228,8 @@ class ChaosAddon:
         wire = FlowWire(self.host, flow, decision)
         self._wires[flow.id] = wire
         self.recorder.tag(flow, decision)
+        if wire.has(Stage.CONNECT):  # before its upstream connection: refused, delayed
+            return wire.run(Stage.CONNECT)
         return wire.run(Stage.REQUEST) if wire.has(Stage.REQUEST) else None
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -225,6 +294,7 @@ class ChaosAddon:
 
     def client_disconnected(self, client: Any) -> None:
         self.host.client_left(client.id)
+        self._tunneled.discard(client.id)
 
     def server_connected(self, data: Any) -> None:
         self.deadlines.connected(data.server)
@@ -244,9 +314,12 @@ class ChaosAddon:
         for line in summary_lines(self.engine) if self.summary_at_exit else ():
             logger.info("%s", line)
 
-    def _view(self, flow: http.HTTPFlow) -> FlowRequest:
+    def _view(self, flow: http.HTTPFlow, point: str | None = None) -> FlowRequest:
         spec = flow.client_conn.proxy_mode.full_spec if self.upstream_names else ""
-        return FlowRequest(flow, self.upstream_names.get(spec))  # None unless several upstreams
+        if point is None:  # a request: in a CONNECT tunnel, or making its own connection
+            tunneled = self._tunneled and flow.client_conn.id in self._tunneled
+            point = "tunneled" if tunneled else "request"
+        return FlowRequest(flow, self.upstream_names.get(spec), point)  # upstream: NAME or None
 
     # ------------------------------------------------------------------ for runners and control
 

@@ -28,7 +28,7 @@ class Decider(Protocol):
         needs the body (the request is then read whole and :meth:`decide` asked)."""
         ...
 
-    def decide(self, view: RequestView, request: http.Request) -> Verdict:
+    def decide(self, view: RequestView, request: http.Request | None) -> Verdict:
         """The decision for a whole request: a Decision, None, or an awaitable of either."""
         ...
 
@@ -43,7 +43,7 @@ class StateDecider:
     def decide_early(self, view: RequestView) -> tuple[bool, Decision | None]:
         return self.state.decide_early(view)
 
-    def decide(self, view: RequestView, request: http.Request) -> Verdict:
+    def decide(self, view: RequestView, request: http.Request | None) -> Verdict:
         return self.state.decide(view)
 
 

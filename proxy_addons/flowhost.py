@@ -17,6 +17,7 @@ from chaosproxy.proxy_addons import _internals
 from chaosproxy.proxy_addons._internals import clientsock, warmup
 from chaosproxy.proxy_addons.arrivals import ArrivalClock
 from chaosproxy.proxy_addons.relay import Relay
+from chaosproxy.proxy_addons.upstream_connect import Handshakes
 from chaosproxy.proxy_addons.upstream_tls import UpstreamTLS
 from chaosproxy.proxy_addons.waits import ClientWaits
 
@@ -33,6 +34,8 @@ class FlowHost:
         self.master: Any = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._tls = UpstreamTLS()
+        #: handshake faults (``tls_failure``) decided for clients, until their handshake
+        self.handshakes = Handshakes(self.connection_handler)
 
     def attach(self, master: Any) -> None:
         """mitmproxy loaded the addon: its master, and the seam's patches for the addon
@@ -45,6 +48,7 @@ class FlowHost:
         self.arrivals.forget_client(client_id)
         warmup.discard(client_id)
         self.waits.client_left(client_id)
+        self.handshakes.client_left(client_id)
 
     def arrival(self, flow: http.HTTPFlow) -> float:
         """When the request arrived at the proxy; delays count from here."""

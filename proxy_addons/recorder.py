@@ -104,7 +104,10 @@ class DecisionRecorder:
         then the client left mid-body): what the engine counted is recorded too.
         ``phase``: the engine's, for a request no rule fired for."""
         request = flow.request
-        if request.method == "CONNECT" or (request.timestamp_end is None and not counted):
+        if request.method == "CONNECT":
+            if wire is None:
+                return  # a tunnel no connect-time rule fired for: its requests are recorded
+        elif request.timestamp_end is None and not counted:
             return
         now_wall, now_mono = time.time(), time.monotonic()
         error = flow.error.msg if flow.error is not None else None
@@ -170,6 +173,50 @@ class DecisionRecorder:
                 else None,
                 stream=wire.stream_report() if wire is not None else None,
                 grpc_status=_grpc_status(flow.response) if outcome == "response" else None,
+            )
+        )
+
+    def record_handshake(
+        self, decision: Decision, host: str, port: int, outcome: str | None, arrived: float
+    ) -> None:
+        """A decision made as a reverse-mode client started its TLS handshake (no flow)."""
+        fault = decision.rule.describe()
+        url = f"https://{host}:{port}"
+        logger.info(
+            "injected %s [%s] into the TLS handshake for %s",
+            decision.name,
+            fault,
+            url,
+            extra={
+                "chaos": {
+                    "event": "injected",
+                    "rule": decision.name,
+                    "fault": fault,
+                    "phase": decision.phase,
+                    "method": "TLS",
+                    "url": url,
+                }
+            },
+        )
+        now_wall, now_mono = time.time(), time.monotonic()
+        self.log.add(
+            DecisionRecord(
+                seq=self.log.next_seq(),
+                time=arrived,
+                monotonic=now_mono - (now_wall - arrived),
+                duration=max(0.0, now_wall - arrived),
+                method="TLS",
+                url=url,
+                host=host,
+                path="",
+                request_key=request_key("TLS", url, b""),
+                rule=decision.name,
+                faults=tuple(f.type for f in decision.faults),
+                fault=fault,
+                phase=decision.phase,
+                outcome=outcome or "closed",
+                status=None,
+                upstream_status=None,
             )
         )
 

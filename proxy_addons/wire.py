@@ -20,6 +20,7 @@ from chaosproxy.proxy_addons._internals.clientsock import reset_client
 from chaosproxy.proxy_addons.relay import HEADER as RELAY_HEADER
 from chaosproxy.proxy_addons.relay import Relay, Route
 from chaosproxy.proxy_addons.streamend import ClientEnd
+from chaosproxy.proxy_addons.upstream_connect import Handshakes, error_page, refused_tunnel
 
 if TYPE_CHECKING:
     import random
@@ -35,11 +36,13 @@ GRPC_DEADLINE_GRACE = 0.5
 class FlowRequest:
     """A mitmproxy request as the engine's RequestView; everything computed on demand."""
 
-    __slots__ = ("_flow", "_upstream")
+    __slots__ = ("_flow", "_upstream", "point")
 
-    def __init__(self, flow: http.HTTPFlow, upstream: str | None) -> None:
+    def __init__(self, flow: http.HTTPFlow, upstream: str | None, point: str = "request") -> None:
         self._flow = flow
         self._upstream = upstream
+        #: where it is decided (``chaosproxy.core.engine.POINTS``)
+        self.point = point
 
     @property
     def method(self) -> str:
@@ -131,6 +134,9 @@ class WireHost(Protocol):
 
     def connection_handler(self, client_id: str) -> Any: ...
 
+    @property
+    def handshakes(self) -> Handshakes: ...
+
 
 class FlowWire:
     """One flow a rule fired for: the faults act on it through these methods."""
@@ -181,7 +187,7 @@ class FlowWire:
         faults = self.decision.faults
         self._ahead = stage is Stage.REQUEST and all(
             f.passes_on for f in faults if f.stage is Stage.REQUEST
-        )
+        )  # connect faults never let the upstream connection open early
         for fault in faults:
             if fault.stage is not stage:
                 continue
@@ -357,6 +363,26 @@ class FlowWire:
         response.headers["content-length"] = str(len(raw))
         response.headers["connection"] = "close"
         response.raw_content = raw[:sent]
+
+    @property
+    def upstream(self) -> tuple[str, int]:
+        request = self._flow.request
+        return request.host, request.port
+
+    def fail_connect(self, error: str) -> None:
+        flow = self._flow
+        self.answered_early = True
+        if flow.request.method == "CONNECT":
+            flow.response = refused_tunnel(self.upstream, error)
+        else:
+            http2 = flow.request.http_version.startswith("HTTP/2")
+            flow.response = error_page(502, error, http2)
+
+    def fail_handshake(self, certificate: str | None) -> None:
+        if self._flow.request.method != "CONNECT":
+            return  # decided at requests only after the handshake: nothing to fail
+        self.outcome = "tls_failed"
+        self._host.handshakes.fail(self._flow.client_conn.id, certificate)
 
     def reset(self) -> None:
         self.ended = True

@@ -82,11 +82,12 @@ def snapshot(view: Any, request: Any) -> SimpleRequest:
         method=view.method,
         host=view.host,
         path=view.path,
-        headers=list(request.headers.items(multi=True)),
-        query_pairs=list(request.query.items(multi=True)),
-        content=request.get_content(strict=False) or b"",
+        headers=list(request.headers.items(multi=True)) if request is not None else [],
+        query_pairs=list(request.query.items(multi=True)) if request is not None else [],
+        content=(request.get_content(strict=False) or b"") if request is not None else b"",
         upstream=view.upstream,
         as_requested=view.url,
+        point=getattr(view, "point", "request"),
     )
 
 

@@ -32,8 +32,19 @@ RING_SIZE = 1000
 #: an incomplete) answer; ``client_disconnected``: the client gave up first (a hold or a
 #: delay it did not wait for, an upstream slow to answer, or mid-upload); ``error``: the
 #: proxy could not complete the exchange (``error`` says why, e.g. the upstream refused
-#: the connection).
-OUTCOMES = ("response", "truncated", "reset", "closed", "client_disconnected", "error")
+#: the connection); ``tls_failed``: ``tls_failure`` ended the client's TLS handshake with
+#: an alert or presented it a bad certificate. A connect-time fault's record is of the
+#: CONNECT (``method`` CONNECT, ``url`` HOST:PORT) or, in reverse mode, of the handshake
+#: (``method`` TLS, ``path`` empty).
+OUTCOMES = (
+    "response",
+    "truncated",
+    "reset",
+    "closed",
+    "client_disconnected",
+    "error",
+    "tls_failed",
+)
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 

@@ -43,12 +43,44 @@ from urllib.parse import quote, urlencode
 
 from chaosproxy.core import grpc_protocol, regex
 from chaosproxy.core.decisions import IDEMPOTENCY_HEADER, request_key
-from chaosproxy.core.fault import Fault
+from chaosproxy.core.fault import Fault, Stage
 from chaosproxy.core.grpc_protocol import method_of
 from chaosproxy.core.oncelog import CountedWarning
 from chaosproxy.core.scenario import PASSTHROUGH, Match, Phase, Rule, Scenario
 
 Clock = Callable[[], float]
+
+#: Where a decision is made: a request view's ``point`` (a view without one is a request).
+#: ``request``: a request that makes or reuses its own upstream connection (reverse mode,
+#: plain HTTP forward); ``tunneled``: a request inside a CONNECT tunnel (its connection was
+#: decided at the CONNECT); ``connect``: a forward proxy's CONNECT; ``handshake``: a
+#: reverse-mode client starting its TLS handshake, before any request.
+POINTS = ("request", "tunneled", "connect", "handshake")
+#: point -> the kinds of rules decided there (a rule's kind: see :func:`rule_kind`)
+KINDS_AT: dict[str, frozenset[str]] = {
+    "request": frozenset({"request", "connect"}),
+    "tunneled": frozenset({"request"}),
+    "connect": frozenset({"connect", "handshake"}),
+    "handshake": frozenset({"handshake"}),
+}
+#: rule kind -> where it is decided, for ``explain``
+_DECIDED_AT = {
+    "connect": "at a CONNECT, or at a request that makes its own upstream connection",
+    "handshake": "at a CONNECT, or as a reverse-mode client starts its TLS handshake",
+    "request": "at requests",
+}
+
+
+def rule_kind(rule: Rule) -> str:
+    """``request`` for a rule of request and response faults; ``connect`` for a rule of
+    connect-stage faults, ``handshake`` when they act on the client's TLS handshake."""
+    if not any(Stage.CONNECT in f.stages for f in rule.fault):
+        return "request"
+    return "handshake" if any(f.handshake for f in rule.fault) else "connect"
+
+
+def point_of(req: RequestView) -> str:
+    return getattr(req, "point", "request")
 
 
 class RequestView(Protocol):
@@ -97,6 +129,8 @@ class SimpleRequest:
     scheme: str = "http"
     as_requested: str | None = None
     """The URL as the client sent it, when known (else rebuilt from the parts)."""
+    point: str = "request"
+    """Where it is decided (see :data:`POINTS`)."""
 
     @property
     def url(self) -> str:
@@ -661,6 +695,8 @@ class RuleState:
     needs_body: bool = False
     path_prefix: str = ""
     """Every path the rule matches starts with this: a quick first test."""
+    kind: str = "request"
+    """Where it is decided: ``request``, ``connect`` or ``handshake`` (:func:`rule_kind`)."""
     seen: int = 0
     """Matching requests in the current phase (selection counts these)."""
     injected: int = 0
@@ -759,7 +795,8 @@ def _compile_rules(rules: Sequence[Rule], phase: str | None) -> list[RuleState]:
         )
         prefix = literal_prefix(rule.match.path) if rule.match.path is not None else ""
         steps = compile_steps(rule, gate)
-        out.append(RuleState(rule, phase, checks, steps, gate, head, needs_body, prefix))
+        kind = rule_kind(rule)
+        out.append(RuleState(rule, phase, checks, steps, gate, head, needs_body, prefix, kind))
     return out
 
 
@@ -1005,10 +1042,11 @@ class Engine:
             return []
         facts = _Facts(req)
         path = facts.path
+        kinds = KINDS_AT[point_of(req)]
         return [
             (i, s)
             for i, s in enumerate(states)
-            if path.startswith(s.path_prefix) and _holds(s.checks, facts)
+            if s.kind in kinds and path.startswith(s.path_prefix) and _holds(s.checks, facts)
         ]
 
     def body_could_decide(self, req: RequestView) -> bool:
@@ -1069,6 +1107,12 @@ class Engine:
                 return True
         return False
 
+    def decides_at(self, point: str) -> bool:
+        """True when a rule of any phase is decided at ``point`` beyond those decided at
+        every request: the addon asks the engine at a CONNECT or a handshake only then."""
+        kinds = KINDS_AT[point] - {"request"}
+        return any(state.kind in kinds for state in self._all)
+
     def count_unmatched(self, n: int) -> None:
         """Count ``n`` requests no rule could match (decided elsewhere: ``--workers``)."""
         with self._lock:
@@ -1079,8 +1123,9 @@ class Engine:
         if self.paused:
             return False
         facts = _Facts(req)
+        kinds = KINDS_AT[point_of(req)]
         return any(
-            state.needs_body and _holds(state.head_checks, facts)
+            state.needs_body and state.kind in kinds and _holds(state.head_checks, facts)
             for state in self._phases[self._phase_index][1]
         )
 
@@ -1097,7 +1142,10 @@ class Engine:
             return None
         facts = _Facts(req)
         path = facts.path
+        kinds = KINDS_AT[point_of(req)]
         for state in states:
+            if state.kind not in kinds:
+                continue
             if not path.startswith(state.path_prefix) or not _holds(state.checks, facts):
                 continue
             state.seen += 1
@@ -1143,6 +1191,9 @@ class Engine:
         def out(fires: bool, reason: str) -> Verdict:
             return Verdict(state.name, state.phase, fires, reason, rule.describe())
 
+        if state.kind not in KINDS_AT[point_of(facts.req)]:
+            where = _DECIDED_AT[state.kind]
+            return out(False, f"not decided here: a {state.kind}-time rule is decided {where}")
         why = _first_failure(state.checks, facts)
         if why is not None:
             return out(False, f"does not match: {why}")

@@ -53,9 +53,12 @@ MIN_RATE = 1.0
 
 
 class Stage(enum.StrEnum):
-    """When a fault acts: as the client connects, before the upstream is called, or on the
-    upstream's answer. No fault type acts on ``connect`` yet (the addon runs request and
-    response faults); a type declares the stages it supports in ``stages``."""
+    """When a fault acts: as a connection is made (before any upstream connection exists),
+    before the upstream is called, or on the upstream's answer. A type declares the stages
+    it supports in ``stages``. ``connect`` faults are decided at a forward proxy's CONNECT,
+    at a request that makes its own upstream connection (reverse mode, plain HTTP forward),
+    or, for those that act on the client's TLS handshake (``handshake``), as a reverse-mode
+    client starts it."""
 
     CONNECT = "connect"
     REQUEST = "request"
@@ -159,6 +162,19 @@ class Wire(Protocol):
     def reset(self) -> None:
         """Reset the client connection with a TCP RST (HTTP/2: reset the stream)."""
 
+    @property
+    def upstream(self) -> tuple[str, int]:
+        """The host and port the connection goes to (the CONNECT's, or the request's)."""
+
+    def fail_connect(self, error: str) -> None:
+        """Connect stage: answer as the proxy does when the upstream connection fails with
+        ``error`` (a 502 naming it; a CONNECT is refused with it), the upstream untouched."""
+
+    def fail_handshake(self, certificate: str | None) -> None:
+        """Connect stage, handshake faults: the client's TLS handshake fails. ``None``: with
+        a fatal alert from the proxy; ``"expired"`` / ``"self_signed"``: the proxy presents
+        such a certificate, for the client's verification to refuse."""
+
 
 #: Looks a request header up by name (any case): its first value, or None.
 HeaderLookup = Callable[[str], str | None]
@@ -174,6 +190,7 @@ class Capabilities:
     passes_on: bool
     stateful: bool
     gates: bool
+    handshake: bool = False
 
 
 class Fault(BaseModel, abc.ABC):
@@ -205,6 +222,9 @@ class Fault(BaseModel, abc.ABC):
     #: other selection step (a rate limit fires only over its limit). A rule has at most
     #: one gating fault, and a gate does not combine with ``per_request``.
     gates: ClassVar[bool] = False
+    #: A ``connect`` fault that acts on the client's TLS handshake: decided at a CONNECT or
+    #: as a reverse-mode client starts its handshake, never at a request.
+    handshake: ClassVar[bool] = False
 
     @property
     def stage(self) -> Stage:
@@ -215,7 +235,13 @@ class Fault(BaseModel, abc.ABC):
     def capabilities(cls) -> Capabilities:
         """The type's declared capabilities, in one record (for docs and checks)."""
         return Capabilities(
-            cls.stages, cls.needs_body, cls.streams_body, cls.passes_on, cls.stateful, cls.gates
+            cls.stages,
+            cls.needs_body,
+            cls.streams_body,
+            cls.passes_on,
+            cls.stateful,
+            cls.gates,
+            cls.handshake,
         )
 
     def new_state(self) -> Any:
@@ -272,6 +298,10 @@ def register(cls: F) -> F:
         raise ValueError(f"fault class {cls.__name__} has several stages: it needs an 'on' field")
     if cls.gates and cls.gate is Fault.gate:
         raise ValueError(f"fault class {cls.__name__} gates its rule: it must define gate()")
+    if Stage.CONNECT in cls.stages and len(cls.stages) > 1:
+        raise ValueError(f"fault class {cls.__name__}: a connect fault acts in no other stage")
+    if cls.handshake and cls.stages != (Stage.CONNECT,):
+        raise ValueError(f"fault class {cls.__name__}: handshake faults are connect faults")
     if cls.stateful and cls.new_state is Fault.new_state:
         raise ValueError(f"fault class {cls.__name__} is stateful: it must define new_state()")
     FAULT_TYPES[name] = cls

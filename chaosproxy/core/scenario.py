@@ -605,6 +605,33 @@ def _default_names(rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
     )
 
 
+#: Match conditions a connect-time rule cannot use: they need a request, which it precedes.
+_REQUEST_CONDITIONS = ("path", "method", "headers", "query", "body", "json", "grpc")
+
+
+def _check_connect_rule(
+    rule: Rule, fault: str, at: DocPath, add: typing.Callable[[DocPath, str], None]
+) -> None:
+    """A connect-time fault acts before any request is read: alone in its rule, which
+    matches on the host only and counts connections, not request identities."""
+    if len(rule.fault) > 1:
+        add(
+            (*at, "fault"),
+            f"{fault} acts before any request is read, so it is its rule's only fault; "
+            "put the others in another rule",
+        )
+    used = rule.match.model_dump(by_alias=True, exclude_defaults=True)
+    for condition in _REQUEST_CONDITIONS:
+        if condition in used:
+            add(
+                (*at, "match", condition),
+                f"{fault} is decided before any request is read: match on host only",
+            )
+    for other in ("per_request", "sticky"):
+        if getattr(rule, other) is not None:
+            add((*at, other), f"{other} needs a request; {fault} acts before one")
+
+
 def _finish(scenario: Scenario, doc: Document, default_name: str) -> Scenario:
     """Checks that span fields, and the defaults that depend on position."""
     problems: list[Problem] = []
@@ -642,6 +669,9 @@ def _finish(scenario: Scenario, doc: Document, default_name: str) -> Scenario:
                     f"with faults that act on the whole answer ({', '.join(after)}); "
                     "put them in separate rules",
                 )
+            connect = [f.type for f in rule.fault if Stage.CONNECT in f.stages]
+            if connect:
+                _check_connect_rule(rule, connect[0], (*base, i), add)
             if rule.per_request is not None:
                 for other in ("skip", "every"):
                     if other in rule.model_fields_set:

@@ -111,6 +111,16 @@ def _unacked(sock: Any) -> int:
     return int(struct.unpack("i", out)[0])
 
 
+def send_to_client(handler: Any, data: bytes) -> bool:
+    """Write raw bytes to the client (a TLS alert mitmproxy would not send). Returns False
+    when the client's writer is not reachable or closing."""
+    writer = getattr(client_streams(handler), "writer", None)
+    if writer is None or writer.is_closing():
+        return False
+    writer.write(data)
+    return True
+
+
 def close_client(handler: Any) -> None:
     """Close the client's side of a handler's connection (when it is not closing already)."""
     writer = getattr(client_streams(handler), "writer", None)

@@ -32,6 +32,10 @@ SCHEMA_FILE = ROOT / "scenarios" / "schema.json"
 NOT_EXPRESSIBLE = {
     "delay-over-10-minutes": "the limit applies to the duration's parsed value (11m is text "
     "with a unit) and is lifted by a sibling allow_long",
+    "connect-delay-with-error": "the faults' capabilities (acts at the connect stage) are "
+    "declared in Python, per fault type, not in the schema",
+    "connect-refused-match-path": "which match conditions a rule may use depends on its "
+    "faults' stage, declared in Python per fault type, not in the schema",
     "duplicate-rule-name": "uniqueness of one property across array items (uniqueItems "
     "compares whole items, and unnamed rules get their default names only when loaded)",
     "jitter-above-delay": "compares the parsed values of two fields, each text with a unit",

@@ -31,6 +31,7 @@ class FakeWire:
     client_leaves: bool = False
     seed: int = 0
     response: FakeResponse | None = None
+    upstream: tuple[str, int] = ("api.test", 443)
     actions: list[tuple] = field(default_factory=list)
     _rng: random.Random | None = None
 
@@ -72,3 +73,9 @@ class FakeWire:
     def reset(self) -> None:
         self.ended = True
         self.actions.append(("reset",))
+
+    def fail_connect(self, error: str) -> None:
+        self.actions.append(("fail_connect", error))
+
+    def fail_handshake(self, certificate: str | None) -> None:
+        self.actions.append(("fail_handshake", certificate))

@@ -18,7 +18,7 @@ from chaosproxy.core.scenario import ScenarioError, load_text
 from chaosproxy.faults.latency import Latency
 from chaosproxy.faults.rate_limit import RateLimit, Window
 
-REQUEST, RESPONSE = Stage.REQUEST, Stage.RESPONSE
+REQUEST, RESPONSE, CONNECT = Stage.REQUEST, Stage.RESPONSE, Stage.CONNECT
 
 
 def test_every_module_of_the_package_is_a_registered_fault_type() -> None:
@@ -39,6 +39,10 @@ def test_every_module_of_the_package_is_a_registered_fault_type() -> None:
         ("throttle", Capabilities((REQUEST,), False, True, False, False, False)),
         ("rate_limit", Capabilities((REQUEST,), False, False, False, True, True)),
         ("grpc_status", Capabilities((REQUEST,), False, False, False, False, False)),
+        ("connect_refused", Capabilities((CONNECT,), False, False, False, False, False)),
+        ("dns_failure", Capabilities((CONNECT,), False, False, False, False, False)),
+        ("connect_delay", Capabilities((CONNECT,), False, False, False, False, False)),
+        ("tls_failure", Capabilities((CONNECT,), False, False, False, False, False, True)),
     ],
 )
 def test_builtin_types_declare_their_capabilities(name: str, expected: Capabilities) -> None:
@@ -81,6 +85,11 @@ def _fault_class(name: str, **attrs: Any) -> type[Fault]:
         ({"stateful": True}, "is stateful: it must define new_state()"),
         ({"stages": (REQUEST, RESPONSE)}, "has several stages: it needs an 'on' field"),
         ({"stages": ()}, "stages must name one or more Stage"),
+        ({"handshake": True}, "handshake faults are connect faults"),
+        (
+            {"stages": (CONNECT, REQUEST), "__annotations__": {"on": str}, "on": "request"},
+            "a connect fault acts in no other stage",
+        ),
     ],
 )
 def test_register_refuses_capabilities_that_do_not_hang_together(
