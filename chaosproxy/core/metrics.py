@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from chaosproxy.core.decisions import DecisionRecord
+from chaosproxy.core.grpc_protocol import STATUS_NAMES
 
 #: Buckets of the added-latency histogram, in seconds.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -49,6 +50,7 @@ class Metrics:
         self.outcomes: Counter[str] = Counter()
         self.client_status: Counter[int] = Counter()
         self.upstream_status: Counter[int] = Counter()
+        self.grpc_status: Counter[int] = Counter()
         self.faults: Counter[tuple[str, str]] = Counter()
         self.latency_counts = [0] * (len(self.buckets) + 1)  # the last is +Inf
         self.latency_sum = 0.0
@@ -60,6 +62,8 @@ class Metrics:
             self.client_status[record.status] += 1
         if record.upstream_status is not None:
             self.upstream_status[record.upstream_status] += 1
+        if record.grpc_status is not None:
+            self.grpc_status[record.grpc_status] += 1
         if record.rule is not None:
             for fault_type in record.faults:
                 self.faults[(record.rule, fault_type)] += 1
@@ -106,6 +110,14 @@ class Metrics:
         )
         for status, n in sorted(self.client_status.items()):
             sample("chaosproxy_responses_total", n, {"code": status})
+        family(
+            "chaosproxy_grpc_responses_total",
+            "counter",
+            "gRPC calls answered (injected or not), by the gRPC status their clients received.",
+        )
+        for code, n in sorted(self.grpc_status.items()):
+            name = STATUS_NAMES.get(code, str(code))
+            sample("chaosproxy_grpc_responses_total", n, {"code": name})
         family(
             "chaosproxy_added_latency_seconds",
             "histogram",

@@ -59,3 +59,16 @@ def test_every_sample_belongs_to_a_declared_family() -> None:
             name = line.split("{")[0].split(" ")[0]
             base = name.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count")
             assert name in families or base in families, line
+
+
+def test_grpc_statuses_are_counted_by_name() -> None:
+    m = Metrics()
+    m(record(1, rule="down", faults=("grpc_status",), grpc_status=14, upstream_status=None))
+    m(record(2, rule="down", faults=("grpc_status",), grpc_status=14, upstream_status=None))
+    m(record(3, grpc_status=0))
+    m(record(4))  # not a gRPC call: not counted there
+    lines = set(m.render(STATE).splitlines())
+    assert 'chaosproxy_faults_injected_total{rule="down",type="grpc_status"} 2' in lines
+    assert 'chaosproxy_grpc_responses_total{code="UNAVAILABLE"} 2' in lines
+    assert 'chaosproxy_grpc_responses_total{code="OK"} 1' in lines
+    assert 'chaosproxy_responses_total{code="200"} 4' in lines

@@ -171,6 +171,7 @@ def test_grpc_status_reaches_unary_and_streaming_clients(
     )
     ch = channel()
     before = echo.count(SAY) + echo.count(COUNT)
+    counted = proxy.addon.metrics.grpc_status[14]
     err = _fails(lambda: _say(ch))
     assert err.code() is grpc.StatusCode.UNAVAILABLE
     assert err.details() == "try later: ünïcode 100%"  # percent-encoded on the wire
@@ -186,12 +187,34 @@ def test_grpc_status_reaches_unary_and_streaming_clients(
     )
     assert (record.status, record.grpc_status, record.upstream_status) == (200, 14, None)
     assert record.fault == "grpc_status UNAVAILABLE (14)"
+    assert proxy.addon.metrics.grpc_status[14] == counted + 1  # chaosproxy_grpc_responses_total
 
     proxy.apply({"rules": [_status_rule("other.Service/*", "UNAVAILABLE")]})
     assert _say(ch) == b"echo:hi"
     assert _count(ch, 4) == [b"0", b"1", b"2", b"3"]
     (record,) = _records(proxy, COUNT, 1)[-1:]
     assert (record.rule, record.status, record.grpc_status) == (None, 200, 0)  # from trailers
+
+
+def test_shipped_grpc_unavailable_scenario(
+    proxy: ChaosProxy, channel: Callable[..., grpc.Channel]
+) -> None:
+    """Half the calls fail with UNAVAILABLE (seeded), the others pass a little later."""
+    proxy.apply("grpc-unavailable", seed=20)
+    ch = channel()
+    codes = []
+    for _ in range(20):
+        try:
+            _say(ch)
+            codes.append(grpc.StatusCode.OK)
+        except grpc.RpcError as err:
+            codes.append(err.code())
+    assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}
+    records = _records(proxy, SAY, 20)
+    failed = [r for r in records if r.rule == "unavailable"]
+    assert len(failed) == codes.count(grpc.StatusCode.UNAVAILABLE)
+    assert {r.grpc_status for r in failed} == {14}
+    assert {r.rule for r in records if r not in failed} == {"slow"}
 
 
 def test_grpc_status_after_a_delay(proxy: ChaosProxy, channel: Callable[..., grpc.Channel]) -> None:
