@@ -34,11 +34,15 @@ DEFAULTS: dict[str, Any] = {
     "TRAFFIC_WORKERS": 16,
     "TRAFFIC_CITIES": ["berlin", "paris", "tokyo", "lima", "oslo", "nairobi"],
     "TRAFFIC_AUTOSTART": False,
+    # the real upstream, for the dashboard's "Assess" button (chaosproxy demo sets it);
+    # None: the button says how to enable it
+    "ASSESS_UPSTREAM_URL": None,
 }
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """A fresh demo app: its own breaker, cache, metrics and traffic (nothing global)."""
+    from chaosproxy.demo_app.assessment import Assessments
     from chaosproxy.demo_app.metrics import Metrics
     from chaosproxy.demo_app.proxyctl import ProxyControl
     from chaosproxy.demo_app.state import DemoState
@@ -81,6 +85,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             workers=int(c["TRAFFIC_WORKERS"]),
             rate=float(c["TRAFFIC_RATE"]),
         ),
+        assessments=Assessments(c["ASSESS_UPSTREAM_URL"] or None),
     )
     app.extensions["chaosdemo"] = state
     app.register_blueprint(bp)

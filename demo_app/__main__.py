@@ -16,12 +16,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upstream", help="where forecasts come from (the proxy's URL)")
     parser.add_argument("--admin", help="chaosproxy's control API URL")
     parser.add_argument("--traffic", action="store_true", help="start the built-in traffic")
+    parser.add_argument(
+        "--assess-upstream", help="the real upstream, for the dashboard's assessment button"
+    )
     args = parser.parse_args(argv)
     config: dict[str, object] = {}
     if args.upstream:
         config["UPSTREAM_URL"] = args.upstream
     if args.admin:
         config["PROXY_ADMIN_URL"] = args.admin
+    if args.assess_upstream:
+        config["ASSESS_UPSTREAM_URL"] = args.assess_upstream
     if args.traffic:
         config["TRAFFIC_AUTOSTART"] = True
     token = os.environ.get("CHAOSPROXY_ADMIN_TOKEN")

@@ -9,6 +9,10 @@ fail against a proxy that is not listening yet, and be retried):
                                                    --listen 127.0.0.1:P --admin 127.0.0.1:A
     app       python -m demo_app                   --port N --upstream http://127.0.0.1:P
                                                    --admin http://127.0.0.1:A
+                                                   --assess-upstream http://127.0.0.1:U
+
+(the app needs the real upstream only for its "Assess" button, which runs ``chaosproxy
+assess --quick`` with a proxy of its own in front of it)
 
 Ctrl-C, SIGTERM, or any one of them dying stops all three: SIGTERM to each process group,
 SIGKILL for whatever is left after a grace period, so no process and no port outlives the
@@ -153,8 +157,13 @@ class Demo:
         self.parts = [
             Part(
                 "upstream",
-                [self.python, "-m", "chaosproxy.demo_app.upstream",
-                 "--port", str(self.upstream_port)],  # fmt: skip
+                [
+                    self.python,
+                    "-m",
+                    "chaosproxy.demo_app.upstream",
+                    "--port",
+                    str(self.upstream_port),
+                ],  # fmt: skip
                 f"{upstream}/healthz",
             ),
             Part(
@@ -176,6 +185,8 @@ class Demo:
                     proxy,
                     "--admin",
                     admin,
+                    "--assess-upstream",
+                    upstream,
                 ],
                 f"{self.url}/healthz",
             ),  # fmt: skip

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from chaosproxy.demo_app.assessment import Assessments
 from chaosproxy.demo_app.metrics import Metrics
 from chaosproxy.demo_app.proxyctl import ProxyControl
 from chaosproxy.demo_app.traffic import Traffic
@@ -20,16 +21,22 @@ class DemoState:
     metrics: Metrics
     proxy: ProxyControl
     traffic: Traffic
+    assessments: Assessments = field(default_factory=lambda: Assessments(None))
 
-    def lookup(self, city: str) -> tuple[int, dict[str, Any]]:
-        """One forecast lookup as (HTTP status, JSON body), recorded in the metrics."""
+    def lookup(
+        self, city: str, client: WeatherClient | None = None, *, record: bool = True
+    ) -> tuple[int, dict[str, Any]]:
+        """One forecast lookup as (HTTP status, JSON body), recorded in the metrics unless
+        ``record`` is false; by the app's client unless ``client`` is given."""
         started = time.perf_counter()
+        metrics = self.metrics if record else None
         try:
-            result = self.client.forecast(city)
+            result = (client or self.client).forecast(city)
         except CityNotFound as exc:
             return 404, {"error": "unknown city", "city": city, "upstream_status": exc.status}
         except Unavailable as exc:
-            self.metrics.record("error", time.perf_counter() - started)
+            if metrics is not None:
+                metrics.record("error", time.perf_counter() - started)
             return 503, {
                 "error": "weather service unavailable and nothing cached",
                 "reason": exc.reason,
@@ -37,7 +44,8 @@ class DemoState:
                 "attempts": exc.attempts,
             }
         elapsed = time.perf_counter() - started
-        self.metrics.record(result.outcome, elapsed)
+        if metrics is not None:
+            metrics.record(result.outcome, elapsed)
         body: dict[str, Any] = {
             "city": city,
             "source": result.source,

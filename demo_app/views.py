@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, render_template, request
+from flask import Blueprint, current_app, jsonify, render_template, request, send_file
 from flask.typing import ResponseReturnValue
 
 from chaosproxy.demo_app.state import DemoState
@@ -175,3 +175,48 @@ def proxy_phase() -> ResponseReturnValue:
         raise InvalidInput("phase: give a phase name")
     code, answer = _state().proxy.jump(phase)
     return jsonify(answer), code
+
+
+@bp.post("/assessment")
+def assessment_start() -> ResponseReturnValue:
+    """Run ``chaosproxy assess --quick`` against a copy of the app's client (202), unless
+    one is running (409) or the app does not know its real upstream (503)."""
+    state = _state()
+    client = state.client
+    runs = state.assessments
+    if runs.upstream_url is None:
+        return jsonify(
+            error="assessing needs the real upstream: start the demo with `chaosproxy demo`",
+            **runs.status(),
+        ), 503
+    try:
+        started = runs.start(
+            request.host_url, client.settings, client.breaker.fail_max, client.breaker.reset_timeout
+        )
+    except ValueError as exc:
+        return jsonify(error=str(exc), **runs.status()), 409
+    return jsonify(started), 202
+
+
+@bp.get("/assessment")
+def assessment_status() -> ResponseReturnValue:
+    return jsonify(_state().assessments.status())
+
+
+@bp.get("/assessment/report.html")
+def assessment_report() -> ResponseReturnValue:
+    runs = _state().assessments
+    if not runs.status()["report"]:
+        return jsonify(error="no assessment report yet: run one"), 404
+    return send_file(runs.html_path, mimetype="text/html", max_age=0)
+
+
+@bp.get("/assess/weather/<city>")
+def assess_weather(city: str) -> ResponseReturnValue:
+    """The forecast through the client under assessment (not counted on the dashboard)."""
+    state = _state()
+    target = state.assessments.target
+    if target is None:
+        return jsonify(error="no assessment is running"), 404
+    status, body = state.lookup(city.lower(), target, record=False)
+    return jsonify(body), status

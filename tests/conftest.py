@@ -49,6 +49,7 @@ TIERS: dict[str, str] = {
     "tests/demo/test_integration.py": "wire",
     "tests/demo/test_demo_command.py": "e2e",
     "tests/demo/test_browser.py": "e2e",
+    "tests/demo/test_assessment.py": "e2e",
     "tests/demo/test_compose.py": "e2e",
     "tests/integration": "wire",
     "tests/integration/test_mitmdump_control.py": "e2e",

@@ -307,6 +307,57 @@ function renderCharts(series) {
   }
 }
 
+// ------------------------------------------------------------------ assessment
+
+let assessTimer = null;
+
+function renderAssessment(a) {
+  const run = $("assess-run");
+  const running = a.state === "running";
+  run.disabled = running || !a.enabled;
+  run.textContent = running ? "Assessing…" : "Run quick assessment";
+  let words = "no assessment yet";
+  if (!a.enabled) words = "assessing needs the real upstream: start the demo with chaosproxy demo";
+  else if (running) words = `running for ${Math.round(Date.now() / 1000 - a.started)} s…`;
+  else if (a.state === "done") words = `done in ${(a.finished - a.started).toFixed(1)} s, ` +
+    `at ${fmtTime(a.finished)}`;
+  else if (a.state === "failed") words = `failed (exit code ${a.exit_code})`;
+  $("assess-state").textContent = words;
+  $("assess-state").dataset.state = a.state;
+  $("assess-report").hidden = !a.report;
+  // a new URL per run, so the browser never shows the previous report
+  if (a.report) $("assess-report").href = `/assessment/report.html?run=${a.run}`;
+  const card = $("assess-card");
+  if (card.textContent !== a.output) {
+    const atEnd = card.scrollTop + card.clientHeight >= card.scrollHeight - 4;
+    card.textContent = a.output;
+    if (running && atEnd) card.scrollTop = card.scrollHeight;
+  }
+}
+
+async function pollAssessment() {
+  const r = await api("GET", "/assessment");
+  if (r.ok) renderAssessment(r.data);
+  const keepGoing = r.ok && (r.data.state === "running" || $("assessment").open);
+  clearTimeout(assessTimer);
+  assessTimer = keepGoing ? setTimeout(pollAssessment, 1000) : null;
+}
+
+function setupAssessment() {
+  $("assess-open").addEventListener("click", () => {
+    $("assessment").showModal();
+    pollAssessment();
+  });
+  $("assess-close").addEventListener("click", () => $("assessment").close());
+  $("assess-run").addEventListener("click", async () => {
+    $("assess-run").disabled = true;
+    const r = await api("POST", "/assessment", {});
+    if (r.data && "state" in r.data) renderAssessment(r.data);  // refusals carry it too
+    if (r.ok) pollAssessment();
+    else $("assess-state").textContent = (r.data && r.data.error) || `error ${r.status}`;
+  });
+}
+
 // ------------------------------------------------------------------ polling
 
 function render(s) {
@@ -395,6 +446,7 @@ function setup() {
     heldUntil = 0;
     poll();
   });
+  setupAssessment();
   poll();
   setInterval(poll, POLL_MS);
 }
