@@ -188,12 +188,15 @@ RUN = [
     Event("baseline", "No fault", 2, 2, done=True),
     Event("hang", "The upstream hangs", 1, 1),
     Event("hang", "The upstream hangs", 1, 1, done=True),
+    Event("breaker", "Outage until a breaker opens", 1, 0),
+    Event("breaker", "Outage until a breaker opens", 2, 0),
+    Event("breaker", "Outage until a breaker opens", 7, 7, done=True),
 ]
 
 
 def test_progress_without_a_terminal_is_a_line_per_start_and_end() -> None:
     console = Console(file=io.StringIO(), width=100)
-    ticks = iter([0.0, 1.25, 2.0, 4.5])
+    ticks = iter([0.0, 1.25, 2.0, 4.5, 5.0, 17.0])
     with card.LiveProgress(console, clock=lambda: next(ticks)) as progress:
         for event in RUN:
             progress(event)
@@ -202,6 +205,8 @@ def test_progress_without_a_terminal_is_a_line_per_start_and_end() -> None:
         "  baseline: done, 2/2 in 1.2 s",
         "- hang: The upstream hangs (1 sample)",
         "  hang: done, 1/1 in 2.5 s",
+        "- breaker: Outage until a breaker opens",  # a total not known in advance
+        "  breaker: done, 7/7 in 12.0 s",
     ]
 
 
@@ -214,7 +219,7 @@ def test_progress_on_a_terminal_is_a_bar_per_experiment() -> None:
     progress.close()
     text = ANSI.sub("", console.file.getvalue())  # type: ignore[attr-defined]
     assert "baseline: No fault" in text and "hang: The upstream hangs" in text
-    assert "2/2" in text and "1/1" in text
+    assert "2/2" in text and "1/1" in text and "7/7" in text
     assert progress._bar is None  # closed: the live display stopped
 
 

@@ -298,8 +298,9 @@ def render(
 
 class LiveProgress:
     """Progress as the assessment runs: a bar per experiment on a terminal, else one line
-    when each experiment starts and when it ends. Call ``close()`` (or use ``with``) when
-    the assessment is over."""
+    when each experiment starts and when it ends. An event with ``samples`` 0 has no
+    known total yet (the breaker's experiment calls until the breaker shows). Call
+    ``close()`` (or use ``with``) when the assessment is over."""
 
     def __init__(self, console: Console, clock: Callable[[], float] = time.monotonic) -> None:
         self.console = console
@@ -321,9 +322,8 @@ class LiveProgress:
         if name not in self._started:
             self._started[name] = self.clock()
             plural = "s" if event.samples != 1 else ""
-            self.console.print(
-                f"- {name}: {event.title} ({event.samples} sample{plural})", highlight=False
-            )
+            count = f" ({event.samples} sample{plural})" if event.samples else ""
+            self.console.print(f"- {name}: {event.title}{count}", highlight=False)
         if event.done and name not in self._finished:
             self._finished.add(name)
             took = self.clock() - self._started[name]
@@ -344,14 +344,14 @@ class LiveProgress:
                 console=self.console,
             )
             self._bar.start()
+        # samples 0: a total not known in advance (the breaker's triggers)
+        total = float(event.samples) if event.samples else None
         task = self._tasks.get(event.experiment)
         if task is None:
-            task = self._bar.add_task(
-                f"{event.experiment}: {event.title}", total=max(event.samples, 1)
-            )
+            task = self._bar.add_task(f"{event.experiment}: {event.title}", total=total)
             self._tasks[event.experiment] = task
         completed = event.samples if event.done else max(event.sample - 1, 0)
-        self._bar.update(task, completed=completed, total=max(event.samples, 1))
+        self._bar.update(task, completed=completed, total=total)
 
     def close(self) -> None:
         if self._bar is not None:
