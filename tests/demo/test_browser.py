@@ -343,3 +343,78 @@ def test_dashboard_on_a_projector(start_demo: Callable[..., DemoProcess]) -> Non
         assert (SCREENSHOTS / f"dashboard-{width}x{height}.png").stat().st_size > 20_000
     assert problems == []
     assert demo.stop() == 0
+
+
+def test_the_assessment_dialog_runs_quick_and_shows_the_card(
+    start_demo: Callable[..., DemoProcess],
+) -> None:
+    """ "Assess the client" opens a dialog; its button runs ``chaosproxy assess --quick``
+    against the demo's client, shows the progress, then the report card with the demo's
+    configuration, and links the HTML report; the dashboard's charts count none of it."""
+    executable = chromium_path()
+    from playwright.sync_api import expect, sync_playwright
+
+    demo = start_demo().wait_ready()
+    base = demo.url
+    origin = urlsplit(base).netloc
+    problems: list[str] = []
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 720})
+            page.on(
+                "console",
+                lambda msg: (
+                    problems.append(f"console {msg.type}: {msg.text}")
+                    if msg.type in ("error", "warning")
+                    else None
+                ),
+            )
+            page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+            page.on(
+                "request",
+                lambda req: (
+                    None
+                    if urlsplit(req.url).netloc == origin
+                    else problems.append(f"request beyond the demo: {req.url}")
+                ),
+            )
+            page.goto(f"{base}/", wait_until="load")
+            expect(page.locator("#connection")).to_have_text("live", timeout=15_000)
+            expect(page.locator("#assessment")).to_be_hidden()
+            page.locator("#assess-open").click()
+            expect(page.locator("#assessment")).to_be_visible()
+            expect(page.locator("#assess-state")).to_have_text("no assessment yet")
+            page.locator("#assess-run").click()
+            expect(page.locator("#assess-run")).to_be_disabled()
+            expect(page.locator("#assess-card")).to_contain_text("- baseline", timeout=20_000)
+            expect(page.locator("#assess-state")).to_have_attribute(
+                "data-state", "done", timeout=60_000
+            )
+            card = page.locator("#assess-card").text_content() or ""
+            expect(page.locator("#assess-run")).to_be_enabled()
+            page.screenshot(path=str(SCREENSHOTS / "dashboard-assessment.png"))
+            report_link = page.locator("#assess-report")
+            expect(report_link).to_be_visible()
+            with page.context.expect_page() as opened:
+                report_link.click()
+            report = opened.value
+            report.wait_for_load_state("load")
+            timelines = report.locator("svg.timeline").count()
+            page.locator("#assess-close").click()
+            expect(page.locator("#assessment")).to_be_hidden()
+        finally:
+            browser.close()
+    lines = {" ".join(line.split()) for line in card.splitlines()}
+    assert "attempts 3 high" in " ".join(lines) or any(
+        line.startswith("attempts 3 ") for line in lines
+    ), card
+    assert any(line.startswith("retries 4xx no ") for line in lines), card
+    assert any(line.startswith("fallback yes ") for line in lines), card
+    assert any(line.startswith("circuit breaker not probed (--quick)") for line in lines), card
+    assert timelines >= 5
+    status = requests.get(f"{base}/status", timeout=5).json()
+    assert sum(status["totals"].values()) == 0, status["totals"]  # the charts counted none
+    assert problems == []
+    assert demo.stop() == 0
