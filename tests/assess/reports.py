@@ -17,6 +17,13 @@ def sample_document() -> dict[str, Any]:
     return copy.deepcopy(doc)
 
 
+def demo_document() -> dict[str, Any]:
+    """A real assessment: ``chaosproxy assess`` (full battery, seed 1) of the demo app with
+    its default settings (3 attempts, 2 s read timeout, breaker 5 failures / 10 s)."""
+    doc: dict[str, Any] = json.loads((DATA / "demo-assessment.json").read_text())
+    return doc
+
+
 @dataclass(frozen=True)
 class Verdict:
     item: str

@@ -11,15 +11,17 @@ import pytest
 from rich.console import Console
 
 from chaosproxy.testing.assess import card
-from tests.assess.reports import Verdict, sample_document
+from tests.assess.reports import Verdict, demo_document, sample_document
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def rendered(doc: dict[str, Any], *, terminal: bool = False, **kwargs: Any) -> str:
+def rendered(
+    doc: dict[str, Any], *, terminal: bool = False, width: int = 200, **kwargs: Any
+) -> str:
     console = Console(
         file=io.StringIO(),
-        width=140,
+        width=width,
         force_terminal=terminal,
         color_system=None if not terminal else "standard",
     )
@@ -30,10 +32,17 @@ def rendered(doc: dict[str, Any], *, terminal: bool = False, **kwargs: Any) -> s
 
 
 def row(text: str, label: str) -> str:
-    """The card's line for a policy item (its label starts the line)."""
-    lines = [line for line in text.splitlines() if line.strip().startswith(label + "  ")]
-    assert len(lines) == 1, f"no single line for {label!r} in:\n{text}"
-    return " ".join(lines[0].split())
+    """The card's row for an item (its label starts the line), with the lines it wraps
+    onto (blank in the first column), as one line of words."""
+    lines = text.splitlines()
+    starts = [n for n, line in enumerate(lines) if line.strip().startswith(label + "  ")]
+    assert len(starts) == 1, f"no single line for {label!r} in:\n{text}"
+    words = lines[starts[0]].split()
+    for line in lines[starts[0] + 1 :]:
+        if not line.strip() or not line.startswith("      "):
+            break
+        words += line.split()
+    return " ".join(words)
 
 
 def test_the_card_shows_every_policy_item_with_its_evidence() -> None:
@@ -68,10 +77,17 @@ def test_one_line_per_experiment_unknown_ones_included() -> None:
     for experiment in doc["experiments"]:
         assert f" {experiment['name']} " in experiments
     assert row(experiments, "fail_until_give_up").startswith(
-        "fail_until_give_up 503 until the client gives up 3 attempts 3,3,3; app 503 x3; gaps_s [0.124,"
+        "fail_until_give_up 503 until the client gives up 3 attempts 3,3,3; app 503 x3; gaps_s 0.124,0.254,"
     )
     assert row(experiments, "baseline").endswith("2 attempts 1,1; app 200 x2")
     assert row(experiments, "slow_body").endswith("0 custom rendered generically; ratio 0.5")
+
+
+def test_a_narrow_console_leaves_out_where_each_item_comes_from() -> None:
+    text = rendered(sample_document(), width=100)
+    assert row(text, "attempts") == "attempts 3 high 3"
+    assert "fail_until_give_up" in text[text.index("Experiments") :]
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 100
 
 
 def test_colour_only_on_a_terminal() -> None:
@@ -233,3 +249,17 @@ def test_the_sample_is_a_valid_document_and_the_model_renders_like_it() -> None:
     console = Console(file=io.StringIO(), width=100)
     card.live_progress(console)(Progress("baseline", "No fault", 1, 2))
     assert console.file.getvalue() == "- baseline: No fault (2 samples)\n"  # type: ignore[attr-defined]
+
+
+def test_a_real_assessment_of_the_demo_reads_as_its_configuration() -> None:
+    text = rendered(demo_document())
+    assert row(text, "timeout").startswith("timeout 2 s high")  # READ_TIMEOUT
+    assert row(text, "attempts").startswith("attempts 3 high")  # RETRY_ATTEMPTS
+    assert row(text, "backoff").startswith("backoff exponential: base 0.108 s, x1.99, jitter")
+    assert row(text, "Retry-After").startswith("Retry-After honoured, capped at 2 s")
+    assert row(text, "circuit breaker").startswith(
+        "circuit breaker opens after 5 failures, reset 10.2 s, 1 half-open probe high"
+    )
+    experiments = text[text.index("Experiments") :]
+    assert "gaps_s 0.122,0.215 | 0.147,0.276 |" in row(experiments, "fail_until_give_up")
+    assert "gaps_s" not in row(experiments, "baseline")  # an empty finding is left out

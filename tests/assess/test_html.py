@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from chaosproxy.testing.assess import html
-from tests.assess.reports import Verdict, sample_document
+from tests.assess.reports import Verdict, demo_document, sample_document
 
 
 class Parsed(HTMLParser):
@@ -161,3 +161,27 @@ def test_text_from_the_app_is_escaped() -> None:
 )
 def test_time_axis_steps_are_round(span: float, step: float) -> None:
     assert html.nice_step(span) == pytest.approx(step)
+
+
+def test_the_breaker_is_one_story_on_one_axis() -> None:
+    """A real run: the breaker's samples (fail, wait for the probe, heal) are one row from
+    the experiment's start, with the moment the upstream healed marked."""
+    doc = demo_document()
+    breaker = next(e for e in doc["experiments"] if e["name"] == "breaker")
+    assert html.is_one_story(breaker)
+    svg = re.search(r'<svg [^>]*data-experiment="breaker".*?</svg>', html.render(doc), re.S)
+    assert svg
+    page = Parsed(svg.group(0))
+    assert "".join(page.text["text"]).count("all calls") == 1
+    assert len(page.having("rect", "attempt")) == sum(
+        len(s["attempts"]) for s in breaker["samples"]
+    )
+    assert len(page.having("path", "answer")) == len(breaker["samples"])
+    assert "upstream healed" in "".join(page.text["text"])
+    # the wait for the half-open probe (about the reset timeout, 10 s) is annotated
+    waits = [
+        float(w.split()[0]) for w in re.findall(r'class="gap-label"[^>]*>([^<]+)<', svg.group(0))
+    ]
+    assert any(9.5 <= w <= 11 for w in waits), waits
+    others = [e for e in doc["experiments"] if e["name"] != "breaker"]
+    assert not any(html.is_one_story(e) for e in others)

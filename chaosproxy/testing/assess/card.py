@@ -180,14 +180,29 @@ def counted_values(values: Iterable[str]) -> str:
     return ", ".join(v if n == 1 else f"{v} x{n}" for v, n in counts.items())
 
 
-def finding_text(key: str, value: Any) -> str:
-    if isinstance(value, list):
-        shown = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in value[:6]]
-        more = f", +{len(value) - 6}" if len(value) > 6 else ""
-        return f"{key} [{', '.join(shown)}{more}]"
+def _short(value: Any) -> str:
+    if isinstance(value, bool):
+        return yes_no(value)
     if isinstance(value, float):
-        return f"{key} {value:.3g}"
-    return f"{key} {yes_no(value) if isinstance(value, bool) else value}"
+        return f"{value:.3g}"
+    if isinstance(value, list):
+        return ",".join(_short(v) for v in value)
+    return str(value)
+
+
+def finding_text(key: str, value: Any) -> str:
+    """``gaps_s 0.12,0.22 | 0.15,0.28``: a finding in a few characters (lists of lists are
+    one group per sample; at most six shown)."""
+    if isinstance(value, list):
+        groups = [_short(v) for v in value[:6]]
+        more = f" +{len(value) - 6}" if len(value) > 6 else ""
+        joiner = " | " if any(isinstance(v, list) for v in value) else ","
+        return f"{key} {joiner.join(groups)}{more}"
+    return f"{key} {_short(value)}"
+
+
+def worth_showing(value: Any) -> bool:
+    return value is not None and value != [] and value != {}
 
 
 def experiment_summary(experiment: Mapping[str, Any]) -> str:
@@ -199,7 +214,9 @@ def experiment_summary(experiment: Mapping[str, Any]) -> str:
         parts.append(f"attempts {','.join(attempts)}")
         parts.append("app " + counted_values(outcome_word(s.get("outcome") or {}) for s in samples))
     findings = experiment.get("findings") or {}
-    parts += [finding_text(k, v) for k, v in findings.items() if k != "attempts"]
+    parts += [
+        finding_text(k, v) for k, v in findings.items() if k != "attempts" and worth_showing(v)
+    ]
     return "; ".join(parts) or "no samples"
 
 
@@ -245,7 +262,9 @@ def render(
     table.add_column("inferred")
     table.add_column("confidence")
     table.add_column("samples", justify="right")
-    table.add_column("from")
+    wide = console.width >= 120  # the experiments an item rests on, when there is room
+    if wide:
+        table.add_column("from")
     if verdicts is not None:
         table.add_column("expect")
     for name in shown_items(policy):
@@ -256,8 +275,9 @@ def render(
             describe(name, policy[name], doc),
             Text(confidence or "-", style=CONFIDENCE_STYLE.get(confidence or "", "")),
             str(proof["samples"]) if proof.get("samples") is not None else "-",
-            ", ".join(proof.get("experiments") or []) or "-",
         ]
+        if wide:
+            row.append(", ".join(proof.get("experiments") or []) or "-")
         if verdicts is not None:
             mine = by_item.get(name, [])
             if not mine:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from chaosproxy.testing.assess.card import (
     outcome_word,
     seconds,
     shown_items,
+    worth_showing,
 )
 
 #: attempt kinds: (css class, legend label)
@@ -70,6 +72,8 @@ svg .axis { stroke: var(--muted); stroke-width: 1; }
 svg .grid { stroke: var(--line); stroke-width: 1; }
 svg .gap { stroke: var(--muted); stroke-width: 1; stroke-dasharray: 2 2; }
 svg .gap-label { fill: var(--muted); font-size: 10px; }
+svg .mark { stroke: var(--ok); stroke-width: 1.5; stroke-dasharray: 5 3; }
+svg .mark-label { fill: var(--ok); font-size: 10px; }
 svg .answer-good { fill: var(--ok); } svg .answer-bad { fill: var(--status5); }
 svg .answer-none { fill: var(--hang); }
 """ + "".join(f"svg .k-{k} {{ fill: var(--{k}); }}\n" for k in KINDS)
@@ -116,20 +120,78 @@ def _num(value: float) -> str:
     return f"{value:.1f}"
 
 
+@dataclass
+class Row:
+    """One line of a timeline: attempts and the app's answers on one time axis."""
+
+    label: str
+    attempts: list[Mapping[str, Any]]
+    offset: float = 0.0
+    """Added to the attempts' ``t_s`` (a sample's start, on the experiment's axis)."""
+    answers: list[tuple[float, Mapping[str, Any]]] = field(default_factory=list)
+    """(when, outcome) of each answer of the app in this row."""
+    label_answers: bool = True
+
+
+def is_one_story(experiment: Mapping[str, Any]) -> bool:
+    """The breaker's experiment: its samples are one story (fail, wait for the probe,
+    heal), drawn on one axis from the experiment's start rather than one row each."""
+    samples = experiment.get("samples") or []
+    placed = all(s.get("started_s") is not None for s in samples)
+    findings = experiment.get("findings") or {}
+    return placed and (experiment.get("name") == "breaker" or "healed_at_s" in findings)
+
+
+def rows_of(experiment: Mapping[str, Any]) -> tuple[list[Row], list[tuple[float, str]]]:
+    """The rows of an experiment's timeline, and the marks across them (time, label)."""
+    samples: Sequence[Mapping[str, Any]] = experiment.get("samples") or []
+    if not is_one_story(experiment):
+        rows = [
+            Row(
+                f"sample {s.get('index', n)}",
+                list(s.get("attempts") or []),
+                answers=[
+                    (
+                        float((s.get("outcome") or {}).get("duration_s") or 0.0),
+                        s.get("outcome") or {},
+                    )
+                ],
+            )
+            for n, s in enumerate(samples)
+        ]
+        return rows, []
+    attempts: list[Mapping[str, Any]] = []
+    answers = []
+    for s in samples:
+        began = float(s["started_s"])
+        attempts += [
+            {**a, "t_s": began + float(a.get("t_s") or 0.0)} for a in s.get("attempts") or []
+        ]
+        outcome = s.get("outcome") or {}
+        answers.append((began + float(outcome.get("duration_s") or 0.0), outcome))
+    marks = []
+    healed = (experiment.get("findings") or {}).get("healed_at_s")
+    if isinstance(healed, int | float):
+        marks.append((float(healed), "upstream healed"))
+    return [Row("all calls", attempts, answers=answers, label_answers=False)], marks
+
+
 def timeline(experiment: Mapping[str, Any]) -> str:
     """The SVG timeline of one experiment's samples."""
-    samples: Sequence[Mapping[str, Any]] = experiment.get("samples") or []
-    if not samples:
+    rows, marks = rows_of(experiment)
+    if not rows:
         return '<p class="meta">no samples recorded</p>'
-    end = 0.0
-    for s in samples:
-        end = max(end, float((s.get("outcome") or {}).get("duration_s") or 0.0))
-        for a in s.get("attempts") or []:
-            end = max(end, float(a.get("t_s") or 0.0) + float(a.get("duration_s") or 0.0))
+    end = max([t for t, _ in marks] or [0.0])
+    for r in rows:
+        end = max([end, *(t for t, _ in r.answers)])
+        for a in r.attempts:
+            end = max(
+                end, r.offset + float(a.get("t_s") or 0.0) + float(a.get("duration_s") or 0.0)
+            )
     step = nice_step(end or 0.1)
     span = step * max(1, math.ceil((end or 0.1) / step))
     plot = WIDTH - LEFT - RIGHT
-    height = TOP + ROW * len(samples) + AXIS
+    height = TOP + ROW * len(rows) + AXIS
 
     def x(t: float) -> float:
         return LEFT + plot * (t / span)
@@ -140,9 +202,8 @@ def timeline(experiment: Mapping[str, Any]) -> str:
         f'xmlns="http://www.w3.org/2000/svg" aria-label="timeline of {name}" '
         f'data-experiment="{name}">'
     ]
-    axis_y = TOP + ROW * len(samples)
-    n_ticks = round(span / step)
-    for i in range(n_ticks + 1):
+    axis_y = TOP + ROW * len(rows)
+    for i in range(round(span / step) + 1):
         t = i * step
         out.append(
             f'<line class="grid" x1="{_num(x(t))}" y1="{TOP - 4}" x2="{_num(x(t))}" '
@@ -151,49 +212,55 @@ def timeline(experiment: Mapping[str, Any]) -> str:
         )
     out.append(f'<line class="axis" x1="{LEFT}" y1="{axis_y}" x2="{LEFT + plot}" y2="{axis_y}"/>')
     out.append(f'<text x="{LEFT - 8}" y="{axis_y + 16}" text-anchor="end">seconds</text>')
-    for row, sample in enumerate(samples):
-        top = TOP + row * ROW
-        mid = top + ROW / 2 - 4
+    for t, label in marks:
         out.append(
-            f'<text x="{LEFT - 8}" y="{_num(mid + 4)}" text-anchor="end">'
-            f"sample {escape(str(sample.get('index', row)))}</text>"
+            f'<line class="mark" x1="{_num(x(t))}" y1="{TOP - 8}" x2="{_num(x(t))}" '
+            f'y2="{axis_y}"><title>{escape(label)} at {seconds(t)}</title></line>'
+            f'<text class="mark-label" x="{_num(x(t) + 4)}" y="{TOP + 2}">{escape(label)}</text>'
         )
-        attempts = sorted(sample.get("attempts") or [], key=lambda a: float(a.get("t_s") or 0))
-        previous_end: float | None = None
-        for n, a in enumerate(attempts, 1):
-            start = float(a.get("t_s") or 0.0)
-            duration = float(a.get("duration_s") or 0.0)
-            if previous_end is not None and start > previous_end:
-                gap = start - previous_end
-                x1, x2 = x(previous_end), x(start)
-                out.append(
-                    f'<line class="gap" x1="{_num(x1)}" y1="{_num(mid)}" x2="{_num(x2)}" '
-                    f'y2="{_num(mid)}"><title>waited {seconds(gap)} before attempt {n}'
-                    "</title></line>"
-                )
-                if x2 - x1 >= 34:
-                    out.append(
-                        f'<text class="gap-label" x="{_num((x1 + x2) / 2)}" '
-                        f'y="{_num(mid - 5)}" text-anchor="middle">{escape(seconds(gap))}</text>'
-                    )
-            kind = attempt_kind(a)
-            width = max(x(start + duration) - x(start), 3.0)
-            what = a.get("fault") or "passed through"
-            status = a.get("status")
-            tip = (
-                f"attempt {n}: {a.get('method', '')} {a.get('path', '')} at {seconds(start)}, "
-                f"{what}, {status if status is not None else 'no status'}, "
-                f"{seconds(duration)}"
-            )
-            if a.get("idempotency_key"):
-                tip += f", Idempotency-Key {a['idempotency_key']}"
+    for number, row in enumerate(rows):
+        out += _row(row, TOP + number * ROW + ROW / 2 - 4, x)
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _row(row: Row, mid: float, x: Callable[[float], float]) -> list[str]:
+    """The marks of one row: its label, attempts, the waits between them, the answers."""
+    out = [f'<text x="{LEFT - 8}" y="{_num(mid + 4)}" text-anchor="end">{escape(row.label)}</text>']
+    attempts = sorted(row.attempts, key=lambda a: float(a.get("t_s") or 0))
+    previous_end: float | None = None
+    for n, a in enumerate(attempts, 1):
+        start = row.offset + float(a.get("t_s") or 0.0)
+        duration = float(a.get("duration_s") or 0.0)
+        if previous_end is not None and start > previous_end:
+            gap = start - previous_end
+            x1, x2 = x(previous_end), x(start)
             out.append(
-                f'<rect class="attempt k-{kind}" x="{_num(x(start))}" y="{_num(mid - 6)}" '
-                f'width="{_num(width)}" height="12" rx="2"><title>{escape(tip)}</title></rect>'
+                f'<line class="gap" x1="{_num(x1)}" y1="{_num(mid)}" x2="{_num(x2)}" '
+                f'y2="{_num(mid)}"><title>waited {seconds(gap)} before attempt {n}'
+                "</title></line>"
             )
-            previous_end = start + duration
-        outcome = sample.get("outcome") or {}
-        answered = float(outcome.get("duration_s") or 0.0)
+            if x2 - x1 >= 34:
+                out.append(
+                    f'<text class="gap-label" x="{_num((x1 + x2) / 2)}" '
+                    f'y="{_num(mid - 5)}" text-anchor="middle">{escape(seconds(gap))}</text>'
+                )
+        kind = attempt_kind(a)
+        width = max(x(start + duration) - x(start), 3.0)
+        what = a.get("fault") or "passed through"
+        status = a.get("status")
+        tip = (
+            f"attempt {n}: {a.get('method', '')} {a.get('path', '')} at {seconds(start)}, "
+            f"{what}, {status if status is not None else 'no status'}, {seconds(duration)}"
+        )
+        if a.get("idempotency_key"):
+            tip += f", Idempotency-Key {a['idempotency_key']}"
+        out.append(
+            f'<rect class="attempt k-{kind}" x="{_num(x(start))}" y="{_num(mid - 6)}" '
+            f'width="{_num(width)}" height="12" rx="2"><title>{escape(tip)}</title></rect>'
+        )
+        previous_end = start + duration
+    for answered, outcome in row.answers:
         word = outcome_word(outcome)
         status = outcome.get("status")
         exit_code = outcome.get("exit_code")
@@ -204,16 +271,16 @@ def timeline(experiment: Mapping[str, Any]) -> str:
         else:
             css = "answer-bad"
         ax, ay = x(answered), mid + 13
-        tip = f"the app answered {word} after {seconds(answered)}"
+        tip = f"the app answered {word} at {seconds(answered)}"
         if outcome.get("error"):
             tip += f" ({outcome['error']})"
         out.append(
             f'<path class="answer {css}" d="M{_num(ax)} {_num(ay - 5)} l5 5 l-5 5 l-5 -5 z">'
             f"<title>{escape(tip)}</title></path>"
-            f'<text x="{_num(ax + 7)}" y="{_num(ay + 4)}">{escape(word)}</text>'
         )
-    out.append("</svg>")
-    return "".join(out)
+        if row.label_answers:
+            out.append(f'<text x="{_num(ax + 7)}" y="{_num(ay + 4)}">{escape(word)}</text>')
+    return out
 
 
 def _summary(doc: Mapping[str, Any], verdicts: Sequence[Verdict] | None) -> str:
@@ -266,6 +333,7 @@ def _experiment(experiment: Mapping[str, Any]) -> str:
     items = "".join(
         f"<tr><th>{escape(k)}</th><td>{escape(finding_text(k, v)[len(k) + 1 :])}</td></tr>"
         for k, v in findings.items()
+        if worth_showing(v)
     )
     count = len(experiment.get("samples") or [])
     return (
