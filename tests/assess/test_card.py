@@ -121,7 +121,13 @@ def test_null_items_say_not_probed_or_none_seen() -> None:
     doc = sample_document()
     doc["quick"] = True
     doc["policy"]["breaker"] = None
-    del doc["evidence"]["breaker"]
+    # as the runner says it: no samples
+    doc["evidence"]["breaker"] = {
+        "samples": 0,
+        "confidence": "low",
+        "experiments": [],
+        "note": "not probed (--quick)",
+    }
     doc["policy"]["timeout_s"] = None
     doc["policy"]["retry_after"] = {"honoured": False, "cap_s": None}
     text = rendered(doc)

@@ -111,12 +111,15 @@ def describe_backoff(backoff: Mapping[str, Any]) -> str:
 
 def describe(item: str, value: Any, doc: Mapping[str, Any]) -> str:
     """One policy item's value in words (null: not probed, or none seen, as it applies)."""
-    probed = item in doc.get("evidence", {})
+    proof = (doc.get("evidence") or {}).get(item)
+    probed = bool(proof) and (proof.get("samples") or 0) > 0  # 0 samples: not probed
     if value is None:
         if item == "retries_non_idempotent":
             return "not probed (assess with --trigger-method POST)"
         if item == "breaker":
-            return "not probed (--quick)" if doc.get("quick") and not probed else "none seen"
+            if probed:
+                return "none seen"
+            return "not probed (--quick)" if doc.get("quick") else "not probed"
         if item == "timeout_s":
             return "none within the probe's cap" if probed else "not probed"
         if item == "retry_after":

@@ -333,6 +333,13 @@ function renderAssessment(a) {
     card.textContent = a.output;
     if (running && atEnd) card.scrollTop = card.scrollHeight;
   }
+  if (a.state === "done" && card.dataset.shown !== String(a.run)) {
+    // finished: show the report card from its first line, past the progress lines
+    card.dataset.shown = String(a.run);
+    const lines = a.output.split("\n");
+    const first = lines.findIndex((line) => line.startsWith("chaosproxy assess  "));
+    if (first >= 0) card.scrollTop = (card.scrollHeight / lines.length) * first;
+  }
 }
 
 async function pollAssessment() {
