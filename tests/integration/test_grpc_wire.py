@@ -371,6 +371,21 @@ def test_timeout_hold_ends_at_the_calls_deadline(
     assert _count(ch) == [b"0", b"1", b"2"]  # the same connection serves on
 
 
+def test_latency_past_the_deadline_ends_with_it(
+    proxy: ChaosProxy, channel: Callable[..., grpc.Channel], echo: EchoServer
+) -> None:
+    """A 5 s delay on a call with a 0.5 s deadline: the proxy gives the call up shortly
+    after the deadline instead of sending it upstream 5 s later."""
+    fault = {"type": "latency", "delay": "5s"}
+    proxy.apply({"rules": [{"match": {"grpc": "test.Echo/Say"}, "fault": fault}]})
+    calls = echo.count(SAY)
+    assert _fails(lambda: _say(channel(), timeout=0.5)).code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    (record,) = _records(proxy, SAY, 1)
+    assert record.outcome == "client_disconnected"
+    assert 0.5 <= record.added_latency < 2.0
+    assert echo.count(SAY) == calls
+
+
 def test_timeout_then_status_reaches_grpc_client(
     proxy: ChaosProxy, channel: Callable[..., grpc.Channel]
 ) -> None:
