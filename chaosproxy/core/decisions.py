@@ -106,6 +106,10 @@ class DecisionRecord:
     grpc_status: int | None = None
     """The gRPC status the client received (``grpc-status`` of the answer's headers or
     trailers: 14 is UNAVAILABLE), for a gRPC call that was answered."""
+    websocket: dict[str, Any] | None = None
+    """A WebSocket a ws_* rule fired for (recorded when it ends): per direction
+    (``client``, ``server``) the messages ``seen``, ``dropped``, ``delayed`` and
+    ``corrupted``; ``close_code`` and ``closed_by`` (``proxy``, ``client``, ``server``)."""
 
     @property
     def injected(self) -> bool:

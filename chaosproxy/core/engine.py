@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
-from chaosproxy.core import grpc_protocol, regex
+from chaosproxy.core import grpc_protocol, regex, websocket
 from chaosproxy.core.decisions import IDEMPOTENCY_HEADER, request_key
 from chaosproxy.core.fault import Fault, Stage
 from chaosproxy.core.grpc_protocol import method_of
@@ -759,6 +759,11 @@ class Decision:
         """The fault's own stream (jitter, garbage bytes, where JSON breaks)."""
         return random.Random(_digest(self.seed, self.phase, self.name, self.match_number, "fault"))
 
+    def rng_for(self, stream: str) -> random.Random:
+        """Another stream of the fault's randomness, by name (a WebSocket direction's)."""
+        key = f"fault:{stream}"
+        return random.Random(_digest(self.seed, self.phase, self.name, self.match_number, key))
+
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
@@ -780,11 +785,21 @@ class Event:
     phase: str | None = None
 
 
+#: A rule with ws_* faults matches WebSocket upgrades only (its faults act on messages).
+_UPGRADE = Check(
+    lambda f: websocket.is_upgrade(lambda name: next(iter(f.header(name)), None)),
+    lambda f: websocket.NOT_AN_UPGRADE,
+)
+
+
 def _compile_rules(rules: Sequence[Rule], phase: str | None) -> list[RuleState]:
     out = []
     for rule in rules:
         gate = next((f for f in rule.fault if f.gates), None)
         checks = _compile_match(rule.match)
+        upgrades_only = any(f.stage is Stage.MESSAGE for f in rule.fault)
+        if upgrades_only:
+            checks = (_UPGRADE, *checks)
         body_match = rule.match.body is not None or bool(rule.match.json_)
         # per_request: a request's identity includes a hash of its body
         needs_body = body_match or rule.per_request is not None
@@ -793,6 +808,8 @@ def _compile_rules(rules: Sequence[Rule], phase: str | None) -> list[RuleState]:
             if body_match
             else checks
         )
+        if body_match and upgrades_only:
+            head = (_UPGRADE, *head)
         prefix = literal_prefix(rule.match.path) if rule.match.path is not None else ""
         steps = compile_steps(rule, gate)
         kind = rule_kind(rule)

@@ -54,15 +54,17 @@ MIN_RATE = 1.0
 
 class Stage(enum.StrEnum):
     """When a fault acts: as a connection is made (before any upstream connection exists),
-    before the upstream is called, or on the upstream's answer. A type declares the stages
-    it supports in ``stages``. ``connect`` faults are decided at a forward proxy's CONNECT,
-    at a request that makes its own upstream connection (reverse mode, plain HTTP forward),
-    or, for those that act on the client's TLS handshake (``handshake``), as a reverse-mode
-    client starts it."""
+    before the upstream is called, on the upstream's answer, or on each WebSocket message
+    after an upgrade (``message``: the ``ws_*`` types, see :mod:`chaosproxy.core.websocket`).
+    A type declares the stages it supports in ``stages``. ``connect`` faults are decided at
+    a forward proxy's CONNECT, at a request that makes its own upstream connection (reverse
+    mode, plain HTTP forward), or, for those that act on the client's TLS handshake
+    (``handshake``), as a reverse-mode client starts it."""
 
     CONNECT = "connect"
     REQUEST = "request"
     RESPONSE = "response"
+    MESSAGE = "message"
 
 
 def _on(value: object) -> Stage:

@@ -54,6 +54,10 @@ class Metrics:
         self.faults: Counter[tuple[str, str]] = Counter()
         self.latency_counts = [0] * (len(self.buckets) + 1)  # the last is +Inf
         self.latency_sum = 0.0
+        #: (rule, direction, action) -> WebSocket messages (see DecisionRecord.websocket)
+        self.ws_messages: Counter[tuple[str, str, str]] = Counter()
+        #: (rule, code) -> WebSockets a fault closed
+        self.ws_closes: Counter[tuple[str, int]] = Counter()
 
     def __call__(self, record: DecisionRecord) -> None:
         self.requests += 1
@@ -70,6 +74,16 @@ class Metrics:
         if record.added_latency > 0:
             self.latency_counts[bisect.bisect_left(self.buckets, record.added_latency)] += 1
             self.latency_sum += record.added_latency
+        if record.websocket is not None and record.rule is not None:
+            self._count_websocket(record.rule, record.websocket)
+
+    def _count_websocket(self, rule: str, socket: Mapping[str, Any]) -> None:
+        for direction in ("client", "server"):
+            for action, n in (socket.get(direction) or {}).items():
+                if n:
+                    self.ws_messages[(rule, direction, action)] += n
+        if socket.get("closed_by") == "proxy" and socket.get("close_code") is not None:
+            self.ws_closes[(rule, socket["close_code"])] += 1
 
     def render(self, state: Mapping[str, Any]) -> str:
         """The Prometheus text exposition; ``state`` is the engine's present (see
@@ -131,6 +145,24 @@ class Metrics:
         sample("chaosproxy_added_latency_seconds_bucket", cumulative, {"le": "+Inf"})
         sample("chaosproxy_added_latency_seconds_sum", self.latency_sum)
         sample("chaosproxy_added_latency_seconds_count", cumulative)
+
+        family(
+            "chaosproxy_websocket_messages_total",
+            "counter",
+            "Messages of WebSockets a ws_* rule fired for (counted when the socket ends), by "
+            "rule, direction (client: sent by the client) and action (seen, dropped, delayed, "
+            "corrupted).",
+        )
+        for (rule, direction, action), n in sorted(self.ws_messages.items()):
+            labels = {"rule": rule, "direction": direction, "action": action}
+            sample("chaosproxy_websocket_messages_total", n, labels)
+        family(
+            "chaosproxy_websocket_closes_total",
+            "counter",
+            "WebSockets a ws_close fault closed, by rule and close code.",
+        )
+        for (rule, code), n in sorted(self.ws_closes.items()):
+            sample("chaosproxy_websocket_closes_total", n, {"rule": rule, "code": code})
 
         family("chaosproxy_scenario_info", "gauge", "The active scenario (value always 1).")
         sample(

@@ -19,6 +19,7 @@ from chaosproxy.faults.latency import Latency
 from chaosproxy.faults.rate_limit import RateLimit, Window
 
 REQUEST, RESPONSE, CONNECT = Stage.REQUEST, Stage.RESPONSE, Stage.CONNECT
+MESSAGE = Stage.MESSAGE
 
 
 def test_every_module_of_the_package_is_a_registered_fault_type() -> None:
@@ -43,6 +44,10 @@ def test_every_module_of_the_package_is_a_registered_fault_type() -> None:
         ("dns_failure", Capabilities((CONNECT,), False, False, False, False, False)),
         ("connect_delay", Capabilities((CONNECT,), False, False, False, False, False)),
         ("tls_failure", Capabilities((CONNECT,), False, False, False, False, False, True)),
+        ("ws_drop", Capabilities((MESSAGE,), False, False, False, False, False)),
+        ("ws_delay", Capabilities((MESSAGE,), False, False, False, False, False)),
+        ("ws_corrupt", Capabilities((MESSAGE,), False, False, False, False, False)),
+        ("ws_close", Capabilities((MESSAGE,), False, False, False, False, False)),
     ],
 )
 def test_builtin_types_declare_their_capabilities(name: str, expected: Capabilities) -> None:
