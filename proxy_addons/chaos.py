@@ -35,6 +35,7 @@ from chaosproxy.proxy_addons.services import ControlService, WatchService
 from chaosproxy.proxy_addons.timeline import PhaseTimeline
 from chaosproxy.proxy_addons.upstream import Upstream
 from chaosproxy.proxy_addons.upstream_connect import HandshakeWire, tunnel_opened
+from chaosproxy.proxy_addons.websocket import WebSockets
 from chaosproxy.proxy_addons.wire import FlowRequest, FlowWire
 from chaosproxy.state import MemoryState, ScenarioState, open_state
 
@@ -80,6 +81,8 @@ class ChaosAddon:
         self._wires: dict[str, FlowWire] = {}
         #: clients that sent a CONNECT: their connect-time rules were decided there
         self._tunneled: set[str] = set()
+        #: upgraded flows a ws_* rule fired for: their messages meet its faults
+        self.sockets = WebSockets(lambda: self.host.master, self._record)
         #: flows decided from the request head (their body may stream): flow id -> decision
         self._early: dict[str, Decision | None] = {}
         #: flows held in other processes (``--workers``: the coordinator adds its workers')
@@ -262,7 +265,8 @@ class ChaosAddon:
         if wire.has(Stage.RESPONSE):
             return self._finish(flow, wire)
         self._wires.pop(flow.id, None)
-        self._record(flow, wire)
+        if not self.sockets.adopt(flow, wire):  # an adopted socket is recorded when it ends
+            self._record(flow, wire)
         return None
 
     async def _finish(self, flow: http.HTTPFlow, wire: FlowWire) -> None:
@@ -273,7 +277,8 @@ class ChaosAddon:
             self._wires.pop(flow.id, None)
             # recorded here even when a fault killed the flow: mitmproxy runs no error hook
             # for a flow killed in the response hook
-            self._record(flow, wire)
+            if not self.sockets.adopt(flow, wire):
+                self._record(flow, wire)
 
     def _annotate(self, flow: http.HTTPFlow, wire: FlowWire) -> None:
         if self.engine.scenario.annotate and flow.response is not None:
@@ -292,6 +297,15 @@ class ChaosAddon:
     def _record(self, flow: http.HTTPFlow, wire: FlowWire | None, **early: Any) -> None:
         self.recorder.record(flow, wire, self.arrivals.pop(flow), self.engine.phase, **early)
 
+    def websocket_start(self, flow: http.HTTPFlow) -> None:
+        self.sockets.started(flow)
+
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        self.sockets.message(flow)
+
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        self.sockets.ended(flow)
+
     def client_disconnected(self, client: Any) -> None:
         self.host.client_left(client.id)
         self._tunneled.discard(client.id)
@@ -309,6 +323,7 @@ class ChaosAddon:
         self.control.stop()
         self.watch.stop()
         self.upstream.close()
+        self.sockets.close()
         self.recorder.close()
         self.host.close()
         for line in summary_lines(self.engine) if self.summary_at_exit else ():

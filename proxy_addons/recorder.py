@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mitmproxy import http
 
@@ -98,11 +98,13 @@ class DecisionRecorder:
         *,
         counted: bool = False,
         decision: Decision | None = None,
+        websocket: dict[str, Any] | None = None,
     ) -> None:
         """Add the finished request to the decision log. One that never reached the request
         hook is not recorded unless ``counted`` (decided from its head, with ``decision``,
         then the client left mid-body): what the engine counted is recorded too.
-        ``phase``: the engine's, for a request no rule fired for."""
+        ``phase``: the engine's, for a request no rule fired for. ``websocket``: what a
+        ws_* rule's faults did to the socket's messages (recorded when it ends)."""
         request = flow.request
         if request.method == "CONNECT":
             if wire is None:
@@ -173,6 +175,7 @@ class DecisionRecorder:
                 else None,
                 stream=wire.stream_report() if wire is not None else None,
                 grpc_status=_grpc_status(flow.response) if outcome == "response" else None,
+                websocket=websocket,
             )
         )
 

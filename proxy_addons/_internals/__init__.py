@@ -56,6 +56,7 @@ MODULES = {
     "reuse_port": "reuseport",
     "timed_out_answers": "upstreamtimeout",
     "h2_for_h2_clients": "h2alpn",
+    "websocket_close": "wsclose",
 }
 
 LEAN = (
@@ -68,7 +69,13 @@ LEAN = (
     "settle_heap",
 )
 PROXY = ("ctx_per_thread", "stop_listeners")
-ADDON = ("client_sockets", "receive_times", "timed_out_answers", "h2_for_h2_clients")
+ADDON = (
+    "client_sockets",
+    "receive_times",
+    "timed_out_answers",
+    "h2_for_h2_clients",
+    "websocket_close",
+)
 MASTER = ("fast_hooks",)
 LISTENING = ("listen_backlog",)
 WORKER = ("reuse_port",)

@@ -183,6 +183,10 @@ MISSING = {
         "from mitmproxy.addons import tlsconfig; gone(tlsconfig, 'alpn_select_callback')",
         "not hasattr(tlsconfig.TlsConfig.tls_start_client, '_chaosproxy')",
     ),
+    "websocket_close": (
+        "from mitmproxy.proxy.layers import websocket as lw; gone(lw, 'WebSocketMessageInjected')",
+        "not hasattr(lw.WebsocketLayer.__init__, '_chaosproxy')",
+    ),
 }
 
 _MISSING = """
