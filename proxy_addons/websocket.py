@@ -168,15 +168,18 @@ class TimerAdapter:
 def _close(socket: Socket, code: int, reason: str) -> None:
     if socket.ended:
         return
+    # ended first: mitmproxy may handle the close (and our hooks) before close() returns
+    socket.ended, socket.closed_by_proxy = True, code
     if wsclose.close(socket.flow, code, reason, socket.proxyserver):
-        socket.ended = True
-        socket.closed_by_proxy = code
         for side in socket.sides.values():
             side.pending.clear()  # held messages die with the socket
-    elif not socket.close_warned:
+        return
+    socket.ended, socket.closed_by_proxy = False, None
+    if not socket.close_warned:
         socket.close_warned = True
         logger.warning(
-            "rule %s: could not close the WebSocket (patch websocket_close off); it stays open",
+            "rule %s: could not close the WebSocket (closing already, or the websocket_close "
+            "patch is off)",
             socket.rule,
         )
 
