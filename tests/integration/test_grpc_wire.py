@@ -117,7 +117,8 @@ def proxy(reverse: ChaosProxy) -> Iterator[ChaosProxy]:
 
 @pytest.fixture
 def channel(reverse: ChaosProxy, tls_dir: Path) -> Callable[..., grpc.Channel]:
-    """Opens channels to the reverse proxy (closed after the test)."""
+    """Opens channels to the reverse proxy (closed after the test), each one connected
+    through to the server by a first call: open it before applying the test's scenario."""
     opened: list[grpc.Channel] = []
 
     def make(service_config: dict[str, Any] | None = None) -> grpc.Channel:
@@ -127,6 +128,8 @@ def channel(reverse: ChaosProxy, tls_dir: Path) -> Callable[..., grpc.Channel]:
         credentials = grpc.ssl_channel_credentials(root_certificates=_ca(tls_dir))
         ch = grpc.secure_channel(f"127.0.0.1:{_port(reverse)}", credentials, options=options)
         opened.append(ch)
+        # connected on both legs before a test times a call (the scenario lets it through)
+        assert _count(ch, 1) == [b"0"]
         return ch
 
     yield make
@@ -161,6 +164,7 @@ def _status_rule(method: str, code: object, **extra: object) -> dict[str, Any]:
 def test_grpc_status_reaches_unary_and_streaming_clients(
     proxy: ChaosProxy, channel: Callable[..., grpc.Channel], echo: EchoServer
 ) -> None:
+    ch = channel()
     proxy.apply(
         {
             "rules": [
@@ -169,7 +173,6 @@ def test_grpc_status_reaches_unary_and_streaming_clients(
             ]
         }
     )
-    ch = channel()
     before = echo.count(SAY) + echo.count(COUNT)
     counted = proxy.addon.metrics.grpc_status[14]
     err = _fails(lambda: _say(ch))
@@ -200,8 +203,8 @@ def test_shipped_grpc_unavailable_scenario(
     proxy: ChaosProxy, channel: Callable[..., grpc.Channel]
 ) -> None:
     """Half the calls fail with UNAVAILABLE (seeded), the others pass a little later."""
-    proxy.apply("grpc-unavailable", seed=20)
     ch = channel()
+    proxy.apply("grpc-unavailable", seed=20)
     codes = []
     for _ in range(20):
         try:
@@ -218,8 +221,8 @@ def test_shipped_grpc_unavailable_scenario(
 
 
 def test_grpc_status_after_a_delay(proxy: ChaosProxy, channel: Callable[..., grpc.Channel]) -> None:
-    proxy.apply({"rules": [_status_rule("test.Echo/Say", "DEADLINE_EXCEEDED", delay="300ms")]})
     ch = channel()
+    proxy.apply({"rules": [_status_rule("test.Echo/Say", "DEADLINE_EXCEEDED", delay="300ms")]})
     started = time.monotonic()
     err = _fails(lambda: _say(ch))
     elapsed = time.monotonic() - started
@@ -319,6 +322,7 @@ def test_client_retry_policy_retries_as_configured(
 
 
 def test_latency_delays_grpc_calls(proxy: ChaosProxy, channel: Callable[..., grpc.Channel]) -> None:
+    ch = channel()
     proxy.apply(
         {
             "rules": [
@@ -326,7 +330,6 @@ def test_latency_delays_grpc_calls(proxy: ChaosProxy, channel: Callable[..., grp
             ]
         }
     )
-    ch = channel()
     for call, expected in ((_say, b"echo:hi"), (_count, [b"0", b"1", b"2"])):
         started = time.monotonic()
         assert call(ch) == expected
@@ -341,8 +344,8 @@ def test_abort_resets_the_calls_stream(
     """On HTTP/2 an abort resets the call's stream (RST_STREAM INTERNAL_ERROR): the client
     sees INTERNAL; the channel's connection stays up for the next call."""
     fault = {"type": "abort", "how": how, "on": on}
-    proxy.apply({"rules": [{"match": {"grpc": "test.Echo/Say"}, "fault": fault}]})
     ch = channel()
+    proxy.apply({"rules": [{"match": {"grpc": "test.Echo/Say"}, "fault": fault}]})
     err = _fails(lambda: _say(ch))
     assert err.code() is grpc.StatusCode.INTERNAL
     assert "RST_STREAM" in err.details()
@@ -357,8 +360,8 @@ def test_timeout_hold_ends_at_the_calls_deadline(
     """A held gRPC call: the client's deadline passes (DEADLINE_EXCEEDED) and it resets
     the stream, keeping its connection; the proxy lets the flow go soon after the deadline
     the client sent (grpc-timeout), without calling the upstream."""
-    proxy.apply({"rules": [{"match": {"grpc": "test.Echo/Say"}, "fault": {"type": "timeout"}}]})
     ch = channel()
+    proxy.apply({"rules": [{"match": {"grpc": "test.Echo/Say"}, "fault": {"type": "timeout"}}]})
     calls = echo.count(SAY)
     started = time.monotonic()
     assert _fails(lambda: _say(ch, timeout=0.5)).code() is grpc.StatusCode.DEADLINE_EXCEEDED
@@ -376,10 +379,11 @@ def test_latency_past_the_deadline_ends_with_it(
 ) -> None:
     """A 5 s delay on a call with a 0.5 s deadline: the proxy gives the call up shortly
     after the deadline instead of sending it upstream 5 s later."""
+    ch = channel()
     fault = {"type": "latency", "delay": "5s"}
     proxy.apply({"rules": [{"match": {"grpc": "test.Echo/Say"}, "fault": fault}]})
     calls = echo.count(SAY)
-    assert _fails(lambda: _say(channel(), timeout=0.5)).code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert _fails(lambda: _say(ch, timeout=0.5)).code() is grpc.StatusCode.DEADLINE_EXCEEDED
     (record,) = _records(proxy, SAY, 1)
     assert record.outcome == "client_disconnected"
     assert 0.5 <= record.added_latency < 2.0
@@ -390,10 +394,11 @@ def test_timeout_then_status_reaches_grpc_client(
     proxy: ChaosProxy, channel: Callable[..., grpc.Channel]
 ) -> None:
     """HTTP 504 after the wait: gRPC clients map it to UNAVAILABLE."""
+    ch = channel()
     fault = {"type": "timeout", "after": "200ms", "then": 504}
     proxy.apply({"rules": [{"match": {"grpc": "test.Echo/Say"}, "fault": fault}]})
     started = time.monotonic()
-    err = _fails(lambda: _say(channel()))
+    err = _fails(lambda: _say(ch))
     assert err.code() is grpc.StatusCode.UNAVAILABLE
     assert "504" in err.details()
     assert 0.2 <= time.monotonic() - started < 0.5
