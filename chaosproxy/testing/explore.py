@@ -331,10 +331,13 @@ class Targeting:
         self.targets: frozenset[Call] | None = None
         self.seen: list[Call] = []
         self.reached: set[Call] = set()
+        #: False for a test exploration leaves alone: the inner decider as it is
+        self.active = False
 
     def begin(self, targets: Iterable[Call] | None, key: str | None) -> None:
         """A new test: record from scratch; ``targets`` None lets every request through."""
         with self._lock:
+            self.active = True
             self.key = key
             self.targets = None if targets is None else frozenset(targets)
             self.seen = []
@@ -343,13 +346,17 @@ class Targeting:
     def end(self) -> list[Call]:
         """The distinct calls of the test, in the order it first made them."""
         with self._lock:
-            seen, self.targets, self.key = list(self.seen), None, None
+            seen, self.targets, self.key, self.active = list(self.seen), None, None, False
         return seen
 
     def decide_early(self, view: Any) -> tuple[bool, Any]:
+        if not self.active:
+            return self.inner.decide_early(view)
         return False, None  # the body is part of the identity: read it whole first
 
     def decide(self, view: Any, request: Any) -> Any:
+        if not self.active:
+            return self.inner.decide(view, request)
         call = identify(view, self.key)
         with self._lock:
             if call not in self.seen:

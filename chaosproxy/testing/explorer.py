@@ -290,7 +290,7 @@ class Explorer:
         """Set the proxy up for this test; True when exploration decides its scenario."""
         targeting = _targeting(fixture)
         if self.record_path:
-            menu, settings, _ = self.settings_of(item)
+            settings = self.settings_of(item)[1]
             targeting.begin(None, settings.key)
             item.stash[_state_key] = _ItemState(None, targeting, item.nodeid)
             return True
@@ -298,7 +298,7 @@ class Explorer:
             run = self.replay
         run = item.stash.get(_run_key, run)
         if run is None:
-            targeting.begin(None, None)
+            targeting.end()  # a test exploration leaves alone
             return False
         base = base_nodeid(item.nodeid, run)
         fixture.apply(run.scenario(), seed=run.seed)

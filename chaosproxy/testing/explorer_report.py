@@ -95,6 +95,8 @@ def lines(results: list[dict[str, Any]]) -> list[str]:
         )
         if test["recording_failed"]:
             out.append("  the fault-free run failed, so nothing was explored: fix it first")
+        elif test["baseline"] == "failed":
+            out.append("  the fault-free run failed this time (it passed when recorded)")
         if test["runs"]:
             out += _table(test)
         for pair in test["pairs"]:

@@ -167,6 +167,8 @@ def test_exploration_fails_only_the_unguarded_call_its_replay_reproduces_it_and_
 
 
 BUDGET = """
+import pathlib
+
 import pytest
 import requests
 
@@ -199,6 +201,15 @@ def test_c(chaos_proxy):
 def test_broken(chaos_proxy):
     requests.get(f"{chaos_proxy.url}/x", timeout=TIMEOUT)
     assert False, "broken without any fault"
+
+
+@pytest.mark.chaos_explore(faults=["503"])
+def test_changing_calls(chaos_proxy):
+    # the recording run calls /first; every later run calls /second instead
+    flag = pathlib.Path("explore-flag")  # in the project's folder
+    path = "/second" if flag.exists() else "/first"
+    flag.touch()
+    requests.get(f"{chaos_proxy.url}{path}", timeout=TIMEOUT)
 """
 
 
@@ -210,7 +221,8 @@ def test_budget_repeats_pairs_and_a_failing_baseline_under_xdist(project: pytest
     )
     # test_a: 4 singles + 2 pairs pass; test_b: 3 of its 12 runs (2 repeat test_a's);
     # test_c: alpha passes, beta fails, so their pair is skipped; test_broken: only its baseline
-    result.assert_outcomes(passed=1 + 6 + 1 + 1 + 1 + 1, failed=1 + 1, skipped=3)
+    # test_changing_calls: its run fails, as the call it explores is not made any more
+    result.assert_outcomes(passed=1 + 6 + 1 + 1 + 1 + 1 + 1, failed=1 + 1 + 1, skipped=3)
     result.stdout.fnmatch_lines_random(
         [
             "test_budget.py::test_a: 2 calls x 2 faults; 6 runs: 6 passed, 0 failed, 0 skipped "
@@ -225,14 +237,15 @@ def test_budget_repeats_pairs_and_a_failing_baseline_under_xdist(project: pytest
             "  pair GET /alpha + GET /beta x 503: skip (explore: GET /beta x 503 already fails alone)",
             "test_budget.py::test_broken: 1 calls x 6 faults; 0 runs: *",
             "  the fault-free run failed, so nothing was explored: fix it first",
-            "explored 4 tests: 12 runs, 8 passed, 1 failed, 3 skipped (2 repeat an identity already "
+            "  FAIL GET /first x 503: Failed: explore: GET /first was not requested in this run *",
+            "explored 5 tests: 13 runs, 8 passed, 2 failed, 3 skipped (2 repeat an identity already "
             "explored), 9 left out by the budget",
             "SKIPPED * explore: repeat of a run of test_budget.py::test_a",
         ]
     )
     doc = json.loads((project.path / "out.json").read_text())
     assert doc["totals"] == {
-        "runs": 12, "passed": 8, "failed": 1, "skipped": 3, "repeats": 2, "over_budget": 9
+        "runs": 13, "passed": 8, "failed": 2, "skipped": 3, "repeats": 2, "over_budget": 9
     }  # fmt: skip
     b = next(t for t in doc["tests"] if t["test"].endswith("test_b"))
     assert [(r["calls"], r["fault"], r["status"]) for r in b["runs"]] == [
@@ -240,3 +253,36 @@ def test_budget_repeats_pairs_and_a_failing_baseline_under_xdist(project: pytest
         (["GET /stock/{id}"], "reset", "skipped"),
         (["GET /reviews"], "503", "passed"),
     ]
+
+
+def test_bad_markers_and_tokens_stop_before_any_proxy_starts(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        test_bad="""
+        import pytest
+
+        @pytest.mark.chaos_explore(faults=["503", "boom"])
+        def test_menu(chaos_proxy):
+            pass
+
+        def test_other(chaos_proxy):
+            pass
+        """
+    )
+    result = run(project, "-p", "no:cacheprovider")
+    assert result.ret == 2  # an error while collecting
+    result.stdout.fnmatch_lines(
+        [
+            "*@pytest.mark.chaos_explore on test_bad.py::test_menu: unknown fault(s) boom; the menu: 503, 429, *"
+        ]
+    )
+    bad = run(project, "--chaos-replay", "not-a-token")
+    assert bad.ret == 4  # a usage error
+    bad.stderr.fnmatch_lines(["*--chaos-replay: 'not-a-token' is not a replay token*"])
+    from chaosproxy.testing.explore import Call, Run
+
+    token = Run("test_bad.py::test_gone", (Call("GET", "/a"),), ("GET /a",), "503").token()
+    gone = run(project, "test_bad.py::test_other", "--chaos-replay", token)
+    assert gone.ret == 4
+    gone.stderr.fnmatch_lines(
+        ["*the token replays test_bad.py::test_gone, which is not among the tests selected*"]
+    )

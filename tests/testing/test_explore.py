@@ -224,6 +224,12 @@ def test_targeting_records_calls_in_first_order_and_lets_only_targets_reach_the_
     targeting.end()
     assert targeting.targets is None
 
+    # after end(), until the next begin(), the inner decider decides alone, early too
+    inner.asked.clear()
+    assert targeting.decide_early(View()) == (True, None)
+    assert targeting.decide(View(path="/z/9"), None) == "decision"
+    assert inner.asked == ["/z/9"] and Call("GET", "/z/{id}") not in targeting.seen
+
 
 @pytest.mark.parametrize(
     ("nodeid", "base"),
