@@ -122,7 +122,7 @@ def shown_in_order(session: Session, output: str) -> str | None:
     return None
 
 
-@pytest.mark.slow  # three pytest sessions with proxies in a subprocess
+@pytest.mark.slow  # two pytest sessions with proxies in a subprocess
 def test_the_explore_page_runs_as_shown(pytester: pytest.Pytester) -> None:
     page = DOCS / "explore.md"
     files = {n: t for n, t in named_files(page).items() if n.endswith(".py")}
@@ -145,14 +145,10 @@ def test_the_explore_page_runs_as_shown(pytester: pytest.Pytester) -> None:
     explored.assert_outcomes(passed=8, failed=5)
     assert shown_in_order(shown[command], explored.stdout.str()) is None
 
-    # the page's replay command is the report's, and replays the failure
+    # the page's replay command is the report's (tests/plugin/test_explore.py replays one)
     doc = json.loads((pytester.path / "explore.json").read_text())
     replays = [r["replay"] for r in doc["tests"][0]["runs"] if r["status"] == "failed"]
-    replay = next(c for c in shown if "--chaos-replay" in c)
-    assert replay == replays[0]
-    again = pytester.runpytest_subprocess(*shlex.split(replay)[1:], timeout=240)
-    again.assert_outcomes(failed=1)
-    again.stdout.fnmatch_lines(["E * assert 500 == 200"])
+    assert next(c for c in shown if "--chaos-replay" in c) == replays[0]
 
 
 # --------------------------------------------------------------------------- scenarios
