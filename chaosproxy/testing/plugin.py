@@ -19,6 +19,9 @@ marker, ``--chaos-seed``, ``CHAOSPROXY_SEED``, the ``chaos_seed`` ini option, th
 scenario's own seed, or is chosen at random, in that order; a failing test's report names
 it, with the decisions taken, so ``--chaos-seed N`` replays the failure exactly.
 
+``@pytest.mark.chaos_explore`` and ``--chaos-explore`` run a test once per (upstream call
+x fault), only that call failing (:mod:`chaosproxy.testing.explorer`, made on first need).
+
 pytest loads this module in every session where chaosproxy is installed, so it imports
 only pytest at load: the proxy, the scenario model and mitmproxy are imported by the
 fixtures that use them (a session that never asks for ``chaos_proxy`` imports none).

@@ -191,6 +191,13 @@ def test_c(chaos_proxy):
     s.get(f"{chaos_proxy.url}/beta", timeout=TIMEOUT).raise_for_status()
 
 
+@pytest.mark.chaos_explore(faults=["503"], attempts=1)
+def test_first_attempts(chaos_proxy):
+    s = requests.Session()
+    fetch(s, f"{chaos_proxy.url}/retried")  # its retry gets through
+    s.get(f"{chaos_proxy.url}/not-retried", timeout=TIMEOUT).raise_for_status()
+
+
 @pytest.mark.chaos_explore
 def test_broken(chaos_proxy):
     requests.get(f"{chaos_proxy.url}/x", timeout=TIMEOUT)
@@ -213,10 +220,12 @@ def test_budget_repeats_pairs_and_a_failing_baseline_under_xdist(project: pytest
     result = run(
         project, "-n", "2", "--chaos-explore-depth", "2", "--chaos-explore-json", "out.json", "-rs"
     )
+    # items (each test's fault-free run first):
     # test_a: 4 singles + 2 pairs pass; test_b: 3 of its 12 runs (2 repeat test_a's);
-    # test_c: alpha passes, beta fails, so their pair is skipped; test_broken: only its baseline
-    # test_changing_calls: its run fails, as the call it explores is not made any more
-    result.assert_outcomes(passed=1 + 6 + 1 + 1 + 1 + 1 + 1, failed=1 + 1 + 1, skipped=3)
+    # test_c: alpha passes, beta fails, so their pair is skipped; test_first_attempts: the
+    # same, only the call without a retry failing; test_broken: only its fault-free run,
+    # failing; test_changing_calls: its run fails, the call it explores is not made any more
+    result.assert_outcomes(passed=7 + 2 + 2 + 2 + 1, failed=1 + 1 + 1 + 1, skipped=2 + 1 + 1)
     result.stdout.fnmatch_lines_random(
         [
             "test_budget.py::test_a: 2 calls x 2 faults; 6 runs: 6 passed, 0 failed, 0 skipped "
@@ -229,17 +238,19 @@ def test_budget_repeats_pairs_and_a_failing_baseline_under_xdist(project: pytest
             "test_budget.py::test_c: 2 calls x 1 faults; 3 runs: 1 passed, 1 failed, 1 skipped "
             "(0 repeats); 0 left out by the budget",
             "  pair GET /alpha + GET /beta x 503: skip (explore: GET /beta x 503 already fails alone)",
+            "  GET /retried * pass",
+            "  GET /not-retried * FAIL",
             "test_budget.py::test_broken: 1 calls x 6 faults; 0 runs: *",
             "  the fault-free run failed, so nothing was explored: fix it first",
             "  FAIL GET /first x 503: Failed: explore: GET /first was not requested in this run *",
-            "explored 5 tests: 13 runs, 8 passed, 2 failed, 3 skipped (2 repeat an identity already "
+            "explored 6 tests: 16 runs, 9 passed, 3 failed, 4 skipped (2 repeat an identity already "
             "explored), 9 left out by the budget",
             "SKIPPED * explore: repeat of a run of test_budget.py::test_a",
         ]
     )
     doc = json.loads((project.path / "out.json").read_text())
     assert doc["totals"] == {
-        "runs": 13, "passed": 8, "failed": 2, "skipped": 3, "repeats": 2, "over_budget": 9
+        "runs": 16, "passed": 9, "failed": 3, "skipped": 4, "repeats": 2, "over_budget": 9
     }  # fmt: skip
     b = next(t for t in doc["tests"] if t["test"].endswith("test_b"))
     assert [(r["calls"], r["fault"], r["status"]) for r in b["runs"]] == [
