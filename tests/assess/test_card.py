@@ -158,6 +158,28 @@ def test_null_items_say_not_probed_or_none_seen() -> None:
             "linear: base 0.1 s, jitter",
         ),
         (
+            {
+                "kind": "linear",
+                "base_s": 0.1,
+                "multiplier": None,
+                "cap_s": None,
+                "jitter": False,
+                "increment_s": 0.05,
+            },
+            "linear: base 0.1 s, +0.05 s each, no jitter",
+        ),
+        (
+            {
+                "kind": "exponential",
+                "base_s": 0.2,
+                "multiplier": 2,
+                "cap_s": None,
+                "jitter": False,
+                "first_immediate": True,
+            },
+            "first retry at once, then exponential: base 0.2 s, x2, no jitter",
+        ),
+        (
             {"kind": "exponential", "base_s": 0.05, "multiplier": 3, "cap_s": 1.0, "jitter": None},
             "exponential: base 0.05 s, x3, cap 1 s, no jitter",
         ),

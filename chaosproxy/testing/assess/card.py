@@ -101,12 +101,15 @@ def describe_backoff(backoff: Mapping[str, Any]) -> str:
     parts = []
     if backoff.get("base_s") is not None:
         parts.append(f"base {seconds(backoff['base_s'])}")
-    if backoff.get("multiplier") is not None and kind != "constant":
+    if backoff.get("increment_s") is not None and kind == "linear":
+        parts.append(f"+{seconds(backoff['increment_s'])} each")
+    elif backoff.get("multiplier") is not None and kind != "constant":
         parts.append(f"x{backoff['multiplier']:g}")
     if backoff.get("cap_s") is not None:
         parts.append(f"cap {seconds(backoff['cap_s'])}")
     parts.append("jitter" if backoff.get("jitter") else "no jitter")
-    return f"{kind}: {', '.join(parts)}"
+    first = "first retry at once, then " if backoff.get("first_immediate") else ""
+    return f"{first}{kind}: {', '.join(parts)}"
 
 
 def describe(item: str, value: Any, doc: Mapping[str, Any]) -> str:
