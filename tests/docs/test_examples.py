@@ -167,14 +167,32 @@ def refused_files() -> set[tuple[Path, str]]:
     return refused
 
 
+def is_policy(block: Block) -> bool:
+    """A ``chaosproxy assess --expect`` policy file (``# policy.yaml``), not a scenario."""
+    return block.lang == "yaml" and (block.name or "").startswith("policy")
+
+
 def scenario_blocks() -> list[Block]:
     found = []
     refused = refused_files()
     for block in all_blocks():
-        if block.lang != "yaml" or (block.page, block.name) in refused:
+        if block.lang != "yaml" or (block.page, block.name) in refused or is_policy(block):
             continue
         found.append(block)
     return found
+
+
+@pytest.mark.unit
+def test_policy_examples_load(tmp_path: Path) -> None:
+    """Every policy file shown loads as ``--expect`` reads it (docs/assess.md has one)."""
+    from chaosproxy.testing.assess import expect
+
+    policies = [b for b in all_blocks() if is_policy(b)]
+    assert any(b.page == DOCS / "assess.md" for b in policies)
+    for block in policies:
+        path = tmp_path / (block.name or "policy.yaml")
+        path.write_text(block.text, encoding="utf-8")
+        assert expect.load(path).rules, f"{block}: no expectations"
 
 
 @pytest.mark.unit
