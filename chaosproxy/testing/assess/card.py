@@ -114,8 +114,8 @@ def describe_backoff(backoff: Mapping[str, Any]) -> str:
 
 def describe(item: str, value: Any, doc: Mapping[str, Any]) -> str:
     """One policy item's value in words (null: not probed, or none seen, as it applies)."""
-    proof = (doc.get("evidence") or {}).get(item)
-    probed = bool(proof) and (proof.get("samples") or 0) > 0  # 0 samples: not probed
+    proof = (doc.get("evidence") or {}).get(item) or {}
+    probed = (proof.get("samples") or 0) > 0  # evidence of 0 samples: not probed
     if value is None:
         if item == "retries_non_idempotent":
             return "not probed (assess with --trigger-method POST)"
