@@ -91,6 +91,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     explore.addoption(
         "--chaos-explore",
         action="store_true",
+        default=None,  # None: not given (no exploration made at start)
         dest="chaos_explore",
         help="explore every test using chaos_proxy: fail each upstream call it makes with "
         "each fault of the menu, one run (one item) each",
@@ -153,8 +154,14 @@ def pytest_configure(config: pytest.Config) -> None:
     _configured_seed(config)  # a bad seed, directory or timeout stops the run before any test
     _scenario_dirs(config)
     _upstream_timeouts(config)
-    explore_options = ("chaos_explore", "chaos_replay", "chaos_explore_record")
-    if any(config.getoption(name) for name in explore_options):
+    explore_options = (
+        "chaos_explore",
+        "chaos_replay",
+        "chaos_explore_record",
+        "chaos_explore_max",
+        "chaos_explore_depth",
+    )
+    if any(config.getoption(name) is not None for name in explore_options):
         _explorer(config)
 
 

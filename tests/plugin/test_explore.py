@@ -280,6 +280,9 @@ def test_bad_markers_and_tokens_stop_before_any_proxy_starts(project: pytest.Pyt
             "*@pytest.mark.chaos_explore on test_bad.py::test_menu: unknown fault(s) boom; the menu: 503, 429, *"
         ]
     )
+    depth = run(project, "--chaos-explore-depth", "3")
+    assert depth.ret == 4  # a usage error
+    depth.stderr.fnmatch_lines(["*--chaos-explore-depth: 1 (single calls) or 2 (pairs)"])
     bad = run(project, "--chaos-replay", "not-a-token")
     assert bad.ret == 4  # a usage error
     bad.stderr.fnmatch_lines(["*--chaos-replay: 'not-a-token' is not a replay token*"])
