@@ -342,7 +342,11 @@ class ChaosAddon:
         """Keep the scenario's state where ``spec`` says (``--state``: None or ``memory``,
         or ``redis://HOST:PORT/DB``); before the proxy runs. Raises StateError."""
         self.state = open_state(
-            spec, self.engine, on_reset=self.decisions.clear, reschedule=self.reschedule
+            spec,
+            self.engine,
+            on_reset=self.decisions.clear,
+            reschedule=self.reschedule,
+            on_apply=lambda: self.on_apply() if self.on_apply is not None else None,
         )
         self.decider = StateDecider(self.state)
 

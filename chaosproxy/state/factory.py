@@ -15,13 +15,16 @@ def open_state(
     *,
     on_reset: Callable[[], object] | None = None,
     reschedule: Callable[[], object] | None = None,
+    on_apply: Callable[[], object] | None = None,
 ) -> ScenarioState:
     """The state ``text`` names (None or ``memory``: this process) for ``engine``;
-    ``on_reset`` and ``reschedule`` are called when another replica resets the counters
-    or moves the phase clock."""
+    ``on_reset``, ``reschedule`` and ``on_apply`` are called when another replica resets
+    the counters, moves the phase clock or applies a scenario."""
     url = parse_url(text or "")
     if url is None:
         return MemoryState(engine)
     from chaosproxy.state.shared import RedisState
 
-    return RedisState(url, engine, on_reset=on_reset, reschedule=reschedule)
+    return RedisState(
+        url, engine, on_reset=on_reset, reschedule=reschedule, on_apply=on_apply
+    )

@@ -109,12 +109,14 @@ class RedisState:
         *,
         on_reset: Callable[[], object] | None = None,
         reschedule: Callable[[], object] | None = None,
+        on_apply: Callable[[], object] | None = None,
         timeout: float = DECISION_TIMEOUT,
     ) -> None:
         self.url = url
         self.engine = engine
         self.on_reset = on_reset
         self.reschedule = reschedule
+        self.on_apply = on_apply
         self.timeout = timeout
         self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         #: True while Redis does not answer: decisions use this replica's own state
@@ -428,6 +430,8 @@ class RedisState:
                 scenario = scenario_mod.load_data(body["scenario"], "shared state")
                 engine.apply(scenario, body.get("source"), int(body["seed"]))
                 engine.seed_source = body.get("seed_source") or "apply"
+                if self.on_apply is not None:  # --workers: the workers' copies too
+                    self.on_apply()
                 logger.info(
                     "scenario %s applied from the shared state (version %d, seed %s)",
                     scenario.label,

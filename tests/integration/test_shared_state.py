@@ -1,8 +1,9 @@
 """``--state redis://``: three ``chaosproxy run`` processes sharing one Redis act as one proxy.
 
-One redis-server and three replicas for the module; each test PUTs its scenario on one
-replica (the others take it through Redis) and drives the replicas in turn. The last test
-kills Redis mid-run and starts it again.
+One redis-server and three replicas for the module (the third with ``--workers 2``: its
+coordinator decides against the shared state for its workers); each test PUTs its
+scenario on one replica (the others take it through Redis) and drives the replicas in
+turn. The last test kills Redis mid-run and starts it again.
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Replica:
-    def __init__(self, upstream: str, state: str) -> None:
+    def __init__(self, upstream: str, state: str, *extra: str) -> None:
         self.port, self.admin = free_port(), free_port()
         self.url, self.api = f"http://127.0.0.1:{self.port}", f"http://127.0.0.1:{self.admin}"
         cmd = [
             sys.executable, "-m", "chaosproxy.cli", "run", "--upstream", upstream,
             "--listen", f"127.0.0.1:{self.port}", "--admin", f"127.0.0.1:{self.admin}",
-            "--state", state,
+            "--state", state, *extra,
         ]  # fmt: skip
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -100,7 +101,11 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster(upstream: UpstreamServer) -> Iterator[Cluster]:
     with running_redis() as redis:
-        replicas = [Replica(upstream.url, redis.url) for _ in range(3)]
+        replicas = [
+            Replica(upstream.url, redis.url),
+            Replica(upstream.url, redis.url),
+            Replica(upstream.url, redis.url, "--workers", "2"),
+        ]
         try:
             for replica in replicas:
                 wait_until(replica.ready, timeout=60, interval=0.05)
