@@ -75,6 +75,21 @@ def _accuracy(results: dict[str, Any], proxy: str, label: str) -> list[dict[str,
     return out
 
 
+def _state_target(results: dict[str, Any]) -> dict[str, Any]:
+    """Passthrough costs the same with --state redis:// (Redis is never asked): CPU per
+    request within 15% (what two runs of the same proxy differ by on a shared machine)."""
+    text = "passthrough CPU per request with --state redis within 15% of in memory"
+    rows = {row["proxy"]: row["c32"] for row in results.get("state", [])}
+    mem, shared = rows.get("passthrough-20, in memory"), rows.get("passthrough-20, --state redis")
+    if not mem or not shared or not mem.get("cpu_us_per_request"):
+        return _target(text, "not measured", None)
+    a, b = mem["cpu_us_per_request"], shared.get("cpu_us_per_request", 0)
+    clean = mem["errors"] == shared["errors"] == 0
+    value = f"{b / 1000:.2f} vs {a / 1000:.2f} ms ({b / a - 1:+.0%}; {shared['rps']:.0f} vs "
+    value += f"{mem['rps']:.0f} req/s)" + _errors(shared)
+    return _target(text, value, abs(b / a - 1) <= 0.15 and clean)
+
+
 def judge(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target of issue 7: met (True), not met (False) or not measured (None)."""
     out: list[dict[str, Any]] = []
@@ -117,6 +132,7 @@ def judge(results: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(_target(text, value, ours1["p50_ms"] < mitm1["p50_ms"]))
     else:
         out.append(_target(text, "not measured", None))
+    out.append(_state_target(results))
     out.extend(_accuracy(results, "chaosproxy", ""))
     for name in sorted({row["proxy"] for row in results.get("accuracy", [])}):
         if name.startswith("chaosproxy --workers"):  # reported too, judged on its own
@@ -186,6 +202,23 @@ def markdown(results: dict[str, Any]) -> str:
         cpu = c32.get("cpu_us_per_request") if c32 else None
         c = f"{cpu / 1000:.2f} ms" if cpu else "-"
         lines.append(f"| {row['proxy']} | {a} | {b} | {c} |")
+    if results.get("state"):
+        lines += [
+            "",
+            "Shared state (`--state redis://`, a local redis-server) against in memory, c=32: "
+            "decide-all (every request matches a rule, so each is decided: in Redis with "
+            "--state) and passthrough-20 (no rule matches: Redis is never asked):",
+            "",
+            "| proxy | decisions or requests/s (p50 / p99) | CPU per request |",
+            "|---|---|---|",
+        ]
+        for row in results["state"]:
+            r = row["c32"]
+            cpu = r.get("cpu_us_per_request")
+            lines.append(
+                f"| {row['proxy']} | {_fmt_rps(r)} ({r['p50_ms']:.2f} / {r['p99_ms']:.2f} ms) | "
+                f"{f'{cpu / 1000:.2f} ms' if cpu else '-'} |"
+            )
     if results.get("accuracy"):
         lines += ["", "Latency injection, 100 ms asked:", ""]
         lines += ["| proxy | connections | p50 | p90 | p99 | req/s | errors |"]

@@ -34,7 +34,7 @@ from bench.procs import free_port
 from bench.upstream import Upstream
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("throughput", "accuracy", "held", "rss", "startup")
+SECTIONS = ("throughput", "state", "accuracy", "held", "rss", "startup")
 
 
 def _say(text: str) -> None:
@@ -175,6 +175,36 @@ class Bench:
                 {"proxy": t.name, **{f"c{c}": combine(parts[(t.name, c)]) for c in (1, 32)}}
                 for t in started
             ]
+
+    def state(self, up: Upstream) -> list[dict[str, Any]]:
+        """``--state redis://`` against in memory, at c=32: requests every one of which a
+        rule matches (each decided, through Redis with --state), and passthrough (no rule
+        matches: Redis is never asked, so the cost should be the same). Rounds take the
+        proxies in turn, as in the throughput section."""
+        with contextlib.ExitStack() as running:
+            redis = running.enter_context(targets.redis_server())
+            store = f"redis://127.0.0.1:{redis.port}"
+            runs: list[tuple[str, Callable[[], targets.Target]]] = []
+            # one database each: two clusters, or each would adopt the other's scenario
+            for db, scenario in enumerate(("decide-all", "passthrough-20")):
+                for state in (None, f"{store}/{db}"):
+                    label = f"{scenario}, {'--state redis' if state else 'in memory'}"
+                    runs.append((label, self._state_target(up, scenario, state, label)))
+            started = self._start_all("state", runs, running)
+            seconds = self.round_seconds()
+            parts: dict[str, list[dict[str, Any]]] = {}
+            for r in range(self.args.rounds):
+                for target in _in_turn(started, r):
+                    _say(f"state: {target.name}, c=32, round {r + 1}/{self.args.rounds}")
+                    one = self.measure(target.url + "/bench", 32, target, seconds, warm=r == 0)
+                    parts.setdefault(target.name, []).append(one)
+        return [{"proxy": t.name, "c32": combine(parts[t.name])} for t in started]
+
+    @staticmethod
+    def _state_target(
+        up: Upstream, scenario: str, state: str | None, label: str
+    ) -> Callable[[], targets.Target]:
+        return lambda: targets.chaosproxy(up.url, scenario, state=state, name=label)
 
     def round_seconds(self) -> float:
         """How long each throughput round runs: --duration split over --rounds (wrk runs

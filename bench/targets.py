@@ -77,9 +77,16 @@ def _launch(name: str, cmd: list[str], port: int, env: dict[str, str] | None = N
 
 
 def chaosproxy(
-    upstream: str, scenario: str, *, workers: int = 1, env: dict[str, str] | None = None
+    upstream: str,
+    scenario: str,
+    *,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    state: str | None = None,
+    name: str | None = None,
 ) -> Target:
-    """``chaosproxy run`` as users start it (the console script's entry point)."""
+    """``chaosproxy run`` as users start it (the console script's entry point); ``state``:
+    its ``--state`` (e.g. ``redis://127.0.0.1:PORT/0``)."""
     port = free_port()
     cmd = [
         sys.executable,
@@ -100,7 +107,10 @@ def chaosproxy(
         cmd += ["--admin", admin]
     if workers > 1:
         cmd += ["--workers", str(workers)]
-    name = "chaosproxy" if workers == 1 else f"chaosproxy --workers {workers}"
+    if state is not None:
+        cmd += ["--state", state]
+    if name is None:
+        name = "chaosproxy" if workers == 1 else f"chaosproxy --workers {workers}"
     target = _launch(name, cmd, port, env)
     if admin is not None:
         target.extra["admin"] = admin
@@ -120,6 +130,16 @@ def mitmdump(upstream: str, *, script: str | None = None) -> Target:
     if script:
         cmd += ["-s", str(HERE / script)]
     return _launch("mitmdump" if not script else "mitmdump + sleep addon", cmd, port)
+
+
+def redis_server() -> Target:
+    """A redis-server of its own on a free loopback port, in memory only (for --state)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (make sysdeps installs it)")
+    port = free_port()
+    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    return _launch("redis-server", cmd, port)
 
 
 def direct(url: str, name: str) -> Target:
