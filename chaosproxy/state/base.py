@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from chaosproxy.core.engine import Decision, RequestView
+from chaosproxy.core.units import parse_duration
 
 #: The environment variable ``--state`` defaults to.
 STATE_ENV = "CHAOSPROXY_STATE"
@@ -64,14 +65,22 @@ class ScenarioState(Protocol):
         ...
 
 
+#: The longest a request waits for its decision from Redis, unless the URL says
+#: ``?timeout=``: then it is decided with the replica's own state.
+DEFAULT_TIMEOUT = 0.05
+#: The longest ``?timeout=`` may be.
+MAX_TIMEOUT = 5.0
+
+
 @dataclass(frozen=True)
 class RedisURL:
-    """A parsed ``redis://[:PASSWORD@]HOST[:PORT][/DB]``."""
+    """A parsed ``redis://[:PASSWORD@]HOST[:PORT][/DB][?timeout=DURATION]``."""
 
     url: str
     host: str
     port: int
     db: int
+    timeout: float = DEFAULT_TIMEOUT
 
     @property
     def safe(self) -> str:
@@ -80,7 +89,8 @@ class RedisURL:
 
 
 def parse_url(text: str) -> RedisURL | None:
-    """``memory`` (or empty: None) or ``redis://HOST[:PORT][/DB]``; StateError otherwise."""
+    """``memory`` (or empty: None) or ``redis://HOST[:PORT][/DB][?timeout=DURATION]``;
+    StateError otherwise."""
     text = text.strip()
     if text in ("", "memory"):
         return None
@@ -96,4 +106,14 @@ def parse_url(text: str) -> RedisURL | None:
     db_text = parts.path.strip("/") or "0"
     if not db_text.isdigit():
         raise StateError(f"{text!r}: the database is a number (redis://HOST:PORT/0)")
-    return RedisURL(text, parts.hostname, port, int(db_text))
+    timeout = DEFAULT_TIMEOUT
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key != "timeout":
+            raise StateError(f"{text!r}: unknown option {key!r} (only timeout=DURATION)")
+        try:
+            timeout = parse_duration(value)
+        except ValueError as exc:
+            raise StateError(f"{text!r}: timeout: {exc}") from None
+        if not 0 < timeout <= MAX_TIMEOUT:
+            raise StateError(f"{text!r}: timeout must be above 0 and at most {MAX_TIMEOUT:g}s")
+    return RedisURL(text, parts.hostname, port, int(db_text), timeout)

@@ -20,11 +20,15 @@ What lives in Redis (keys under ``chaosproxy:`` in the URL's database):
 The clock is shared too: each replica reads Redis's ``TIME`` when it connects and counts
 phases from that, so a phase starts and ends at the same moment everywhere.
 
-When Redis does not answer a decision within :data:`DECISION_TIMEOUT` (50 ms), the
-replica decides with its own copy of the state (the counts Redis last returned), says so
-once (a warning), counts those decisions in ``chaosproxy_state_fallbacks_total``, checks
-every :data:`RECONNECT_INTERVAL` s and rejoins when Redis answers: changes made meanwhile
-are shared then (or, if Redis came back empty, the scenario is shared afresh).
+When Redis does not answer a decision within :data:`DECISION_TIMEOUT` (50 ms; the URL's
+``?timeout=`` to change it), that
+request is decided with the replica's own copy of the state (the counts Redis last
+returned) and counted in ``chaosproxy_state_fallbacks_total``. A connection that fails,
+or a ping that gets no answer within :data:`CONTROL_TIMEOUT` after such a timeout (a
+busy process can miss 50 ms; a hung Redis misses both), makes the replica decide alone
+until Redis answers again: it says so once (a warning), checks every
+:data:`RECONNECT_INTERVAL` s and rejoins; changes made meanwhile are shared then (or, if
+Redis came back empty, the scenario is shared afresh).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from typing import Any
 
 from chaosproxy.core import scenario as scenario_mod
 from chaosproxy.core.engine import Decision, Engine, RequestView
-from chaosproxy.state.base import RedisURL, StateUnavailable
+from chaosproxy.state.base import DEFAULT_TIMEOUT, RedisURL, StateUnavailable
 from chaosproxy.state.selection import (
     SELECT_SCRIPT,
     Candidate,
@@ -55,8 +59,9 @@ from chaosproxy.state.selection import (
 
 logger = logging.getLogger("chaosproxy")
 
-#: The longest a request waits on Redis for its decision (then: this replica's own state).
-DECISION_TIMEOUT = 0.05
+#: The longest a request waits on Redis for its decision (then: this replica's own
+#: state), unless the URL says ``?timeout=``.
+DECISION_TIMEOUT = DEFAULT_TIMEOUT
 #: The longest a change (apply, pause, jump...) or a heartbeat waits on Redis.
 CONTROL_TIMEOUT = 0.5
 #: How long the first connection may take at start-up before the proxy serves without it.
@@ -110,14 +115,15 @@ class RedisState:
         on_reset: Callable[[], object] | None = None,
         reschedule: Callable[[], object] | None = None,
         on_apply: Callable[[], object] | None = None,
-        timeout: float = DECISION_TIMEOUT,
+        timeout: float | None = None,
     ) -> None:
         self.url = url
         self.engine = engine
         self.on_reset = on_reset
         self.reschedule = reschedule
         self.on_apply = on_apply
-        self.timeout = timeout
+        #: the longest a request waits for Redis's decision (the URL's ?timeout=, 50 ms)
+        self.timeout = timeout if timeout is not None else url.timeout
         self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         #: True while Redis does not answer: decisions use this replica's own state
         self.degraded = True
@@ -137,6 +143,7 @@ class RedisState:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listener: asyncio.Task[None] | None = None
         self._reconnecting: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[None] | None = None
         self._stopping = False
         self._warned = False  # the warning for this outage was given
 
@@ -276,14 +283,20 @@ class RedisState:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     raise TimeoutError(f"no answer within {self.timeout * 1000:g} ms")
-                call = self._select(keys=keys, args=arguments(cands, seed, req))
-                result = read_reply(cands, await asyncio.wait_for(call, remaining))
+                async with asyncio.timeout(remaining):  # no task of its own, unlike wait_for
+                    reply = await self._select(keys=keys, args=arguments(cands, seed, req))
+                result = read_reply(cands, reply)
                 if isinstance(result, NeedDraws):  # other replicas matched that rule meanwhile
                     cands[result.position].draw_base = result.seen
                     continue
                 tried = [(c.state, seen, injected) for c, seen, injected in result.tried]
                 self.engine.count_shared(tried, result.fired)
                 return decision_of(result, seed)
+        except TimeoutError:  # Redis hangs, or this process is too busy to hear it in time
+            if self._stopping:
+                raise
+            self._suspect()
+            return self._local(req)
         except Exception as exc:  # noqa: BLE001 - whatever went wrong, the request goes on
             if self._stopping:
                 raise
@@ -291,6 +304,23 @@ class RedisState:
             return self._local(req)
 
     # ------------------------------------------------------------------ losing and rejoining
+
+    def _suspect(self) -> None:
+        """A decision timed out: that request was decided here; a ping tells whether Redis
+        is away (then all decide here until it answers) or this process was only busy."""
+        if not self.degraded and (self._probe is None or self._probe.done()):
+            self._probe = self._spawn(self._ping())
+
+    async def _ping(self) -> None:
+        try:
+            await asyncio.wait_for(self._redis.ping(), CONTROL_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001
+            if not str(exc):
+                exc = TimeoutError(
+                    f"no decision within {self.timeout * 1000:g} ms, "
+                    f"nor an answer to a ping within {CONTROL_TIMEOUT:g} s"
+                )
+            self._lost(exc)
 
     def _lost(self, exc: BaseException) -> None:
         """Redis did not answer: decide locally (one warning), try again in the background."""

@@ -35,6 +35,12 @@ def test_redis_urls(text: str, host: str, port: int, db: int) -> None:
     url = parse_url(text)
     assert url is not None and (url.host, url.port, url.db) == (host, port, db)
     assert "secret" not in url.safe
+    assert url.timeout == 0.05
+
+
+def test_the_decision_timeout_can_be_given_in_the_url() -> None:
+    url = parse_url("redis://127.0.0.1:6379/1?timeout=250ms")
+    assert url is not None and url.timeout == 0.25 and url.db == 1
 
 
 @pytest.mark.parametrize(
@@ -44,6 +50,10 @@ def test_redis_urls(text: str, host: str, port: int, db: int) -> None:
         ("redis://127.0.0.1:99999/0", "out of range"),
         ("redis:///0", "no host"),
         ("redis://h:6379/zero", "the database is a number"),
+        ("redis://h/0?timeout=0", "timeout must be above 0"),
+        ("redis://h/0?timeout=1m", "at most 5s"),
+        ("redis://h/0?timeout=soon", "timeout: "),
+        ("redis://h/0?retries=3", "unknown option 'retries'"),
     ],
 )
 def test_bad_state_urls(text: str, message: str) -> None:

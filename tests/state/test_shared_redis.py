@@ -15,7 +15,7 @@ import pytest
 from chaosproxy.core.engine import Decision, Engine, SimpleRequest
 from chaosproxy.core.scenario import load_text
 from chaosproxy.state import parse_url, selection
-from chaosproxy.state.shared import DECISION_TIMEOUT, RedisState
+from chaosproxy.state.shared import CONTROL_TIMEOUT, DECISION_TIMEOUT, RedisState
 from tests.support import RedisServer, running_redis
 
 SCENARIO = """
@@ -60,13 +60,13 @@ def _summary(decision: Decision | None) -> tuple[Any, ...] | None:
     return (decision.name, decision.match_number, decision.retry_after, decision.attempt)
 
 
-async def _replicas(url: str, n: int) -> list[RedisState]:
+async def _replicas(url: str, n: int, timeout: float | None = None) -> list[RedisState]:
     parsed = parse_url(url)
     assert parsed is not None
     out = []
     for _ in range(n):
         engine = Engine(load_text(SCENARIO))
-        state = RedisState(parsed, engine)
+        state = RedisState(parsed, engine, timeout=timeout)
         await state.start()
         engine.start()
         await state.join()
@@ -89,7 +89,8 @@ def test_three_replicas_decide_as_one_engine(
     expected = [_summary(reference.decide(_request(i))) for i in range(120)]
 
     async def run() -> list[tuple[Any, ...] | None]:
-        replicas = await _replicas(redis.url, 3)
+        # a loaded machine can miss 50 ms, and that request is decided alone: not here
+        replicas = await _replicas(redis.url, 3, timeout=2.0)
         try:
             return [_summary(await _decide(replicas[i % 3], _request(i))) for i in range(120)]
         finally:
@@ -115,15 +116,20 @@ def test_a_hung_redis_costs_a_request_the_timeout_once_then_nothing(
             assert not state.degraded and state.fallbacks == 0
             redis.proc.send_signal(signal.SIGSTOP)  # answers nothing, closes nothing
             try:
-                started = time.monotonic()
-                await _decide(state, _request(2))
-                first = time.monotonic() - started
-                started = time.monotonic()
-                for i in range(3, 20):
+                waits = []
+                i = 2
+                while not state.degraded:  # each waits 50 ms at most, until a ping fails
+                    started = time.monotonic()
                     await _decide(state, _request(i))
+                    waits.append(time.monotonic() - started)
+                    i += 1
+                assert max(waits) < DECISION_TIMEOUT + 0.1, waits
+                assert len(waits) <= CONTROL_TIMEOUT / DECISION_TIMEOUT + 5, waits
+                started = time.monotonic()
+                for j in range(i, i + 20):
+                    await _decide(state, _request(j))
                 rest = time.monotonic() - started
-                assert state.degraded and state.health()["status"] == "degraded"
-                assert first < DECISION_TIMEOUT + 0.1, first
+                assert state.health()["status"] == "degraded"
                 assert rest < 0.1, rest  # no more waiting while it is away
             finally:
                 redis.proc.send_signal(signal.SIGCONT)
