@@ -66,6 +66,15 @@ def held_requests(admin: str) -> int:
         return int(json.load(answer)["held"])
 
 
+def metric(admin: str, name: str) -> float | None:
+    """One sample of chaosproxy's ``/metrics`` (None when it has none by that name)."""
+    with urllib.request.urlopen(f"http://{admin}/metrics", timeout=5) as answer:
+        for line in answer.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return None
+
+
 def wait_held(admin: str, n: int, timeout: float = 30.0) -> int:
     """Wait until chaosproxy holds at least ``n`` requests; how many it holds then (fewer
     only when ``timeout`` seconds passed first)."""

@@ -209,15 +209,17 @@ def markdown(results: dict[str, Any]) -> str:
             "decide-all (every request matches a rule, so each is decided: in Redis with "
             "--state) and passthrough-20 (no rule matches: Redis is never asked):",
             "",
-            "| proxy | decisions or requests/s (p50 / p99) | CPU per request |",
-            "|---|---|---|",
+            "| proxy | decisions or requests/s (p50 / p99) | CPU per request | decided alone |",
+            "|---|---|---|---|",
         ]
         for row in results["state"]:
             r = row["c32"]
             cpu = r.get("cpu_us_per_request")
+            alone = row.get("fallbacks")
             lines.append(
                 f"| {row['proxy']} | {_fmt_rps(r)} ({r['p50_ms']:.2f} / {r['p99_ms']:.2f} ms) | "
-                f"{f'{cpu / 1000:.2f} ms' if cpu else '-'} |"
+                f"{f'{cpu / 1000:.2f} ms' if cpu else '-'} | "
+                f"{'-' if alone is None else f'{alone:,.0f}'} |"
             )
     if results.get("accuracy"):
         lines += ["", "Latency injection, 100 ms asked:", ""]

@@ -198,7 +198,16 @@ class Bench:
                     _say(f"state: {target.name}, c=32, round {r + 1}/{self.args.rounds}")
                     one = self.measure(target.url + "/bench", 32, target, seconds, warm=r == 0)
                     parts.setdefault(target.name, []).append(one)
-        return [{"proxy": t.name, "c32": combine(parts[t.name])} for t in started]
+            rows = []
+            for t in started:
+                row: dict[str, Any] = {"proxy": t.name, "c32": combine(parts[t.name])}
+                if "--state" in t.name and t.extra.get("admin"):
+                    # decided alone because Redis missed the timeout: not Redis's decisions
+                    row["fallbacks"] = procs.metric(
+                        t.extra["admin"], "chaosproxy_state_fallbacks_total"
+                    )
+                rows.append(row)
+        return rows
 
     @staticmethod
     def _state_target(

@@ -25,6 +25,4 @@ def open_state(
         return MemoryState(engine)
     from chaosproxy.state.shared import RedisState
 
-    return RedisState(
-        url, engine, on_reset=on_reset, reschedule=reschedule, on_apply=on_apply
-    )
+    return RedisState(url, engine, on_reset=on_reset, reschedule=reschedule, on_apply=on_apply)

@@ -509,6 +509,8 @@ class RedisState:
             if not self.degraded:
                 try:
                     await self._beat()
+                except TimeoutError:
+                    self._suspect()  # a ping tells: away, or only this process busy
                 except Exception as exc:  # noqa: BLE001
                     self._lost(exc)
             await asyncio.sleep(HEARTBEAT)
