@@ -364,8 +364,9 @@ def test_the_assessment_dialog_runs_quick_and_shows_the_card(
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 720})
-            page.on(
+            # every page of the context: the dashboard and the HTML report it opens
+            context = browser.new_context(viewport={"width": 1280, "height": 720})
+            context.on(
                 "console",
                 lambda msg: (
                     problems.append(f"console {msg.type}: {msg.text}")
@@ -373,8 +374,8 @@ def test_the_assessment_dialog_runs_quick_and_shows_the_card(
                     else None
                 ),
             )
-            page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-            page.on(
+            context.on("weberror", lambda err: problems.append(f"page error: {err.error}"))
+            context.on(
                 "request",
                 lambda req: (
                     None
@@ -382,6 +383,8 @@ def test_the_assessment_dialog_runs_quick_and_shows_the_card(
                     else problems.append(f"request beyond the demo: {req.url}")
                 ),
             )
+            context.on("requestfailed", lambda req: problems.append(f"failed: {req.url}"))
+            page = context.new_page()
             page.goto(f"{base}/", wait_until="load")
             expect(page.locator("#connection")).to_have_text("live", timeout=15_000)
             expect(page.locator("#assessment")).to_be_hidden()
@@ -408,6 +411,7 @@ def test_the_assessment_dialog_runs_quick_and_shows_the_card(
             report = opened.value
             report.wait_for_load_state("load")
             timelines = report.locator("svg.timeline").count()
+            report.screenshot(path=str(SCREENSHOTS / "assess-report-from-demo.png"), full_page=True)
             page.locator("#assess-close").click()
             expect(page.locator("#assessment")).to_be_hidden()
         finally:

@@ -376,6 +376,8 @@ def render(assessment: Any, *, verdicts: Sequence[Verdict] | None = None) -> str
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        # no icon to fetch: served over HTTP (the demo's dashboard), a browser asks for one
+        '<link rel="icon" href="data:,">'
         f"<title>chaosproxy assess: {escape(target)}</title>"
         f"<style>{STYLE}</style></head><body>"
         f'<h1>chaosproxy assess</h1><p class="meta">{escape(target)}<br>'
