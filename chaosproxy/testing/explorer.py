@@ -60,10 +60,9 @@ _state_key = pytest.StashKey["_ItemState"]()
 class _ItemState:
     """The exploration's hold on one running item."""
 
-    def __init__(self, run: Run | None, targeting: Targeting, base: str) -> None:
+    def __init__(self, run: Run | None, targeting: Targeting) -> None:
         self.run = run
         self.targeting = targeting
-        self.base = base
         self.reached: set[Call] = set()
 
 
@@ -292,7 +291,7 @@ class Explorer:
         if self.record_path:
             settings = self.settings_of(item)[1]
             targeting.begin(None, settings.key)
-            item.stash[_state_key] = _ItemState(None, targeting, item.nodeid)
+            item.stash[_state_key] = _ItemState(None, targeting)
             return True
         if self.replay is not None and item.nodeid == self.replay.nodeid:
             run = self.replay
@@ -305,7 +304,7 @@ class Explorer:
         if run.targets:
             fixture.replay = f"pytest {base} --chaos-replay {replace(run, nodeid=base).token()}"
         targeting.begin(run.targets if run.targets else None, run.settings.key)
-        item.stash[_state_key] = _ItemState(run, targeting, base)
+        item.stash[_state_key] = _ItemState(run, targeting)
         return True
 
     def end(self, fixture: ExploredFixture, item: pytest.Item) -> None:

@@ -24,7 +24,7 @@ from chaosproxy.testing.explore import (
     route_template,
     singles_of,
 )
-from chaosproxy.testing.explorer import base_nodeid
+from chaosproxy.testing.explorer import Explorer, base_nodeid
 
 
 @pytest.mark.parametrize(
@@ -325,3 +325,40 @@ def test_the_json_report_holds_the_same(tmp_path: Any) -> None:
             "reason": "",
         }
     ]
+
+
+class Options:
+    """What Explorer reads of a pytest config: the command line's options."""
+
+    def __init__(self, **given: Any) -> None:
+        self.given = given
+
+    def getoption(self, name: str) -> Any:
+        return self.given.get(name)
+
+
+class Node:
+    def __init__(self, **kwargs: Any) -> None:
+        self.mark = pytest.mark.chaos_explore(**kwargs).mark
+        self.nodeid = "t.py::test"
+
+    def get_closest_marker(self, name: str) -> Any:
+        return self.mark if name == "chaos_explore" else None
+
+
+def explorer(**options: Any) -> Explorer:
+    return Explorer(Options(**options), None, [])  # type: ignore[arg-type]
+
+
+def test_the_marker_wins_over_the_command_line_and_bad_arguments_fail_the_collection() -> None:
+    cli = explorer(chaos_explore_max="4")
+    menu, settings, max_runs = cli.settings_of(Node(faults=["reset"], attempts=2, latency="5ms"))
+    assert (menu, settings.attempts, settings.latency, max_runs) == (("reset",), 2, "5ms", 4)
+    assert cli.settings_of(Node(max=1))[2] == 1
+    assert explorer().settings_of(Node())[0] == MENU and explorer().seed == 1
+    with pytest.raises(pytest.fail.Exception, match="takes keyword arguments only .* got budget"):
+        cli.settings_of(Node(budget=3))
+    with pytest.raises(pytest.fail.Exception, match="max: 'x' is not a whole number"):
+        cli.settings_of(Node(max="x"))
+    with pytest.raises(pytest.UsageError, match="--chaos-explore-depth"):
+        explorer(chaos_explore_depth="3")
