@@ -18,7 +18,8 @@ import requests
 from chaosproxy.testing.api import ChaosProxy
 from tests.h2upstream import running_h2_upstream
 from tests.integration.test_warmup import Proxy, Upstream, ask
-from tests.support import UpstreamServer, free_port, require_tool
+from chaosproxy.proxy_addons._internals.clientsock import connection_handlers
+from tests.support import UpstreamServer, free_port, require_tool, wait_until
 
 FORWARD = {
     "rules": [
@@ -54,6 +55,12 @@ def forward(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ChaosPro
         yield p, str(confdir / "mitmproxy-ca-cert.pem")
 
 
+def settled(proxy: ChaosProxy) -> None:
+    """Wait until the proxy has closed every client connection (and logged why), so that
+    nothing it says about a failed handshake outlives the test."""
+    wait_until(lambda: not connection_handlers(proxy._master), timeout=10)
+
+
 def session(proxy: ChaosProxy, ca: str | None = None) -> requests.Session:
     s = requests.Session()
     s.trust_env = False
@@ -68,8 +75,8 @@ def test_forward_connect_refused_and_dns_failure_refuse_the_tunnel(forward) -> N
     for host in ("refused.test", "gone.test"):
         code, status, err = curl("-x", proxy.url, "--cacert", ca, f"https://{host}/x")
         assert code == 56 and "CONNECT tunnel failed, response 502" in err, err
-        with pytest.raises(requests.exceptions.ProxyError):
-            session(proxy, ca).get(f"https://{host}/x", timeout=10)
+        with session(proxy, ca) as s, pytest.raises(requests.exceptions.ProxyError):
+            s.get(f"https://{host}/x", timeout=10)
         with (
             httpx.Client(proxy=proxy.url, verify=ssl.create_default_context(cafile=ca)) as c,
             pytest.raises(httpx.ProxyError),
@@ -84,8 +91,9 @@ def test_forward_connect_refused_and_dns_failure_refuse_the_tunnel(forward) -> N
 
 def test_forward_plain_http_gets_mitmproxys_502(forward) -> None:
     proxy, _ = forward
-    refused = session(proxy).get("http://refused.test/x", timeout=10)
-    gone = session(proxy).get("http://gone.test/x", timeout=10)
+    with session(proxy) as s:
+        refused = s.get("http://refused.test/x", timeout=10)
+        gone = s.get("http://gone.test/x", timeout=10)
     for r in (refused, gone):
         assert r.status_code == 502 and r.headers["content-type"] == "text/html"
         assert r.headers["server"].startswith("mitmproxy")
@@ -123,9 +131,10 @@ def test_forward_tls_failure_fails_the_tunnels_handshake(
     proxy, ca = forward
     code, _, err = curl("-x", proxy.url, "--cacert", ca, f"https://{host}/x")
     assert code == curl_exit and message in err, err
-    with pytest.raises(requests.exceptions.SSLError):
-        session(proxy, ca).get(f"https://{host}/x", timeout=10)
+    with session(proxy, ca) as s, pytest.raises(requests.exceptions.SSLError):
+        s.get(f"https://{host}/x", timeout=10)
     assert any(d.url == f"{host}:443" and d.outcome == "tls_failed" for d in proxy.decisions)
+    settled(proxy)
 
 
 def test_reverse_connect_refused_answers_as_a_refused_upstream(upstream: UpstreamServer) -> None:
@@ -226,3 +235,4 @@ def test_reverse_tls_failure_by_sni(reverse_tls, host: str, curl_exit: int, mess
     if curl_exit == 60:
         code, status, _ = curl("-k", *by_name)
         assert code == 0 and status == "200"
+    settled(proxy)
