@@ -147,11 +147,13 @@ def explain_request(
     body: bytes = b"",
     upstream: str | None = None,
 ) -> SimpleRequest:
-    """The request ``explain`` asks about (raises ValueError for a URL without a host)."""
+    """The request ``explain`` asks about (raises ValueError for a URL without a host).
+    ``CONNECT host:port`` is a forward proxy's CONNECT (its connect-time rules decide)."""
     parts = urlsplit(url if "://" in url else f"http://{url}")
     if not parts.hostname:
         raise ValueError(f"{url!r} is not a URL")
     return SimpleRequest(
+        point="connect" if method.upper() == "CONNECT" else "request",
         method=method.upper(),
         host=parts.hostname,
         path=unquote(parts.path or "/"),

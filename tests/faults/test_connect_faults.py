@@ -149,3 +149,13 @@ def test_explain_says_where_a_rule_is_decided() -> None:
         "reverse-mode client starts its TLS handshake"
     )
     assert verdicts[1].reason.startswith("not decided here: a connect-time rule is decided")
+
+
+def test_explain_of_a_connect_decides_connect_time_rules_only() -> None:
+    from chaosproxy.control.documents import explain_document, explain_request
+
+    engine = _engine()
+    connect = explain_document(engine, explain_request("CONNECT", "a.test:443"))
+    assert connect["fires"] == "tls"
+    assert connect["verdicts"][2]["reason"].startswith("not decided here: a request-time rule")
+    assert explain_document(engine, explain_request("GET", "http://a.test/"))["fires"] == "refuse"

@@ -15,10 +15,10 @@ import httpx
 import pytest
 import requests
 
+from chaosproxy.proxy_addons._internals.clientsock import connection_handlers
 from chaosproxy.testing.api import ChaosProxy
 from tests.h2upstream import running_h2_upstream
 from tests.integration.test_warmup import Proxy, Upstream, ask
-from chaosproxy.proxy_addons._internals.clientsock import connection_handlers
 from tests.support import UpstreamServer, free_port, require_tool, wait_until
 
 FORWARD = {
@@ -51,7 +51,9 @@ def curl(*args: str) -> tuple[int, str, str]:
 @pytest.fixture(scope="module")
 def forward(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ChaosProxy, str]]:
     confdir = tmp_path_factory.mktemp("fwd") / "mitm"
-    with ChaosProxy(scenario=FORWARD, forward=True, confdir=str(confdir), insecure=True) as p:
+    with ChaosProxy(
+        scenario=FORWARD, forward=True, confdir=str(confdir), insecure=True, admin=True
+    ) as p:
         yield p, str(confdir / "mitmproxy-ca-cert.pem")
 
 
@@ -134,6 +136,9 @@ def test_forward_tls_failure_fails_the_tunnels_handshake(
     with session(proxy, ca) as s, pytest.raises(requests.exceptions.SSLError):
         s.get(f"https://{host}/x", timeout=10)
     assert any(d.url == f"{host}:443" and d.outcome == "tls_failed" for d in proxy.decisions)
+    metrics = requests.get(f"{proxy.admin_url}/metrics", timeout=10).text
+    assert 'chaosproxy_faults_injected_total{rule="' in metrics
+    assert 'type="tls_failure"' in metrics and 'outcome="tls_failed"' in metrics
     settled(proxy)
 
 
