@@ -54,9 +54,20 @@ BAD_ARGUMENTS = [
     (["explain", "GET", "http://x/", "-H", ": v"], "is not 'Name: value'"),
     (["demo", "--port", "65536"], "'65536' is not a port number (0 for any free port)"),
     (["demo", "--proxy-port", "x"], "argument --proxy-port: 'x' is not a port number"),
+    (["run", "--upstream", "http://x", "--state", "http://r"], "give memory or redis://HOST:PORT/DB"),
+    (["run", "--upstream", "http://x", "--state", "redis://r/0?timeout=9s"], "at most 5s"),
     (["bogus"], "invalid choice: 'bogus'"),
     (["validate"], "the following arguments are required: PATH"),
 ]
+
+
+def test_a_bad_state_in_the_environment_exits_2_naming_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHAOSPROXY_STATE", "redis://cache:6379/db0")
+    code, _, err = chaosproxy(capsys, "run", "--upstream", "http://127.0.0.1:1")
+    assert code == 2
+    assert "chaosproxy: CHAOSPROXY_STATE: 'redis://cache:6379/db0': the database is a number" in err
 
 
 @pytest.mark.parametrize(("argv", "message"), BAD_ARGUMENTS)

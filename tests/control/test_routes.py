@@ -115,3 +115,54 @@ def test_a_failing_handler_is_a_500_not_a_crash() -> None:
     routes.table["/stats"]["GET"] = broken
     status, body = call(routes, "GET", "/stats")
     assert status == 500 and body["error"] == "internal error: RuntimeError: boom"
+
+
+class DegradedState:
+    """A shared state whose store does not answer (what the routes ask of it)."""
+
+    def __init__(self) -> None:
+        self.fallbacks = 3
+
+    def health(self) -> dict[str, Any]:
+        return {"backend": "redis", "status": "degraded", "fallbacks": self.fallbacks}
+
+    async def cluster_stats(self) -> dict[str, Any]:
+        from chaosproxy.state import StateUnavailable
+
+        raise StateUnavailable("shared state redis://127.0.0.1:6379/0 is unreachable")
+
+    def metrics_text(self) -> str:
+        return f"chaosproxy_state_fallbacks_total {self.fallbacks}\n"
+
+
+def test_health_stats_and_metrics_say_where_the_state_is() -> None:
+    from chaosproxy.state import MemoryState
+
+    target = FakeTarget()
+    target.ready.set()
+    target.state = MemoryState(target.engine)  # type: ignore[attr-defined]
+    routes = Routes(target)
+    status, health = call(routes, "GET", "/healthz")
+    assert status == 200 and health["status"] == "ok"
+    assert health["state"] == {"backend": "memory", "status": "ok"}
+    status, stats = call(routes, "GET", "/stats", scope="cluster")
+    assert status == 200 and stats["scope"] == "cluster" and stats["replicas"] == 1
+    assert call(routes, "GET", "/stats", scope="everything")[0] == 400
+    target.state = DegradedState()  # type: ignore[attr-defined]
+    status, health = call(routes, "GET", "/healthz")
+    assert status == 200 and health["status"] == "degraded"  # still serving: still 200
+    assert health["state"]["fallbacks"] == 3
+    status, body = call(routes, "GET", "/stats", scope="cluster")
+    assert status == 503 and "unreachable" in body["error"]
+    status, local = call(routes, "GET", "/stats")
+    assert status == 200 and "scope" not in local  # this replica's own counts
+    assert "chaosproxy_state_fallbacks_total 3" in call(routes, "GET", "/metrics")[1]
+
+
+def test_without_a_state_the_routes_answer_as_before() -> None:
+    target = FakeTarget()
+    target.ready.set()
+    routes = Routes(target)
+    assert "state" not in call(routes, "GET", "/healthz")[1]
+    status, stats = call(routes, "GET", "/stats", scope="cluster")
+    assert status == 200 and "scope" not in stats
