@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from mitmproxy import http
+from mitmproxy.exceptions import OptionsError
 
 from chaosproxy.core.engine import Decision, Engine, SimpleRequest
 from chaosproxy.core.fault import Stage
@@ -37,7 +38,7 @@ from chaosproxy.proxy_addons.upstream import Upstream
 from chaosproxy.proxy_addons.upstream_connect import HandshakeWire, tunnel_opened
 from chaosproxy.proxy_addons.websocket import WebSockets
 from chaosproxy.proxy_addons.wire import FlowRequest, FlowWire
-from chaosproxy.state import MemoryState, ScenarioState, open_state
+from chaosproxy.state import MemoryState, ScenarioState, StateError, open_state
 
 logger = logging.getLogger("chaosproxy")
 
@@ -102,12 +103,23 @@ class ChaosAddon:
         if self.host.master is None:
             return
         opts = self.host.master.options
+        if "chaos_state" in updated and opts.chaos_state:
+            self._configure_state(opts.chaos_state)
         chaos_options.configure_services(
             updated, opts, self.control, self.watch, self.recorder, self.deadlines
         )
         found = chaos_options.configured_scenario(updated, opts, self.engine, self.serving)
         if found is not None:
             self.apply(*found)
+
+    def _configure_state(self, spec: str) -> None:
+        """``--set chaos_state=redis://...`` (mitmdump -s), before the proxy runs."""
+        if self.host.loop is not None:
+            raise OptionsError("chaos_state is set at start only (the proxy already runs)")
+        try:
+            self.use_state(spec)
+        except StateError as exc:
+            raise OptionsError(f"Cannot use chaos_state {spec}: {exc}") from exc
 
     async def running(self) -> None:
         self.host.loop = asyncio.get_running_loop()

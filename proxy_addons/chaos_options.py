@@ -56,6 +56,13 @@ def declare(loader: Any) -> None:
         "Apply chaos_scenario again whenever its file changes (a broken edit is logged).",
     )
     loader.add_option(
+        "chaos_state",
+        str,
+        "",
+        "Where the scenario's state lives: empty or memory (this process), or "
+        "redis://HOST:PORT/DB shared with other replicas; set at start.",
+    )
+    loader.add_option(
         "chaos_decision_log",
         str,
         "",

@@ -55,8 +55,25 @@ def test_load_declares_the_chaos_options() -> None:
             "chaos_watch",
             "chaos_decision_log",
             "chaos_upstream_timeout",
+            "chaos_state",
         ):
             assert name in tctx.options
+
+
+def test_chaos_state_chooses_where_the_state_lives() -> None:
+    from mitmproxy.exceptions import OptionsError
+
+    from chaosproxy.state import MemoryState
+    from chaosproxy.state.shared import RedisState
+
+    addon = ChaosAddon()
+    with taddons.context(addon) as tctx:
+        assert isinstance(addon.state, MemoryState)  # the default: empty
+        tctx.configure(addon, chaos_state="redis://127.0.0.1:6390/3")
+        assert isinstance(addon.state, RedisState) and addon.state.url.db == 3
+        assert addon.decider.state is addon.state  # type: ignore[attr-defined]
+        with pytest.raises(OptionsError, match="Cannot use chaos_state http://x"):
+            tctx.configure(addon, chaos_state="http://x")
 
 
 def test_configure_applies_a_scenario_file_and_a_seed(tmp_path: Path) -> None:
