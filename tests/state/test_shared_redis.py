@@ -176,3 +176,55 @@ def test_a_replica_starts_without_redis_and_joins_when_it_comes(
 
     asyncio.run(run())
     assert sum("unreachable" in r.getMessage() for r in caplog.records) == 1
+
+
+PHASES = """
+name: timeline
+phases:
+  - name: first
+    duration: 400ms
+    rules: [{name: two, every: 2, fault: {type: error, status: 500}}]
+  - name: second
+    rules: [{name: three, every: 3, fault: {type: error, status: 503}}]
+"""
+
+
+def test_phases_change_together_and_count_once_in_each(redis: RedisServer) -> None:
+    parsed = parse_url(redis.url)
+    assert parsed is not None
+
+    async def run() -> list[tuple[str | None, str | None, int | None]]:
+        replicas = []
+        for _ in range(2):
+            engine = Engine(load_text(PHASES))
+            state = RedisState(parsed, engine, timeout=2.0)
+            await state.start()
+            engine.start()
+            await state.join()
+            replicas.append(state)
+        try:
+            # both count from the first replica's start: the same phase, the same keys
+            starts = {s.engine.timeline_state()[1] for s in replicas}
+            assert len(starts) == 1
+            out = []
+            for i in range(4):
+                state = replicas[i % 2]
+                d = await _decide(state, SimpleRequest("GET", "h", "/p"))
+                out.append((state.engine.phase, d and d.name, d and d.match_number))
+            await asyncio.sleep(0.45)  # the second phase, on the shared clock
+            for i in range(6):
+                state = replicas[i % 2]
+                d = await _decide(state, SimpleRequest("GET", "h", "/p"))
+                out.append((state.engine.phase, d and d.name, d and d.match_number))
+            return out
+        finally:
+            for state in replicas:
+                state.stop()
+            await asyncio.sleep(0.05)
+
+    got = asyncio.run(run())
+    assert got == [
+        ("first", None, None), ("first", "two", 2), ("first", None, None), ("first", "two", 4),
+        ("second", None, None), ("second", None, None), ("second", "three", 3),
+        ("second", None, None), ("second", None, None), ("second", "three", 6),
+    ]  # fmt: skip
