@@ -125,6 +125,10 @@ def test_the_app_calls_the_proxy_and_its_control_api(services: dict[str, Any]) -
     assert admin.port == int(option(proxy_args, "--admin").rsplit(":", 1)[1])
     assert services["proxy"]["environment"]["CHAOSPROXY_ADMIN_TOKEN"] == TOKEN
     assert env["CHAOSPROXY_ADMIN_TOKEN"] == TOKEN
+    # the dashboard's assessment goes to the real upstream, past the demo's proxy
+    assessed = urlsplit(env["DEMO_ASSESS_UPSTREAM_URL"])
+    assert (assessed.hostname, assessed.port) == ("upstream", 5001)
+    assert str(assessed.port) == option(argv(services["upstream"]), "--port")
 
 
 @pytest.mark.parametrize("env", [{}, {"CHAOSPROXY_ADMIN_TOKEN": ""}], ids=["unset", "empty"])
