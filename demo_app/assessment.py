@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,9 @@ class Assessments:
     command: Sequence[str] = (sys.executable, "-m", "chaosproxy.cli", "assess")
     quick: bool = True
     seed: int = 1
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="chaosdemo-")))
+    workdir: Path | None = None
+    """Where the last run's JSON and HTML go (default: a temporary folder, made on the
+    first run)."""
     port: Callable[[], int] = free_port
     clock: Callable[[], float] = time.time
 
@@ -57,13 +59,18 @@ class Assessments:
         self.target: WeatherClient | None = None
         self._state: dict[str, Any] = {"state": "idle", "run": 0}
 
+    def _folder(self) -> Path:
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="chaosdemo-"))
+        return self.workdir
+
     @property
     def json_path(self) -> Path:
-        return self.workdir / "assessment.json"
+        return self._folder() / "assessment.json"
 
     @property
     def html_path(self) -> Path:
-        return self.workdir / "assessment.html"
+        return self._folder() / "assessment.html"
 
     def argv(self, trigger_url: str, port: int) -> list[str]:
         """The command line of one run."""
@@ -134,7 +141,7 @@ class Assessments:
             state = dict(self._state)
             state["output"] = "".join(self._output)
         state["enabled"] = self.upstream_url is not None
-        state["report"] = self.html_path.exists() and state["state"] == "done"
+        state["report"] = state["state"] == "done" and self.html_path.exists()
         return state
 
     def stop(self) -> None:

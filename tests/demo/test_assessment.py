@@ -111,12 +111,14 @@ def test_a_failed_run_says_so_and_keeps_no_report(
 
 
 def test_without_the_real_upstream_the_button_explains(make_app: Callable[..., Flask]) -> None:
-    web = make_app().test_client()
+    app = make_app()
+    web = app.test_client()
     assert web.get("/assessment").get_json()["enabled"] is False
     refused = web.post("/assessment", json={})
     assert refused.status_code == 503
     assert "chaosproxy demo" in refused.get_json()["error"]
     assert web.get("/assess/weather/berlin").status_code == 404
+    assert demo(app).assessments.workdir is None  # no folder made for a run never started
 
 
 def test_the_assessed_client_is_kept_off_the_dashboard(
