@@ -160,7 +160,21 @@ def judge(results: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(_target(text, f"{start:.2f} s", start < 1.5))
     else:
         out.append(_target(text, "not measured", None))
+    out.append(_websocket_target(results))
     return out
+
+
+def _websocket_target(results: dict[str, Any]) -> dict[str, Any]:
+    rows = {row["proxy"]: row for row in results.get("websocket") or []}
+    n = next(iter(rows.values()))["messages"] if rows else 10000
+    text = f"WebSocket passthrough of {n:,} messages within 2x of mitmdump's time"
+    ours, theirs = rows.get("chaosproxy"), rows.get("mitmdump")
+    if not ours or not theirs:
+        return _target(text, "not measured", None)
+    ratio = ours["seconds"] / theirs["seconds"] if theirs["seconds"] else float("inf")
+    value = f"{ours['seconds']:.2f} s vs {theirs['seconds']:.2f} s ({ratio:.2f}x)"
+    value += _errors(ours) + _errors(theirs, "mitmdump")
+    return _target(text, value, ratio <= 2 and ours["errors"] == 0 and theirs["errors"] == 0)
 
 
 # --------------------------------------------------------------------------- markdown
@@ -251,6 +265,22 @@ def markdown(results: dict[str, Any]) -> str:
     if startup:
         parts = [f"{name} {sec:.2f} s" for name, sec in startup.items()]
         lines += ["", "Start to first proxied request (median of 3): " + ", ".join(parts) + "."]
+    if results.get("websocket"):
+        n = results["websocket"][0]["messages"]
+        lines += [
+            "",
+            f"WebSocket: {n:,} messages echoed through one socket, pipelined "
+            "(median round; CPU per message relayed, both directions):",
+            "",
+        ]
+        lines += ["| proxy | seconds (rounds) | CPU per message | errors |", "|---|---|---|---|"]
+        for row in results["websocket"]:
+            rounds = ", ".join(f"{s:.2f}" for s in row["rounds_seconds"])
+            cpu = row.get("cpu_us_per_message")
+            c = f"{cpu:.0f} µs" if cpu else "-"
+            lines.append(
+                f"| {row['proxy']} | {row['seconds']:.2f} s ({rounds}) | {c} | {row['errors']} |"
+            )
     lines += ["", "| target (issue 7) | measured | |", "|---|---|---|"]
     for t in results.get("targets", []):
         mark = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]

@@ -5,8 +5,9 @@ passthrough throughput and latency at c=1 and c=32 for the upstream directly, an
 hop, plain ``mitmdump`` in reverse mode (the same mitmproxy), ``chaosproxy run`` with a
 20-rule scenario none of whose rules matches, and (``--workers``) several processes;
 the accuracy of a 100 ms injected latency at c=1, 32 and 100; a passthrough probe while
-1,000 connections are held by a ``timeout`` rule; RSS over 50,000 requests; and the time
-from start to the first proxied request. ``--peers`` adds toxy (npm) when node is there.
+1,000 connections are held by a ``timeout`` rule; RSS over 50,000 requests; the time
+from start to the first proxied request; and 10,000 WebSocket messages echoed through
+mitmdump and chaosproxy. ``--peers`` adds toxy (npm) when node is there.
 
 Writes bench/results/<date>.json, .md and .png, and prints the table with a verdict on
 each of the issue's targets.
@@ -29,12 +30,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import load, procs, report, targets
+from bench import load, procs, report, targets, websocket
 from bench.procs import free_port
 from bench.upstream import Upstream
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("throughput", "state", "accuracy", "held", "rss", "startup")
+SECTIONS = ("throughput", "state", "accuracy", "held", "rss", "startup", "websocket")
 
 
 def _say(text: str) -> None:
@@ -334,6 +335,48 @@ class Bench:
             out[label] = round(statistics.median(took), 3)
         return out
 
+    def websocket(self, up: Upstream) -> list[dict[str, Any]]:
+        """``--ws-messages`` messages echoed through one WebSocket, pipelined: plain mitmdump,
+        chaosproxy with ws_* rules that match no socket, and chaosproxy with a rule whose
+        0 % drop runs every message through the ws_* faults. ``--rounds`` rounds taking the
+        proxies in turn; a row is the median round (seconds) and the proxy's CPU time per
+        message over all rounds (steadier than seconds on a shared machine)."""
+        n = self.args.ws_messages
+        port = free_port()
+        server = procs.start(
+            "ws-echo", [sys.executable, "-m", "bench.websocket", "serve", str(port)]
+        )
+        try:
+            procs.wait_port(port, proc=server)
+            echo = f"http://127.0.0.1:{port}"
+
+            def faulted() -> targets.Target:
+                return targets.chaosproxy(echo, "ws-faulted")
+
+            runs: list[tuple[str, Callable[[], targets.Target]]] = [
+                ("mitmdump", lambda: targets.mitmdump(echo)),
+                ("chaosproxy", lambda: targets.chaosproxy(echo, "ws-passthrough")),
+                (
+                    "chaosproxy, ws rule fires",
+                    lambda: _named(faulted(), "chaosproxy, ws rule fires"),
+                ),
+            ]
+            with contextlib.ExitStack() as running:
+                started = self._start_all("websocket", runs, running)
+                parts: dict[str, list[dict[str, Any]]] = {}
+                for r in range(self.args.rounds):
+                    for target in _in_turn(started, r):
+                        _say(f"websocket: {target.name}, {n} messages, round {r + 1}")
+                        proc = target.proc
+                        cpu0 = proc.cpu_seconds() if proc else 0.0
+                        one = websocket.echo_run(target.url.replace("http", "ws") + "/echo", n)
+                        if proc is not None:
+                            one["cpu_seconds"] = round(proc.cpu_seconds() - cpu0, 3)
+                        parts.setdefault(target.name, []).append(one)
+                return [_ws_row(t.name, parts[t.name]) for t in started]
+        finally:
+            server.stop()
+
     # ------------------------------------------------------------------ all
 
     def run(self) -> dict[str, Any]:
@@ -371,6 +414,27 @@ class Bench:
         results["targets"] = report.judge(results)
         results["notes"] = self.notes
         return results
+
+
+def _named(target: targets.Target, name: str) -> targets.Target:
+    target.name = name
+    return target
+
+
+def _ws_row(name: str, rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One proxy's WebSocket rounds as a row: the median round's seconds, every round's,
+    the errors and CPU summed, CPU time per message (both directions count)."""
+    seconds = sorted(r["seconds"] for r in rounds)
+    relayed = sum(2 * r["echoed"] for r in rounds)
+    cpu = sum(r.get("cpu_seconds", 0.0) for r in rounds)
+    return {
+        "proxy": name,
+        "messages": rounds[0]["messages"],
+        "seconds": seconds[len(seconds) // 2],
+        "rounds_seconds": [r["seconds"] for r in rounds],
+        "errors": sum(r["errors"] for r in rounds),
+        "cpu_us_per_message": round(1e6 * cpu / relayed, 1) if relayed else None,
+    }
 
 
 def _positive(kind: type[int] | type[float]) -> Callable[[str], Any]:
@@ -425,6 +489,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=",".join(SECTIONS),
         help=f"what to measure, comma-separated (default all: {','.join(SECTIONS)})",
     )
+    p.add_argument(
+        "--ws-messages",
+        type=_positive(int),
+        help="websocket: messages echoed per round (default 10000; quick 2000)",
+    )
     p.add_argument("--no-wrk", action="store_true", help="use the bundled load generator")
     p.add_argument(
         "--out",
@@ -440,6 +509,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.rounds = args.rounds or (1 if quick else 3)
     args.held = args.held or (100 if quick else 1000)
     args.rss_requests = args.rss_requests or (5000 if quick else 50000)
+    args.ws_messages = args.ws_messages or (2000 if quick else 10000)
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = set(args.sections) - set(SECTIONS)
     if unknown or not args.sections:

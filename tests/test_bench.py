@@ -25,6 +25,7 @@ def _importable(name: str) -> bool:
         return False
     return True
 
+
 WRK_OUTPUT = """\
 Running 10s test @ http://127.0.0.1:8080/bench
   2 threads and 32 connections
@@ -364,3 +365,51 @@ def test_only_a_full_run_writes_the_dated_results() -> None:
     assert results_name(parse_args([]), now) == "2026-12-01"
     assert results_name(parse_args(["--sections", "throughput"]), now) == "2026-12-01-partial"
     assert results_name(parse_args(["--quick"]), now) == "2026-12-01-quick"
+
+
+def test_judge_rates_the_websocket_passthrough_against_mitmdump() -> None:
+    def row(name: str, seconds: float, errors: int = 0) -> dict:
+        return {"proxy": name, "messages": 10000, "seconds": seconds, "errors": errors}
+
+    def verdict(rows: list[dict]) -> dict:
+        (found,) = [
+            t for t in report.judge({"websocket": rows}) if t["target"].startswith("WebSocket")
+        ]
+        return found
+
+    ok = verdict([row("mitmdump", 4.0), row("chaosproxy", 7.9)])
+    assert ok["target"] == "WebSocket passthrough of 10,000 messages within 2x of mitmdump's time"
+    assert ok["met"] is True and ok["value"] == "7.90 s vs 4.00 s (1.98x)"
+    assert verdict([row("mitmdump", 4.0), row("chaosproxy", 8.1)])["met"] is False
+    assert verdict([row("mitmdump", 4.0), row("chaosproxy", 1.0, errors=3)])["met"] is False
+    assert verdict([row("chaosproxy", 1.0)])["met"] is None  # mitmdump not measured
+    assert verdict([])["value"] == "not measured"
+
+
+def test_ws_passthrough_scenario_matches_no_socket_and_ws_faulted_every_one() -> None:
+    from chaosproxy.core.engine import Engine, SimpleRequest
+    from chaosproxy.core.scenario import resolve
+
+    upgrade = SimpleRequest("GET", "127.0.0.1", "/echo", headers=[("Upgrade", "websocket")])
+    quiet, _ = resolve(str(ROOT / "bench" / "scenarios" / "ws-passthrough.yaml"))
+    assert all(Engine(quiet).decide(upgrade) is None for _ in range(5))
+    faulted, _ = resolve(str(ROOT / "bench" / "scenarios" / "ws-faulted.yaml"))
+    decision = Engine(faulted).decide(upgrade)
+    assert decision is not None and decision.faults[0].type == "ws_drop"
+
+
+@pytest.mark.e2e
+def test_websocket_section_end_to_end(tmp_path: Path) -> None:
+    """A tiny real run of the WebSocket row: every message echoed through each proxy."""
+    cmd = [sys.executable, "-m", "bench", "--sections", "websocket", "--ws-messages", "300"]
+    cmd += ["--rounds", "1", "--no-chart", "--out", str(tmp_path)]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
+    assert out.returncode == 0, out.stderr
+    (data,) = tmp_path.glob("*-partial.json")
+    rows = {row["proxy"]: row for row in json.loads(data.read_text())["websocket"]}
+    assert set(rows) == {"mitmdump", "chaosproxy", "chaosproxy, ws rule fires"}
+    for row in rows.values():
+        assert row["messages"] == 300 and row["errors"] == 0 and len(row["rounds_seconds"]) == 1
+        assert row["cpu_us_per_message"] > 0
+    assert "| chaosproxy, ws rule fires |" in out.stdout
+    assert "WebSocket passthrough of 300 messages within 2x of mitmdump's time" in out.stdout
