@@ -27,6 +27,7 @@ from chaosproxy.core.engine import Decision, Engine, SimpleRequest
 from chaosproxy.core.fault import Stage
 from chaosproxy.core.scenario import PASSTHROUGH, Scenario
 from chaosproxy.proxy_addons import _internals, chaos_options
+from chaosproxy.proxy_addons.asked import AskedFaults
 from chaosproxy.proxy_addons.bodies import frame_h2_body, is_large
 from chaosproxy.proxy_addons.decider import Decider, StateDecider
 from chaosproxy.proxy_addons.flowhost import FlowHost
@@ -84,6 +85,8 @@ class ChaosAddon:
         self._tunneled: set[str] = set()
         #: upgraded flows a ws_* rule fired for: their messages meet its faults
         self.sockets = WebSockets(lambda: self.host.master, self._record)
+        #: X-Chaos-Fault headers, when the scenario says request_faults: true
+        self.asked = AskedFaults(self.engine, lambda: self.control.token, self.metrics)
         #: flows decided from the request head (their body may stream): flow id -> decision
         self._early: dict[str, Decision | None] = {}
         #: flows held in other processes (``--workers``: the coordinator adds its workers')
@@ -209,8 +212,8 @@ class ChaosAddon:
             self.arrivals.note(flow)
         if flow.response or flow.error or not flow.live or not is_large(flow.request, True):
             return
-        if not self.gate.is_open:
-            return  # decided in the request hook, once the proxy is open
+        if not self.gate.is_open or self.asked.asks(flow):
+            return  # decided in the request hook (once the proxy is open; as it asks)
         decided, decision = self.decider.decide_early(self._view(flow))
         if not decided:
             return  # a rule matches on the body: it is read whole before deciding
@@ -230,6 +233,9 @@ class ChaosAddon:
         frame_h2_body(flow.request)
         if early is not _UNDECIDED:
             return self._inject(flow, early)
+        asked = self.asked.decide(flow)  # X-Chaos-Fault (request_faults): before the rules
+        if asked is not None:
+            return self._inject(flow, asked)
         decision = self.decider.decide(self._view(flow), flow.request)
         if decision is None or isinstance(decision, Decision):
             return self._inject(flow, decision)

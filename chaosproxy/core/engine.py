@@ -847,6 +847,8 @@ class Engine:
         """True once the proxy is ready (:meth:`start`): the phase clock runs from then."""
         self.requests = 0
         self.injected = 0
+        #: requests given the faults they asked for (``request_faults``)
+        self.asked = 0
         self._apply(scenario, source)
 
     # ------------------------------------------------------------------ scenario
@@ -872,7 +874,7 @@ class Engine:
         self._phases = phases if phases is not None else _compile_phases(scenario)
         self._timeline = bool(scenario.phases)
         self._all = [state for _, states in self._phases for state in states]
-        self.requests = self.injected = 0
+        self.requests = self.injected = self.asked = 0
         now = self._clock()
         self.applied_at = now
         self._phase_index = 0
@@ -905,7 +907,7 @@ class Engine:
             for state in self._all:
                 state.clear()
                 state.total_seen = state.total_injected = 0
-            self.requests = self.injected = 0
+            self.requests = self.injected = self.asked = 0
             self._phase_index = 0
             self._phase_started = self._clock()
         if self._timeline:
@@ -1134,6 +1136,16 @@ class Engine:
         """Count ``n`` requests no rule could match (decided elsewhere: ``--workers``)."""
         with self._lock:
             self.requests += n
+
+    def count_asked(self) -> int:
+        """Count a request given the faults it asked for (``request_faults``, see
+        :mod:`chaosproxy.core.asked`): a request and an injection, no rule's. Returns how
+        many such requests there were since the scenario was applied (its match number)."""
+        with self._lock:
+            self.requests += 1
+            self.injected += 1
+            self.asked += 1
+            return self.asked
 
     def _body_could_decide(self, req: RequestView) -> bool:
         """True when a rule of the active phase matches the head and has body conditions."""

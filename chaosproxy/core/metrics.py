@@ -58,6 +58,8 @@ class Metrics:
         self.ws_messages: Counter[tuple[str, str, str]] = Counter()
         #: (rule, code) -> WebSockets a fault closed
         self.ws_closes: Counter[tuple[str, int]] = Counter()
+        #: reason -> X-Chaos-Fault headers ignored (request_faults): invalid, not_allowed
+        self.asks_ignored: Counter[str] = Counter()
 
     def __call__(self, record: DecisionRecord) -> None:
         self.requests += 1
@@ -163,6 +165,14 @@ class Metrics:
         )
         for (rule, code), n in sorted(self.ws_closes.items()):
             sample("chaosproxy_websocket_closes_total", n, {"rule": rule, "code": code})
+        family(
+            "chaosproxy_request_faults_ignored_total",
+            "counter",
+            "X-Chaos-Fault headers ignored (request_faults): invalid, or not_allowed (a client "
+            "beyond loopback without the admin token).",
+        )
+        for reason, n in sorted(self.asks_ignored.items()):
+            sample("chaosproxy_request_faults_ignored_total", n, {"reason": reason})
 
         family("chaosproxy_scenario_info", "gauge", "The active scenario (value always 1).")
         sample(

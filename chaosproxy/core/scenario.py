@@ -372,6 +372,11 @@ class Scenario(_Model):
     seed: int | None = Field(None, description="same seed, same decisions")
     annotate: bool = Field(False, description="add X-Chaos-Rule to answers a rule touched")
     ttl: PositiveDuration | None = Field(None, description="revert to passthrough after this long")
+    request_faults: bool = Field(
+        False,
+        description="a request may ask for its own faults with an X-Chaos-Fault header "
+        "(loopback clients, or with X-Chaos-Token: the admin token): a test aid",
+    )
     rules: tuple[Rule, ...] = ()
     phases: tuple[Phase, ...] = ()
     loop: bool = Field(False, description="after the last phase: start over (true) or stay")
