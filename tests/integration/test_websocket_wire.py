@@ -6,9 +6,11 @@ Run this file on Python 3.11 / mitmproxy 11 and on Python 3.12 / mitmproxy 12.""
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 from websockets.sync.server import Server, ServerConnection, serve
 
-from tests.support import wait_until
+from tests.support import self_signed, wait_until
 
 #: how long a test waits to be sure a message does not come
 QUIET = 0.3
@@ -220,3 +222,48 @@ def test_forward_mode_faults_a_websocket_through_connect(make_proxy, ws_upstream
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
     record = _socket_record(proxy)
     assert record.websocket["client"]["corrupted"] == 2
+
+
+@pytest.fixture
+def wss_upstream(tmp_path: Path) -> Iterator[str]:
+    """The same server over TLS (a self-signed certificate made here): its ``https://`` URL."""
+    cert, key = self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server: Server = serve(_handler, "127.0.0.1", 0, ssl=context)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.socket.getsockname()[1]}"
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
+def test_wss_forward_through_mitmproxys_ca_and_reverse_to_a_tls_upstream(
+    make_proxy, wss_upstream: str, tmp_path: Path
+) -> None:
+    fault = [
+        {"type": "ws_corrupt", "direction": "server"},
+        {"type": "ws_close", "code": 4002, "reason": "tls bye", "after_messages": 2},
+    ]
+    confdir = tmp_path / "mitm"
+    forward = make_proxy(_rule(fault), forward=True, confdir=str(confdir), insecure=True)
+    trust = ssl.create_default_context(cafile=str(confdir / "mitmproxy-ca-cert.pem"))
+    target = wss_upstream.replace("https://", "wss://") + "/echo"
+    with connect(target, proxy=forward.url, ssl=trust, open_timeout=10) as conn:
+        conn.send("over tls")
+        assert conn.recv(timeout=5) != "over tls"  # the echo came back corrupted
+        with pytest.raises(ConnectionClosed) as closed:
+            conn.recv(timeout=5)
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4002, "tls bye")
+    assert _socket_record(forward).websocket["closed_by"] == "proxy"
+
+    reverse = make_proxy(_rule(fault), upstream=wss_upstream, insecure=True)
+    with _ws(reverse, "/echo") as conn:
+        conn.send("plain to the proxy, tls behind it")
+        assert conn.recv(timeout=5) != "plain to the proxy, tls behind it"
+        with pytest.raises(ConnectionClosed) as closed:
+            conn.recv(timeout=5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4002
