@@ -103,6 +103,7 @@ class WorkerSetup:
     log_format: str
     quiet: bool
     upstream_timeouts: Any = None  # core.timeouts.Timeouts; None: the defaults
+    admin_token: str | None = None  # request_faults: what X-Chaos-Token must carry
 
 
 # --------------------------------------------------------------------------- ports
@@ -312,6 +313,7 @@ class Coordinator:
                     self.log_format,
                     self.quiet,
                     self.addon.deadlines.timeouts,
+                    self.addon.control.token,
                 )
             )
             while True:
@@ -494,7 +496,9 @@ class CoordinatorDecider:
 
 def make_worker_addon(setup: WorkerSetup, link: Link) -> ChaosAddon:
     """The ChaosAddon of a worker: decisions come from the coordinator."""
-    addon = ChaosAddon(setup.scenario, source=setup.source, seed=setup.seed)
+    addon = ChaosAddon(
+        setup.scenario, source=setup.source, seed=setup.seed, admin_token=setup.admin_token
+    )
     addon.decider = CoordinatorDecider(addon.engine, link)
     addon.engine.on_event = None  # the coordinator's engine tells the phases
     addon.summary_at_exit = False

@@ -77,3 +77,17 @@ def test_an_invalid_ask_is_counted_and_the_request_goes_on_to_the_rules() -> Non
     assert metrics.asks_ignored == {"invalid": 1} and engine.requests == 0
     text = metrics.render({"scenario": "s", "seed": 1})
     assert 'chaosproxy_request_faults_ignored_total{reason="invalid"} 1' in text
+
+
+def test_a_worker_addon_knows_the_admin_token_for_asks_beyond_loopback() -> None:
+    from chaosproxy.proxy_addons.workers import WorkerSetup, make_worker_addon
+
+    class Link:  # what a worker's addon asks of its link to the coordinator, here nothing
+        def note_record(self, record: object) -> None: ...
+
+    setup = WorkerSetup(1, None, ON, None, 1, "text", True, admin_token="s3cret")
+    addon = make_worker_addon(setup, link=Link())  # type: ignore[arg-type]
+    flow = _flow("10.0.0.7", X_Chaos_Fault="error=500", X_Chaos_Token="s3cret")
+    decision = addon.asked.decide(flow)
+    assert decision is not None and decision.rule.describe() == "error 500"
+    assert addon.control.address is None  # a worker serves no control API of its own
