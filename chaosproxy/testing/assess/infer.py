@@ -31,8 +31,8 @@ from chaosproxy.testing.assess.model import (
 IMMEDIATE_S = 0.02
 #: Waits of one attempt index that differ across samples by more than this (seconds, and
 #: as a share of their mean) are jittered; below it, the machine's own noise.
-JITTER_ABS_S = 0.04
-JITTER_REL = 0.2
+JITTER_ABS_S = 0.03
+JITTER_REL = 0.15
 #: Consecutive waits within this ratio of each other are "the same" (constant, or a cap).
 FLAT_REL = 0.2
 
@@ -102,10 +102,26 @@ class BackoffFit:
 
 
 def _jittered(columns: list[list[float]]) -> bool | None:
-    spread = [(max(c) - min(c), statistics.fmean(c)) for c in columns if len(c) >= 2]
+    """Jitter: the waits of one attempt index spread beyond the machine's noise. A busy
+    machine only ever lengthens a wait, now and then: the longest of each index is left
+    out (of three or more), so one late wakeup is not taken for jitter."""
+    spread = []
+    for c in columns:
+        if len(c) < 2:
+            continue
+        kept = sorted(c)[:-1] if len(c) >= 3 else c
+        spread.append((max(kept) - min(kept), statistics.fmean(c)))
     if not spread:
         return None
     return any(d > max(JITTER_ABS_S, JITTER_REL * m) for d, m in spread)
+
+
+def _floor(column: Sequence[float]) -> float:
+    """The un-jittered wait under additive uniform jitter: the least draw, less the gap
+    expected between it and the floor (the range over n - 1)."""
+    if len(column) < 2:
+        return min(column)
+    return max(0.0, min(column) - (max(column) - min(column)) / (len(column) - 1))
 
 
 def _flat(values: Sequence[float]) -> bool:
@@ -172,9 +188,9 @@ def infer_backoff(per_sample: Sequence[Sequence[float]]) -> BackoffFit:
     columns = [[g[k] for g in usable if len(g) > k] for k in range(width)]
     jitter = _jittered(columns)
     # the shape from the typical wait (mean when jittered: steadier than any one draw),
-    # the values from the least one (additive jitter only ever lengthens a wait)
+    # the values from the floor (additive jitter only ever lengthens a wait)
     shape_all = [statistics.fmean(c) if jitter else statistics.median(c) for c in columns]
-    level_all = [min(c) if jitter else statistics.median(c) for c in columns]
+    level_all = [_floor(c) if jitter else statistics.median(c) for c in columns]
     waits = level_all
     samples = len(usable)
     notes: list[str] = []
@@ -227,11 +243,11 @@ def infer_backoff(per_sample: Sequence[Sequence[float]]) -> BackoffFit:
     fit_end = max(fit_end, 2)
     base, mult, exp_err = _exp_fit(shape[:fit_end])
     first, inc, lin_err = _lin_fit(shape[:fit_end])
-    lbase, lmult, _ = _exp_fit(level[:fit_end])
+    lbase, lmult, lexp_err = _exp_fit(level[:fit_end])
     if lmult > 1 + FLAT_REL / 2:  # the least waits grow too: take their values
-        base, mult = lbase, lmult
-        first, inc, _ = _lin_fit(level[:fit_end])
-    if fit_end >= 3 and lin_err < exp_err:
+        base, mult, exp_err = lbase, lmult, lexp_err
+        first, inc, lin_err = _lin_fit(level[:fit_end])
+    if fit_end >= 3 and lin_err < exp_err / 2:  # linear backoff is rare: clearly better only
         backoff = Backoff(
             "linear",
             _r(first),
@@ -264,20 +280,20 @@ def infer_backoff(per_sample: Sequence[Sequence[float]]) -> BackoffFit:
 
 
 def infer_retry_after(
-    wait: float | None, asked: float, ignored_wait: float | None
+    wait: float | None, asked: float, ignored: float | tuple[float, float] | None
 ) -> tuple[bool | None, float | None, str]:
     """One retry after a 503/429 with ``Retry-After: asked``: honoured, capped at what, or ignored.
 
-    ``wait``: the client's wait before the retry (None: it did not retry);
-    ``ignored_wait``: its first backoff wait without Retry-After (what ignoring looks like).
-    Returns (honoured, cap_s, note).
+    ``wait``: the client's wait before the retry (None: it did not retry); ``ignored``:
+    its first backoff wait without Retry-After, or the range of them across samples (a
+    jittered client's): what ignoring looks like. Returns (honoured, cap_s, note).
     """
     if wait is None:
         return None, None, f"no retry after a Retry-After of {asked:g}s"
     if wait >= asked * 0.9 - 0.05:
         return True, None, f"waited {wait:.2f}s for Retry-After {asked:g}s"
-    ignored = ignored_wait if ignored_wait is not None else 0.0
-    if abs(wait - ignored) <= max(0.05, 0.3 * ignored):
+    low, high = ignored if isinstance(ignored, tuple) else (ignored or 0.0, ignored or 0.0)
+    if low - max(0.05, 0.3 * low) <= wait <= high + max(0.05, 0.3 * high):
         return False, None, f"waited {wait:.2f}s (its backoff) for Retry-After {asked:g}s"
     return True, _r(wait, 2), f"waited {wait:.2f}s for Retry-After {asked:g}s: capped"
 
@@ -292,7 +308,7 @@ def infer_timeout(attempts: Sequence[Attempt], cap_s: float) -> tuple[float | No
         waited = max((a.duration_s for a in attempts), default=0.0)
         note = f"still waiting after {waited:.1f}s (probe cap {cap_s:g}s)"
         return None, Evidence(len(attempts), "medium" if attempts else "low", note=note)
-    value = statistics.median(gave_up)
+    value = min(gave_up)  # a client may hold a timed-out connection through its backoff
     consistent = _flat(gave_up)
     note = ", ".join(f"{d:.2f}s" for d in gave_up)
     return _r(value, 2), Evidence(len(gave_up), confidence_of(len(gave_up), consistent), note=note)
@@ -432,14 +448,15 @@ def infer_policy(
         evidence[item] = e
 
     give_up = experiments.get("fail_until_give_up")
-    first_wait: float | None = None
+    first_wait: tuple[float, float] | None = None
     if give_up is not None and give_up.samples:
         policy.attempts, e = infer_attempts([len(primary(s)) for s in give_up.samples])
         ev("attempts", e, "fail_until_give_up")
         fit = infer_backoff([gaps(primary(s)) for s in give_up.samples])
         policy.backoff = fit.backoff
         ev("backoff", fit.evidence, "fail_until_give_up")
-        first_wait = fit.waits_s[0] if fit.waits_s else None
+        firsts = [g[0] for g in (gaps(primary(s)) for s in give_up.samples) if g]
+        first_wait = (min(firsts), max(firsts)) if firsts else None
 
     ra = experiments.get("retry_after")
     if ra is not None and ra.samples and retry_after_s is not None:

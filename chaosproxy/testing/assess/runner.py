@@ -408,10 +408,9 @@ class Runner:
                 if exp.name == "baseline":
                     self._check_baseline()
             give_up = self.results["fail_until_give_up"]
-            fit = infer.infer_backoff([infer.gaps(infer.primary(s)) for s in give_up.samples])
-            first_wait = next((w for w in fit.waits_s if w >= infer.IMMEDIATE_S), None)
-            if fit.backoff.first_immediate:
-                first_wait = 0.0
+            # Retry-After well above the longest first wait seen without it
+            firsts = [g[0] for g in (infer.gaps(infer.primary(s)) for s in give_up.samples) if g]
+            first_wait = max(firsts) if firsts else None
             retry_after_s = battery.retry_after_for(first_wait)
             method = getattr(self.trigger, "method", "GET")
             for exp in battery.rest(self.quick, method, retry_after_s, self.hang_cap_s):

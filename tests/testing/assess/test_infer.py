@@ -160,12 +160,26 @@ def test_retry_after(
 
 def test_timeout_is_when_the_client_gave_up() -> None:
     hung = [
-        Attempt(0.0, "GET", "/", None, "timeout", 0.98, outcome="client_disconnected"),
+        Attempt(0.0, "GET", "/", None, "timeout", 1.0, outcome="client_disconnected"),
         Attempt(1.1, "GET", "/", None, "timeout", 1.01, outcome="client_disconnected"),
     ]
     value, ev = infer.infer_timeout(hung, cap_s=10)
-    assert value == pytest.approx(1.0, abs=0.02)
+    assert value == pytest.approx(1.0, abs=0.005)
     assert ev.samples == 2
+
+
+def test_a_connection_held_through_the_backoff_does_not_lengthen_the_timeout() -> None:
+    # urllib3 closes a timed-out connection only after its backoff sleep (0, 0.2, 0.4 s)
+    hung = [
+        Attempt(t, "GET", "/", None, "timeout", d, outcome="client_disconnected")
+        for t, d in ((0.0, 0.5), (0.5, 0.7), (1.4, 0.9), (2.5, 0.5))
+    ]
+    assert infer.infer_timeout(hung, cap_s=10)[0] == 0.5
+
+
+def test_one_late_wakeup_is_not_jitter() -> None:
+    runs = [[0.1, 0.2, 0.4], [0.1, 0.245, 0.4], [0.101, 0.2, 0.401], [0.1, 0.2, 0.4]]
+    assert infer.infer_backoff(runs).backoff.jitter is False
 
 
 def test_no_timeout_within_the_cap_is_none() -> None:
@@ -267,3 +281,9 @@ def test_jitter_that_flattens_the_least_waits_still_shows_growth_in_the_typical_
     runs = [[0.18, 0.205], [0.20, 0.29], [0.19, 0.27], [0.185, 0.26]]
     b = infer.infer_backoff(runs).backoff
     assert (b.kind, b.jitter) == ("exponential", True)
+
+
+def test_a_jittered_backoff_wait_is_still_ignoring_retry_after() -> None:
+    # first waits of 0.10..0.19 s seen without Retry-After: 0.18 s is one of them
+    assert infer.infer_retry_after(0.18, 1.0, (0.1, 0.19))[:2] == (False, None)
+    assert infer.infer_retry_after(0.5, 1.0, (0.1, 0.19))[:2] == (True, 0.5)
