@@ -106,11 +106,11 @@ def stamina_jittered(base: str) -> Callable[[], Any]:
 
     @stamina.retry(
         on=(Retryable, requests.RequestException),
-        attempts=4,
+        attempts=3,
         timeout=None,
-        wait_initial=0.1,
+        wait_initial=0.4,
         wait_max=5.0,
-        wait_jitter=0.1,
+        wait_jitter=0.2,
         wait_exp_base=2,
     )
     def call() -> Any:
@@ -193,11 +193,11 @@ CLIENTS = [
     Client(
         "stamina",
         stamina_jittered,
-        # wait_initial * 2**(n-1) + uniform(0, wait_jitter)
+        # wait_initial * 2**(n-1) + uniform(0, wait_jitter): jitter half the first wait
         {
-            "attempts": 4,
+            "attempts": 3,
             "kind": "exponential",
-            "base_s": 0.1,
+            "base_s": 0.4,
             "multiplier": 2.0,
             "jitter": True,
             "retry_after": False,

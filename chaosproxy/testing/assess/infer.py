@@ -29,10 +29,10 @@ from chaosproxy.testing.assess.model import (
 
 #: A wait shorter than this is "at once" (scheduling noise on a loaded machine).
 IMMEDIATE_S = 0.02
-#: Waits of one attempt index that differ across samples by more than this (seconds, and
-#: as a share of their mean) are jittered; below it, the machine's own noise.
-JITTER_ABS_S = 0.03
-JITTER_REL = 0.15
+#: Waits of one attempt index whose median lies above their least by more than
+#: JITTER_ABS_S + JITTER_REL * median are jittered; below it, the machine's noise.
+JITTER_ABS_S = 0.015
+JITTER_REL = 0.02
 #: Consecutive waits within this ratio of each other are "the same" (constant, or a cap).
 FLAT_REL = 0.2
 
@@ -101,27 +101,33 @@ class BackoffFit:
     """The per-index waits the fit rests on (minimum across samples when jittered)."""
 
 
+def _low_spread(column: Sequence[float]) -> float:
+    """How far the typical wait lies above the least: the median less the minimum (of
+    three or more; else the range). A busy machine only lengthens waits, now and then,
+    which moves neither much; jitter spreads the draws below the median as well."""
+    if len(column) >= 3:
+        return statistics.median(column) - min(column)
+    return max(column) - min(column)
+
+
 def _jittered(columns: list[list[float]]) -> bool | None:
-    """Jitter: the waits of one attempt index spread beyond the machine's noise. A busy
-    machine only ever lengthens a wait, now and then: the longest of each index is left
-    out (of three or more), so one late wakeup is not taken for jitter."""
-    spread = []
-    for c in columns:
-        if len(c) < 2:
-            continue
-        kept = sorted(c)[:-1] if len(c) >= 3 else c
-        spread.append((max(kept) - min(kept), statistics.fmean(c)))
+    """Jitter: in most attempt indexes the waits spread below their median beyond the
+    machine's noise (needs two samples)."""
+    spread = [(_low_spread(c), statistics.median(c)) for c in columns if len(c) >= 2]
     if not spread:
         return None
-    return any(d > max(JITTER_ABS_S, JITTER_REL * m) for d, m in spread)
+    wide = sum(1 for d, m in spread if d > JITTER_ABS_S + JITTER_REL * m)
+    return wide >= max(1, math.ceil(len(spread) / 2))
 
 
 def _floor(column: Sequence[float]) -> float:
-    """The un-jittered wait under additive uniform jitter: the least draw, less the gap
-    expected between it and the floor (the range over n - 1)."""
-    if len(column) < 2:
+    """The un-jittered wait under additive uniform jitter: the least of n draws lies
+    1/(n+1) of the jitter above it, their median 1/2: extrapolate from those two."""
+    if len(column) < 3:
         return min(column)
-    return max(0.0, min(column) - (max(column) - min(column)) / (len(column) - 1))
+    n = len(column)
+    low = min(column)
+    return max(0.0, low - (statistics.median(column) - low) * 2 / (n - 1))
 
 
 def _flat(values: Sequence[float]) -> bool:
@@ -132,16 +138,12 @@ def _flat(values: Sequence[float]) -> bool:
 
 def _grows(before: Sequence[float], after: Sequence[float], jitter: bool | None) -> bool:
     """The waits of ``after`` (one attempt index, across samples) exceed those of ``before``:
-    by FLAT_REL / 2 without jitter; with it, the means by twice their standard error."""
+    by FLAT_REL / 2 without jitter; with it, the medians by more than their jitter's reach
+    below them (half of both)."""
+    a, b = statistics.median(before), statistics.median(after)
     if not jitter:
-        a, b = statistics.median(before), statistics.median(after)
         return b - a > IMMEDIATE_S and b > a * (1 + FLAT_REL / 2)
-    a, b = statistics.fmean(before), statistics.fmean(after)
-
-    def var(c: Sequence[float]) -> float:
-        return statistics.variance(c) / len(c) if len(c) >= 2 else 0.0
-
-    return b - a > max(IMMEDIATE_S, 2 * math.sqrt(var(before) + var(after)))
+    return b - a > max(IMMEDIATE_S, (_low_spread(before) + _low_spread(after)) / 2)
 
 
 def _exp_fit(values: Sequence[float]) -> tuple[float, float, float]:
@@ -187,9 +189,9 @@ def infer_backoff(per_sample: Sequence[Sequence[float]]) -> BackoffFit:
     width = max(len(g) for g in usable)
     columns = [[g[k] for g in usable if len(g) > k] for k in range(width)]
     jitter = _jittered(columns)
-    # the shape from the typical wait (mean when jittered: steadier than any one draw),
-    # the values from the floor (additive jitter only ever lengthens a wait)
-    shape_all = [statistics.fmean(c) if jitter else statistics.median(c) for c in columns]
+    # the shape from the typical (median) wait, the values from the floor when jittered
+    # (additive jitter only ever lengthens a wait)
+    shape_all = [statistics.median(c) for c in columns]
     level_all = [_floor(c) if jitter else statistics.median(c) for c in columns]
     waits = level_all
     samples = len(usable)
