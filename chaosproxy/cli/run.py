@@ -222,7 +222,10 @@ def command(args: argparse.Namespace) -> int:
                 ", ".join(_internals.in_force()) or "none",
                 "".join(f" | off: {name} ({why})" for name, why in off.items()),
             )
-        where = source or "no scenario: passing everything through"
+        where = addon.engine.source or "no scenario: passing everything through"
+        seed_said = seed_from
+        if getattr(addon.state, "adopted", False):  # joined a cluster: its scenario and seed
+            where, seed_said = f"{where}, from the shared state", "the shared state's"
         control = f"control API {addon.admin_url}" if addon.admin_url else "no control API"
         log.info(
             "%s | %s | scenario %s (%s) | seed %d (%s) | state %s | upstream timeout %s | %s%s",
@@ -231,7 +234,7 @@ def command(args: argparse.Namespace) -> int:
             addon.engine.scenario.label,
             where,
             addon.engine.seed,
-            seed_from,
+            seed_said,
             addon.state.describe,
             addon.deadlines.timeouts.describe(),
             control,

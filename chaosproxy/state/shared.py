@@ -146,6 +146,8 @@ class RedisState:
         self._probe: asyncio.Task[None] | None = None
         self._stopping = False
         self._warned = False  # the warning for this outage was given
+        #: True once this replica took the cluster's scenario instead of sharing its own
+        self.adopted = False
 
     @property
     def describe(self) -> str:
@@ -412,6 +414,7 @@ class RedisState:
         args += [json.dumps(body), CHANNEL, self.epoch, self.version]
         reply = await asyncio.wait_for(self._change(keys=[CONTROL], args=args), CONTROL_TIMEOUT)
         if _text(reply[0]) == "exists":  # init: another replica was first
+            self.adopted = True
             self._mine.discard(body["token"])
             epoch, version, gen, since = (int(_text(v)) for v in reply[1:5])
             self._receive(epoch, version, gen, since, json.loads(_text(reply[5])))

@@ -178,6 +178,9 @@ def test_seeded_decisions_equal_one_process(cluster: Cluster) -> None:
         expected.append(200 if decision is None else decision.rule.fault[0].status)
     assert cluster.drive("/coin", 60) == expected
     assert {r.api_get("/scenario")["seed"] for r in cluster.replicas} == {1234}
+    # at start, one replica shared its scenario, the two others took the cluster's
+    starts = ["".join(r.lines).split(" | control API")[0] for r in cluster.replicas]
+    assert sum("(the shared state's)" in line for line in starts) == 2, starts
 
 
 def test_the_control_plane_reaches_every_replica(cluster: Cluster) -> None:
