@@ -262,6 +262,7 @@ def _run(args: argparse.Namespace, host: str, port: int, console: Console) -> As
                 on_progress=progress,
                 hang_cap_s=args.hang_cap,
                 self_hops=self_hops,
+                proxy_url=reverse,
             )
         except AssessError as exc:
             fail(str(exc))

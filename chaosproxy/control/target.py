@@ -27,8 +27,7 @@ class ControlTarget(Protocol):
         ...
 
     @property
-    def metrics(self) -> Metrics:
-        ...
+    def metrics(self) -> Metrics: ...
 
     @property
     def serving(self) -> bool:

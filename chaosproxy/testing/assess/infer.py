@@ -422,6 +422,8 @@ def _fell_back(body: str, baseline: str | None, fallback: str | None) -> bool:
     """A 2xx answer to a malformed upstream body is a fallback when it equals the healthy
     answer (a cache: a broken body cannot parse into it) or resembles the app's answer
     while the upstream fails more than the healthy one; else the broken body went on."""
+    if not body:
+        return False  # nothing to compare (a command's empty output): it took the body
     if baseline is not None and body == baseline:
         return True
     if fallback is None:
@@ -516,7 +518,9 @@ def infer_policy(
     post = experiments.get("non_idempotent")
     if post is not None and post.samples:
         keys = [a.idempotency_key for s in post.samples for a in s.attempts]
-        policy.idempotency_key = bool(keys) and all(k is not None for k in keys)
+        # one key per logical call, the same on its retries
+        same = all(len({a.idempotency_key for a in s.attempts}) <= 1 for s in post.samples)
+        policy.idempotency_key = bool(keys) and all(k is not None for k in keys) and same
         ev(
             "idempotency_key",
             Evidence(len(keys), confidence_of(len(post.samples)), note=f"{len(keys)} attempts"),

@@ -277,6 +277,7 @@ class Runner:
         hang_cap_s: float = battery.HANG_CAP_S,
         breaker_cap_s: float = BREAKER_CAP_S,
         self_hops: frozenset[str] = frozenset(),
+        proxy_url: str | None = None,
     ) -> None:
         self.proxy = proxy
         self.trigger = trigger
@@ -287,6 +288,7 @@ class Runner:
         self.hang_cap_s = hang_cap_s
         self.breaker_cap_s = breaker_cap_s
         self.self_hops = self_hops
+        self.proxy_url = proxy_url or proxy.url
         self.results: dict[str, ExperimentResult] = {}
         self.healed_at_s: float | None = None
         self._applied_at = 0.0
@@ -440,7 +442,7 @@ class Runner:
             duration_s=round(time.monotonic() - t0, 2),
             seed=self.seed,
             quick=self.quick,
-            target=self.trigger.target(self.upstream, self.proxy.url),
+            target=self.trigger.target(self.upstream, self.proxy_url),
             policy=policy,
             evidence=evidence,
             experiments=list(self.results.values()),
@@ -464,7 +466,7 @@ class Runner:
         if not sample.attempts:
             raise AssessError(
                 "no upstream call reached the proxy during the healthy call: point the app's "
-                f"upstream at {self.proxy.url} (the proxy), not at {self.upstream}"
+                f"upstream at {self.proxy_url} (the proxy), not at {self.upstream}"
             )
 
 
@@ -478,8 +480,10 @@ def assess(
     on_progress: Callable[[Progress], None] | None = None,
     hang_cap_s: float = battery.HANG_CAP_S,
     self_hops: frozenset[str] = frozenset(),
+    proxy_url: str | None = None,
 ) -> Assessment:
-    """Run the battery through ``proxy`` (already started, in front of the upstream)."""
+    """Run the battery through ``proxy`` (already started, in front of the upstream);
+    ``proxy_url``: where the app must send its calls (default: the proxy's URL)."""
     if upstream is None:
         ups = proxy.settings.upstreams
         upstream = ups[0].url if ups else "(forward)"
@@ -492,4 +496,5 @@ def assess(
         on_progress=on_progress,
         hang_cap_s=hang_cap_s,
         self_hops=self_hops,
+        proxy_url=proxy_url,
     ).run()

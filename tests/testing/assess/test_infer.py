@@ -287,3 +287,27 @@ def test_a_jittered_backoff_wait_is_still_ignoring_retry_after() -> None:
     # first waits of 0.10..0.19 s seen without Retry-After: 0.18 s is one of them
     assert infer.infer_retry_after(0.18, 1.0, (0.1, 0.19))[:2] == (False, None)
     assert infer.infer_retry_after(0.5, 1.0, (0.1, 0.19))[:2] == (True, 0.5)
+
+
+def _post(*keys: str | None, status: int = 503) -> Sample:
+    attempts = [
+        Attempt(0.1 * i, "POST", "/orders", status if i == 0 else 201, None, 0.01, key)
+        for i, key in enumerate(keys)
+    ]
+    return Sample(0, Outcome(status=201), attempts)
+
+
+@pytest.mark.parametrize(
+    ("sample", "retried", "keyed"),
+    [
+        (_post("k1", "k1"), True, True),
+        (_post(None, None), True, False),
+        (_post("k1", "k2"), True, False),  # a new key per attempt: the retry is a new order
+        (_post("k1"), False, True),
+    ],
+)
+def test_post_retries_and_idempotency_key(sample: Sample, retried: bool, keyed: bool) -> None:
+    policy, evidence = infer.infer_policy({"non_idempotent": _exp("non_idempotent", sample)})
+    assert policy.retries_non_idempotent is retried
+    assert policy.idempotency_key is keyed
+    assert evidence["retries_non_idempotent"].experiments == ["non_idempotent"]
