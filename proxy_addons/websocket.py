@@ -253,8 +253,10 @@ class WebSockets:
         side.counts["seen"] += 1
         wire = MessageAdapter(socket, message)
         for fault in socket.faults:
-            if wire.dropped or socket.ended:
+            if socket.ended:
                 break
+            if wire.dropped and not fault.sees_dropped:
+                continue
             if fault.applies_to(message.from_client):
                 fault.on_message(wire)
         if side.pending and not wire.dropped and not message.dropped:

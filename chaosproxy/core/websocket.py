@@ -89,6 +89,9 @@ class MessageFault(Fault):
     )
 
     stages: ClassVar[tuple[Stage, ...]] = (Stage.MESSAGE,)
+    #: Acts on a message an earlier fault of the rule dropped too (it counts messages, as
+    #: ``ws_close`` does); the others leave a dropped message alone.
+    sees_dropped: ClassVar[bool] = False
 
     def applies_to(self, from_client: bool) -> bool:
         """Whether this fault acts on a message from that side."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -71,6 +71,8 @@ class WsClose(MessageFault):
         None, description="close right after this many messages in the direction given"
     )
     after: Duration | None = Field(None, description="close this long after the upgrade")
+
+    sees_dropped: ClassVar[bool] = True
 
     @field_validator("reason")
     @classmethod

@@ -267,3 +267,20 @@ def test_wss_forward_through_mitmproxys_ca_and_reverse_to_a_tls_upstream(
         with pytest.raises(ConnectionClosed) as closed:
             conn.recv(timeout=5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4002
+
+
+def test_ws_close_counts_messages_an_earlier_fault_dropped(make_proxy, ws_upstream: str) -> None:
+    fault = [
+        {"type": "ws_drop", "probability": 1, "direction": "client"},
+        {"type": "ws_corrupt", "direction": "client"},
+        {"type": "ws_close", "after_messages": 2, "direction": "client"},
+    ]
+    proxy = make_proxy(_rule(fault), upstream=ws_upstream)
+    with _ws(proxy, "/echo") as conn:
+        conn.send("one")
+        conn.send("two")
+        with pytest.raises(ConnectionClosed) as closed:
+            conn.recv(timeout=5)  # no echo: the server never got them
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+    client = _socket_record(proxy).websocket["client"]
+    assert client == {"seen": 2, "dropped": 2, "delayed": 0, "corrupted": 0}
