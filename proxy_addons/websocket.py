@@ -259,8 +259,6 @@ class WebSockets:
                 continue
             if fault.applies_to(message.from_client):
                 fault.on_message(wire)
-        if side.pending and not wire.dropped and not message.dropped:
-            wire.hold(0.0)  # an earlier message of this direction is held: keep the order
 
     def ended(self, flow: http.HTTPFlow) -> None:
         socket = self._sockets.pop(flow.id, None)

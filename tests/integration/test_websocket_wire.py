@@ -146,6 +146,15 @@ def test_ws_delay_holds_one_direction_in_order_and_not_the_other(
     assert record.websocket["client"]["delayed"] == 0
 
 
+def test_ws_delay_with_jitter_keeps_the_order(make_proxy, ws_upstream: str) -> None:
+    fault = {"type": "ws_delay", "delay": "60ms", "jitter": "60ms", "direction": "client"}
+    proxy = make_proxy(_rule(fault), seed=3, upstream=ws_upstream)
+    with _ws(proxy, "/echo") as conn:
+        for i in range(20):
+            conn.send(f"m{i}")
+        assert [conn.recv(timeout=5) for _ in range(20)] == [f"m{i}" for i in range(20)]
+
+
 def test_ws_corrupt_changes_one_character_or_byte_and_keeps_text_valid(
     make_proxy, ws_upstream: str
 ) -> None:
