@@ -195,7 +195,73 @@ class Capabilities:
     handshake: bool = False
 
 
-class Fault(BaseModel, abc.ABC):
+def _refuse_bool_or_text(value: Any, what: str) -> Any:
+    if isinstance(value, bool):
+        raise PydanticCustomError(
+            "number_not_bool", "must be {what}, not true or false", {"what": what}
+        )
+    if isinstance(value, str):
+        raise PydanticCustomError(
+            "number_not_text", "must be {what}, not text: write it without quotes", {"what": what}
+        )
+    return value
+
+
+def _whole_number(value: Any) -> Any:
+    """Before an int field: a boolean or a string is not a number (the schema agrees)."""
+    return _refuse_bool_or_text(value, "a whole number")
+
+
+def _number(value: Any) -> Any:
+    """Before a float field: a boolean or a string is not a number (the schema agrees)."""
+    return _refuse_bool_or_text(value, "a number")
+
+
+_NUMBER_CHECKS = {"int": _whole_number, "float": _number}
+
+
+def _strict_scalars(schema: Any) -> Any:
+    """``schema`` with its plain int and float fields refusing booleans and strings, and
+    its bool fields refusing anything but true and false. Pydantic's lax mode takes
+    ``"3"`` and ``true`` for 3 and 1, and ``"yes"`` or 1 for true; the JSON Schema does
+    not, and ``validate`` must never accept what the schema refuses (DESIGN.md, "The
+    schema and validate agree"). Pydantic's strict mode would also refuse ``3.0`` for an
+    int (the schema accepts it) and lists for tuples, hence this walk. Fields that read
+    text on purpose (durations, sizes, a ``then`` status) parse it before these checks,
+    in their own before validators, and are left alone."""
+    if isinstance(schema, list):
+        return [_strict_scalars(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    kind = schema.get("type")  # a field named "type" holds a dict here: not a kind
+    if not isinstance(kind, str):
+        kind = None
+    if kind == "function-before" and schema["function"].get("function") in (
+        _NUMBER_CHECKS.values()
+    ):
+        return schema  # already walked (a model nested in another is walked twice)
+    if kind in _NUMBER_CHECKS:
+        return core_schema.no_info_before_validator_function(_NUMBER_CHECKS[kind], schema)
+    if kind == "bool":
+        return {**schema, "strict": True}
+    return {
+        key: value if key in ("metadata", "serialization") else _strict_scalars(value)
+        for key, value in schema.items()
+    }
+
+
+class StrictScalars(BaseModel):
+    """Base of the scenario models: booleans, numbers and text are told apart (see
+    :func:`_strict_scalars`)."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return _strict_scalars(handler(source))
+
+
+class Fault(StrictScalars, abc.ABC):
     """Base of all fault types: the YAML parameters plus how they act on the wire.
 
     The class attributes below are the type's capabilities; a new type sets those that

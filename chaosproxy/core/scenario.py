@@ -38,6 +38,7 @@ from chaosproxy.core.fault import (
     PositiveDuration,
     Range,
     Stage,
+    StrictScalars,
     check_header_name,
     fault_types,
 )
@@ -168,7 +169,7 @@ class _keys_schema:  # noqa: N801 - used as an annotation, like pydantic's own m
         return out
 
 
-class _Model(BaseModel):
+class _Model(StrictScalars):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
@@ -573,6 +574,8 @@ def _message(err: Any, data: Any, path: DocPath) -> tuple[str, DocPath, bool]:
         text = "must be a list"
     elif kind in ("string_type",):
         text = "must be a string"
+    elif kind == "bool_type":
+        text = "must be true or false"
     if not custom or kind == "range":
         if not isinstance(value, dict | list) or kind in ("string_type",):
             text += f", got {_shown(value)}"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from chaosproxy.core.fault import (
     MAX_DELAY,
@@ -19,6 +19,7 @@ from chaosproxy.core.fault import (
     Fault,
     On,
     Stage,
+    StrictScalars,
     Wire,
     check_delay,
     register,
@@ -29,7 +30,7 @@ from chaosproxy.core.units import format_duration
 _Z99 = 2.3263478740408408
 
 
-class _Distribution(BaseModel, abc.ABC):
+class _Distribution(StrictScalars, abc.ABC):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     @abc.abstractmethod
