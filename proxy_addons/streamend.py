@@ -12,7 +12,9 @@ flow's stream callable, so it sees (and counts) the body bytes on their way out:
   so that header is taken off the flow's answer once its head has gone, and put back
   after), which lets it announce the next chunk's full size and pass on only the half
   the relay sends; then the relay breaks off and mitmproxy closes the connection. All
-  bytes go through mitmproxy's layers, so this holds over TLS too.
+  bytes go through mitmproxy's layers, so this holds over TLS too. That reliance on
+  mitmproxy's internals is declared in ``_internals/chunkframing.py``: when its shape is
+  not there, ``truncated`` ends the stream as ``reset`` does.
 
 On HTTP/2 it declines and the relay breaks its answer off: mitmproxy resets that stream.
 When the socket is not reachable, a reset becomes that break-off (mitmproxy closes the
@@ -29,7 +31,7 @@ from typing import Any, Protocol
 from mitmproxy import http
 
 from chaosproxy.core.streams import End
-from chaosproxy.proxy_addons._internals import clientsock
+from chaosproxy.proxy_addons._internals import chunkframing, clientsock
 
 logger = logging.getLogger("chaosproxy")
 
@@ -57,8 +59,11 @@ class ClientEnd:
         self._handlers = handlers
         self.passed = 0
         self._moved = asyncio.Event()
+        truncating = end is End.TRUNCATED and chunkframing.usable()
+        #: truncated, mitmproxy's framing not as relied on: reset instead (warned once)
+        self._reset_instead = end is End.TRUNCATED and not truncating
         #: truncated over HTTP/1.1: this callable frames the chunks (None: not decided yet)
-        self._framing: bool | None = None if end is End.TRUNCATED else False
+        self._framing: bool | None = None if truncating else False
         self._te: str | None = None
         #: truncated: the size the next chunk announces, once the point is reached
         self._announce: int | None = None
@@ -120,7 +125,7 @@ class ClientEnd:
         if not await self._passed_on(sent):
             wire.mark_ended("closed")
             return False
-        if end is End.TRUNCATED:
+        if end is End.TRUNCATED and not self._reset_instead:
             if not self._framing or len(partial) < 2:  # no half to send: closed after the point
                 wire.mark_ended("truncated" if self._framing else "closed")
                 self._give_framing_back()
@@ -136,7 +141,7 @@ class ClientEnd:
             logger.info("rule %s: the client is not reading; resetting it anyway", wire.rule)
         done = clientsock.reset_client(handler)
         wire.mark_ended("reset" if done else "closed")
-        return done
+        return done and not self._reset_instead  # (True would send a truncated half chunk)
 
     async def _passed_on(self, sent: int) -> bool:
         """Wait until mitmproxy passed ``sent`` body bytes on to the client."""

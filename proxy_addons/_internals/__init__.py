@@ -57,6 +57,7 @@ MODULES = {
     "timed_out_answers": "upstreamtimeout",
     "h2_for_h2_clients": "h2alpn",
     "websocket_close": "wsclose",
+    "truncated_chunks": "chunkframing",
 }
 
 LEAN = (
@@ -75,6 +76,7 @@ ADDON = (
     "timed_out_answers",
     "h2_for_h2_clients",
     "websocket_close",
+    "truncated_chunks",
 )
 MASTER = ("fast_hooks",)
 LISTENING = ("listen_backlog",)

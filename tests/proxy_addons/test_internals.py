@@ -187,12 +187,19 @@ MISSING = {
         "from mitmproxy.proxy.layers import websocket as lw; gone(lw, 'WebSocketMessageInjected')",
         "not hasattr(lw.WebsocketLayer.__init__, '_chaosproxy')",
     ),
+    "truncated_chunks": (
+        "from mitmproxy.proxy.layers.http import _http1; "
+        "_http1.Http1Server.send = lambda self, event: iter(())",
+        "not chunkframing.usable()",
+    ),
 }
 
 _MISSING = """
     import asyncio, json, logging, sys
     from chaosproxy.proxy_addons import _internals
-    from chaosproxy.proxy_addons._internals import clientsock, listeners, receivetimes, warmup
+    from chaosproxy.proxy_addons._internals import (
+        chunkframing, clientsock, listeners, receivetimes, warmup
+    )
 
     warnings = []
     class Catch(logging.Handler):
@@ -328,6 +335,47 @@ def test_a_proxy_without_the_client_sockets_closes_instead_of_resetting() -> Non
         "mitmproxy patch client_sockets",
         "mitmproxy patch receive_times",
     ]
+
+
+def test_truncated_without_the_chunk_framing_it_relies_on_resets_instead() -> None:
+    """stream_cut mode truncated, when mitmproxy's HTTP/1 framing is not the shape it
+    relies on (simulated by its declaration): one warning, and the stream ends with a TCP
+    reset right after the point, never a clean end or a chunk framed twice."""
+    result = python_json(
+        """
+        import dataclasses, json, logging
+        from chaosproxy.proxy_addons import _internals
+        from chaosproxy.proxy_addons._internals import chunkframing
+        from chaosproxy.testing.api import ChaosProxy
+        from tests.integration.sse_upstream import sse_pieces, sse_upstream
+        from tests.integration.test_stream_faults_wire import raw_get
+        from tests.support import wait_until
+
+        seen = []
+        logging.getLogger("chaosproxy").addHandler(
+            type("H", (logging.Handler,), {"emit": lambda self, r: seen.append(r.getMessage())})()
+        )
+        chunkframing.PATCH = dataclasses.replace(
+            chunkframing.PATCH, check=lambda: "Http1Server.send frames otherwise (simulated)"
+        )
+        scenario = {"name": "s", "rules": [{"name": "cut", "fault":
+                    {"type": "stream_cut", "events": 2, "mode": "truncated"}}]}
+        with sse_upstream() as up, ChaosProxy(upstream=up.url, scenario=scenario) as p:
+            raw = raw_get(p.port, "/sse?events=6")
+            end = [raw.chunks == sse_pieces(2), raw.end, raw.partial]
+            wait_until(lambda: any(r.rule for r in p.decisions))
+            outcomes = [r.outcome for r in p.decisions if r.rule]
+        print(json.dumps([end, outcomes, _internals.active(), seen]))
+        """
+    )
+    end, outcomes, active, seen = result
+    assert end == [True, "reset", None]
+    assert outcomes == ["reset"]
+    assert "truncated_chunks" not in active and "client_sockets" in active
+    patch_warnings = [w for w in seen if w.startswith("mitmproxy patch")]
+    assert len(patch_warnings) == 1, seen
+    assert patch_warnings[0].startswith("mitmproxy patch truncated_chunks is off: ")
+    assert "(simulated)" in patch_warnings[0] and "TCP reset instead" in patch_warnings[0]
 
 
 # --------------------------------------------------------------------------- listed
