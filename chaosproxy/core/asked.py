@@ -80,8 +80,12 @@ def _fault(index: int, part: str) -> Fault:
     elif not raw:
         raise AskError(f"{where}: {name}= has no value")
     params: dict[str, Any] = {"type": kind}
-    if field is not None:
-        params[field] = int(raw) if field == "status" and raw.isdigit() else raw
+    if field == "status":  # a header is text: a status is read as a number here
+        if not raw.isdigit():
+            raise AskError(f"{where}: must be a whole number (an HTTP status), got {raw!r}")
+        params[field] = int(raw)
+    elif field is not None:
+        params[field] = raw
     try:
         return fault_types()[kind].model_validate(params)
     except ValidationError as exc:

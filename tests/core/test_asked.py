@@ -33,7 +33,7 @@ def test_the_grammar_names_faults_in_order(value: str, described: list[str]) -> 
         ("error", "part 1 ('error'): error needs a value (error=...)"),
         ("latency=", "part 1 ('latency='): latency= has no value"),
         ("latency=1s; error=99", "part 2 ('error=99'): must be an HTTP status between 200 and 599"),
-        ("error=1e3", "part 1 ('error=1e3'): Input should be a valid integer"),
+        ("error=1e3", "part 1 ('error=1e3'): must be a whole number (an HTTP status), got '1e3'"),
         ("latency=soon", "part 1 ('latency=soon'): 'soon' is not a duration"),
         ("latency=11m", "part 1 ('latency=11m'): delay of 11m is longer than 10m"),
         ("abort=now", "part 1 ('abort=now'): Input should be 'reset' or 'close'"),
