@@ -22,6 +22,11 @@ def add_parser(sub: Any) -> None:
         metavar="N",
         help="also list the last N requests (default 10; 0: none)",
     )
+    stats.add_argument(
+        "--cluster",
+        action="store_true",
+        help="every replica sharing the proxy's --state added up (/stats?scope=cluster)",
+    )
     stats.add_argument("--json", action="store_true", help="print the raw JSON instead")
     stats.set_defaults(func=command)
 
@@ -31,7 +36,7 @@ def command(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     client = control(args)
-    stats = ask(client.stats)
+    stats = ask(client.stats, args.cluster)
     decisions = ask(client.decisions, args.decisions) if args.decisions else []
     if args.json:
         print(json.dumps({"stats": stats, "decisions": decisions}, indent=2))
@@ -39,10 +44,11 @@ def command(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     state = "paused (passing everything through)" if stats.get("paused") else "injecting"
     phase = f", phase {stats['phase']}" if stats.get("phase") else ""
+    replicas = f" by {counted(stats['replicas'], 'replica')}" if "replicas" in stats else ""
     console.print(
         f"[bold]{stats['scenario']}[/bold]{phase}, seed {stats['seed']}, {state}: "
         f"{counted(stats['injected'], 'fault')} injected into "
-        f"{counted(stats['requests'], 'request')}"
+        f"{counted(stats['requests'], 'request')}{replicas}"
     )
     table = Table(title=None, show_lines=False)
     table.add_column("rule")

@@ -120,9 +120,9 @@ class ControlClient:
         result: dict[str, Any] = self.call("POST", "/scenario/phase", {"phase": phase})
         return result
 
-    def stats(self) -> dict[str, Any]:
-        """``GET /stats``."""
-        result: dict[str, Any] = self.call("GET", "/stats")
+    def stats(self, cluster: bool = False) -> dict[str, Any]:
+        """``GET /stats`` (``cluster``: ``?scope=cluster``, every replica's added up)."""
+        result: dict[str, Any] = self.call("GET", "/stats?scope=cluster" if cluster else "/stats")
         return result
 
     def decisions(self, limit: int | None = None, since: int = 0) -> list[dict[str, Any]]:

@@ -329,7 +329,8 @@ class RedisState:
         self.degraded = True
         if not self._warned:
             self._warned = True
-            why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            text = str(exc).rstrip(".")
+            why = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
             logger.warning(
                 "shared state %s unreachable (%s): deciding with this replica's own state "
                 "until it answers again (checked every %g s)",

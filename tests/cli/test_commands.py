@@ -200,6 +200,15 @@ def test_stats_asks_the_control_api_with_the_token(
 
 
 @responses.activate
+def test_stats_cluster_adds_the_replicas_up(capsys: pytest.CaptureFixture[str]) -> None:
+    cluster = dict(STATS, scope="cluster", replicas=3, members=[])
+    responses.get(f"{ADMIN}/stats?scope=cluster", json=cluster)
+    code, out, _ = chaosproxy(capsys, "stats", "--admin", ADMIN, "--cluster", "--decisions", "0")
+    assert code == 0
+    assert "2 faults injected into 7 requests by 3 replicas" in out
+
+
+@responses.activate
 def test_stats_says_when_the_control_api_refuses_or_is_not_there(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
