@@ -169,3 +169,22 @@ def test_an_unstarted_replica_keeps_local_changes_for_later() -> None:
     engine.pause()  # no loop yet: nothing to tell, joining shares it
     assert state.health()["status"] == "degraded" and state._mine == set()
     assert "chaosproxy_state_degraded 1" in state.metrics_text()
+
+
+def test_every_valid_scenario_survives_the_trip_through_the_store() -> None:
+    """What a replica stores (the scenario's document, as JSON) loads back to the same
+    scenario: the shipped ones and the valid corpus (every fault type and option)."""
+    import json
+    from pathlib import Path
+
+    from chaosproxy.core import scenario as scenario_mod
+
+    corpus = Path(__file__).resolve().parents[1] / "core" / "corpus" / "valid"
+    paths = [e.path for e in scenario_mod.shipped()] + sorted(corpus.glob("*.yaml"))
+    assert len(paths) > 20
+    for path in paths:
+        original = scenario_mod.load_file(path)
+        doc = scenario_mod.model_document(original)
+        doc["name"] = original.label
+        again = scenario_mod.load_data(json.loads(json.dumps(doc)), "shared state")
+        assert again == original, path.name
