@@ -19,8 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import settings
 
 from tests.support import UpstreamServer, running_upstream
+
+# Property tests draw the same examples on every run (a test may still ask for more)
+settings.register_profile("chaosproxy", derandomize=True, deadline=None)
+settings.load_profile("chaosproxy")
 
 if TYPE_CHECKING:
     from chaosproxy.testing.api import ChaosProxy

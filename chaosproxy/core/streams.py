@@ -128,7 +128,9 @@ class ChunkCounter(Counter):
 
 class EventCounter(Counter):
     """``after: N events`` on ``text/event-stream``: the point is after the blank line that
-    ends the Nth event that has a ``data`` field."""
+    ends the Nth event that has a ``data`` field. When that line ends with a CRLF split
+    across two reads, the point is after the CR: the event has ended there, and waiting
+    for the LF would hold the stream up to the next read."""
 
     def __init__(self, limit: int) -> None:
         super().__init__(limit)

@@ -87,7 +87,13 @@ def test_the_point_does_not_depend_on_how_the_body_is_split(data) -> None:
     limit = data.draw(st.integers(0, 7))
     cuts = sorted(data.draw(st.lists(st.integers(0, len(body)), max_size=12)))
     pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
-    assert point(EventCounter(limit), pieces) == point(EventCounter(limit), [body])
+    split, whole = point(EventCounter(limit), pieces), point(EventCounter(limit), [body])
+    if split != whole:
+        # the one difference allowed: a read that ends between the CR and the LF of the
+        # CRLF that ends the event. The event ended at its CR (the client's parser says so
+        # too), and waiting for a byte that may come much later would hold the stream back
+        assert whole is not None and split == whole - 1 and split in cuts
+        assert body[split - 1 : split + 1] == b"\r\n"
 
 
 def test_bytes_are_counted_across_reads() -> None:
