@@ -86,6 +86,15 @@ def command(args: argparse.Namespace) -> int:
     seed = f"seed {doc['seed']}"
     print(f"{request.method} {args.url} against {doc['scenario']} ({where}{phase}, {seed}):")
     verdicts = doc["verdicts"]
+    asked = doc.get("asked")
+    if asked and "faults" in asked:
+        print(
+            f"  ASKED X-Chaos-Fault [{asked['faults']}]: given instead of the rules, to a "
+            "loopback client or one with X-Chaos-Token (request_faults: true)"
+        )
+        print("  the rules, for a client that may not ask:")
+    elif asked:
+        print(f"  X-Chaos-Fault ignored, the rules decide: {asked['ignored']}")
     if not verdicts:
         print("  no rules: the request passes through untouched")
     for v in verdicts:

@@ -15,8 +15,8 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from chaosproxy.control.target import ControlTarget
+from chaosproxy.core import asked, yamlsource
 from chaosproxy.core import scenario as scenario_mod
-from chaosproxy.core import yamlsource
 from chaosproxy.core.engine import Engine, SimpleRequest
 from chaosproxy.core.scenario import Scenario, ScenarioError, model_document
 
@@ -176,4 +176,19 @@ def explain_document(engine: Engine, request: SimpleRequest) -> dict[str, Any]:
         "paused": engine.paused,
         "verdicts": [asdict(v) for v in verdicts],
         "fires": fires,
+        "asked": asked_faults(engine, request),
     }
+
+
+def asked_faults(engine: Engine, request: SimpleRequest) -> dict[str, str] | None:
+    """With ``request_faults``, what the request's ``X-Chaos-Fault`` header asks for:
+    ``{"faults": summary}`` (given instead of the rules, to a client allowed to ask) or
+    ``{"ignored": why}`` (the rules decide); None without the header or the switch."""
+    values = request.header(asked.HEADER)
+    if not engine.scenario.request_faults or not values:
+        return None
+    try:
+        faults = asked.parse("; ".join(values))
+    except asked.AskError as exc:
+        return {"ignored": str(exc)}
+    return {"faults": " + ".join(f.describe() for f in faults)}

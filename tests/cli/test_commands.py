@@ -166,6 +166,30 @@ def test_explain_against_a_scenario_with_a_seed_and_a_phase(
     assert code == 2 and "--phase and --seed go with --scenario" in err
 
 
+def test_explain_says_what_an_x_chaos_fault_header_asks_for(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "aid.yaml"
+    path.write_text("request_faults: true\nrules: [{fault: {type: error, status: 500}}]\n")
+    args = ("explain", "--scenario", str(path), "GET", "http://api/x", "-H")
+    code, out, _ = chaosproxy(capsys, *args, "X-Chaos-Fault: latency=1s; error=503")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[1] == (
+        "  ASKED X-Chaos-Fault [latency 1s + error 503]: given instead of the rules, to a "
+        "loopback client or one with X-Chaos-Token (request_faults: true)"
+    )
+    assert lines[2] == "  the rules, for a client that may not ask:"
+    code, out, _ = chaosproxy(capsys, *args, "X-Chaos-Fault: error=9")
+    assert out.splitlines()[1] == (
+        "  X-Chaos-Fault ignored, the rules decide: part 1 ('error=9'): must be an HTTP "
+        "status between 200 and 599"
+    )
+    code, out, _ = chaosproxy(capsys, "explain", "--scenario", "flaky", "GET", "http://api/x",
+                              "-H", "X-Chaos-Fault: error=503")  # fmt: skip
+    assert "X-Chaos-Fault" not in out  # without request_faults the header means nothing
+
+
 STATS = {
     "scenario": "flaky", "seed": 3, "phase": None, "paused": False, "requests": 7,
     "injected": 2,

@@ -50,3 +50,19 @@ def test_bad_values_are_refused_naming_the_part(value: str, message: str) -> Non
 def test_request_faults_is_a_scenario_switch_off_by_default() -> None:
     assert load_text("rules: []").request_faults is False
     assert load_text("request_faults: true\nrules: []").request_faults is True
+
+
+def test_the_explain_document_says_what_the_header_asks_for() -> None:
+    from chaosproxy.control.documents import explain_document, explain_request
+    from chaosproxy.core.engine import Engine
+
+    engine = Engine(load_text("request_faults: true\nrules: []"), seed=1)
+    asks = explain_request("GET", "http://h/x", [("X-Chaos-Fault", "abort=close")])
+    assert explain_document(engine, asks)["asked"] == {"faults": "abort close"}
+    bad = explain_request("GET", "http://h/x", [("x-chaos-fault", "nope")])
+    assert explain_document(engine, bad)["asked"] == {
+        "ignored": "part 1 ('nope'): unknown fault 'nope'; use error, latency, abort, timeout"
+    }
+    assert explain_document(engine, explain_request("GET", "http://h/x"))["asked"] is None
+    off = Engine(load_text("rules: []"))
+    assert explain_document(off, asks)["asked"] is None
