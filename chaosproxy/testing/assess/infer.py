@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import statistics
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -428,9 +429,20 @@ def _fell_back(body: str, baseline: str | None, fallback: str | None) -> bool:
         return True
     if fallback is None:
         return False
-    like_fallback = difflib.SequenceMatcher(None, body, fallback).ratio()
-    like_healthy = difflib.SequenceMatcher(None, body, baseline or "").ratio()
-    return like_fallback > like_healthy
+    return _likeness(body, fallback) > _likeness(body, baseline or "")
+
+
+_JSON_KEY = re.compile(r'"([^"\\]{1,40})"\s*:')
+
+
+def _likeness(a: str, b: str) -> float:
+    """How alike two answers are in form, not in values: the JSON keys they share
+    (Jaccard), else their text with every number made 0."""
+    keys_a, keys_b = set(_JSON_KEY.findall(a)), set(_JSON_KEY.findall(b))
+    if keys_a and keys_b:
+        return len(keys_a & keys_b) / len(keys_a | keys_b)
+    digits = re.compile(r"[0-9]+")
+    return difflib.SequenceMatcher(None, digits.sub("0", a), digits.sub("0", b)).ratio()
 
 
 def infer_policy(

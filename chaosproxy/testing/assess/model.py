@@ -88,7 +88,8 @@ class Policy:
     timeout_s: float | None = None
     """Seconds until the client abandons a hung upstream (read); None: none within the cap."""
     connect_timeout_s: float | None = None
-    """Only when it differs from ``timeout_s``: until it abandons a connection that never opens."""
+    """Until it abandons a connection that never opens, where that differs from ``timeout_s``.
+    Not probed yet (a proxy accepts every connection): always None for now."""
     attempts: int | None = None
     """Calls of one logical request before the client gives up (1: no retries)."""
     backoff: Backoff | None = None

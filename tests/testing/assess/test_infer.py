@@ -311,3 +311,22 @@ def test_post_retries_and_idempotency_key(sample: Sample, retried: bool, keyed: 
     assert policy.retries_non_idempotent is retried
     assert policy.idempotency_key is keyed
     assert evidence["retries_non_idempotent"].experiments == ["non_idempotent"]
+
+
+def test_a_fallback_is_told_by_its_form_not_its_numbers() -> None:
+    # the demo: its cache answer carries age_s; numbers differ from call to call
+    healthy = '{"attempts":1,"city":"berlin","elapsed_ms":26.7,"forecast":{"city":"berlin"}}'
+    cached = '{"age_s":0.013,"attempts":3,"city":"berlin","elapsed_ms":421.0,"forecast":{"ci'
+    answer = '{"age_s":0.005,"attempts":1,"city":"berlin","elapsed_ms":5.0,"forecast":{"city"'
+    results = {
+        "malformed": _exp(
+            "malformed",
+            Sample(0, Outcome(status=200, body_excerpt=answer), attempts_with([], status=200)),
+        )
+    }
+    policy, _ = infer.infer_policy(results, baseline_body=healthy, fallback_body=cached)
+    assert policy.malformed_is_failure is True
+    passed_on = '{"city":"berlin","current":{"temp_c":1.6'  # the upstream's own (broken) body
+    results["malformed"].samples[0].outcome.body_excerpt = passed_on
+    policy, _ = infer.infer_policy(results, baseline_body=healthy, fallback_body=cached)
+    assert policy.malformed_is_failure is False
