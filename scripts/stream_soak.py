@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from soak import free_port, rss_kb  # this folder's: the soak's helpers
 
 SCENARIO = """\
 name: stream-soak
@@ -70,20 +71,6 @@ class EndlessEvents(BaseHTTPRequestHandler):
                 time.sleep(self.interval)
         except OSError:
             return  # the proxy closed the stream (the client left)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 class Reader(threading.Thread):
