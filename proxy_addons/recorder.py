@@ -70,24 +70,7 @@ class DecisionRecorder:
         flow.marked = ":zap:"
         flow.comment = f"chaosproxy: rule {decision.name} injected {fault}"
         method, url = flow.request.method, flow.request.pretty_url
-        logger.info(
-            "injected %s [%s] into %s %s",
-            decision.name,
-            fault,
-            method,
-            url,
-            # --log-format json: these become fields of the line
-            extra={
-                "chaos": {
-                    "event": "injected",
-                    "rule": decision.name,
-                    "fault": fault,
-                    "phase": decision.phase,
-                    "method": method,
-                    "url": url,
-                }
-            },
-        )
+        _log_injected(decision, fault, method, url, f"{method} {url}")
 
     def record(
         self,
@@ -185,22 +168,7 @@ class DecisionRecorder:
         """A decision made as a reverse-mode client started its TLS handshake (no flow)."""
         fault = decision.rule.describe()
         url = f"https://{host}:{port}"
-        logger.info(
-            "injected %s [%s] into the TLS handshake for %s",
-            decision.name,
-            fault,
-            url,
-            extra={
-                "chaos": {
-                    "event": "injected",
-                    "rule": decision.name,
-                    "fault": fault,
-                    "phase": decision.phase,
-                    "method": "TLS",
-                    "url": url,
-                }
-            },
-        )
+        _log_injected(decision, fault, "TLS", url, f"the TLS handshake for {url}")
         now_wall, now_mono = time.time(), time.monotonic()
         self.log.add(
             DecisionRecord(
@@ -222,6 +190,26 @@ class DecisionRecorder:
                 upstream_status=None,
             )
         )
+
+
+def _log_injected(decision: Decision, fault: str, method: str, url: str, into: str) -> None:
+    """Log that ``decision`` injected ``fault`` (``--log-format json``: with its fields)."""
+    logger.info(
+        "injected %s [%s] into %s",
+        decision.name,
+        fault,
+        into,
+        extra={
+            "chaos": {
+                "event": "injected",
+                "rule": decision.name,
+                "fault": fault,
+                "phase": decision.phase,
+                "method": method,
+                "url": url,
+            }
+        },
+    )
 
 
 def _grpc_status(response: http.Response | None) -> int | None:
