@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import socket
+import socketserver
 import subprocess
 import sys
 import textwrap
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -215,11 +216,13 @@ class UpstreamServer(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
 
+_Server = TypeVar("_Server", bound=socketserver.BaseServer)
+
+
 @contextlib.contextmanager
-def running_upstream() -> Iterator[UpstreamServer]:
-    server = UpstreamServer()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+def served(server: _Server) -> Iterator[_Server]:
+    """Serve ``server`` in a daemon thread while the block runs, then shut it and close."""
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield server
     finally:
@@ -228,18 +231,18 @@ def running_upstream() -> Iterator[UpstreamServer]:
 
 
 @contextlib.contextmanager
+def running_upstream() -> Iterator[UpstreamServer]:
+    with served(UpstreamServer()) as server:
+        yield server
+
+
+@contextlib.contextmanager
 def serving(app: Any) -> Iterator[str]:
     """A WSGI app (e.g. Flask) served on a free loopback port in a thread; yields its URL."""
     from werkzeug.serving import make_server
 
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with served(make_server("127.0.0.1", 0, app, threaded=True)) as server:
         yield f"http://127.0.0.1:{server.port}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def curl(url: str, *args: str, timeout: float = 30) -> tuple[int, str, float]:

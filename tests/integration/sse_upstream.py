@@ -10,7 +10,6 @@ before each event; ``length=1`` sends the body with a Content-Length instead of 
 from __future__ import annotations
 
 import ssl
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from tests.support import self_signed
+from tests.support import self_signed, served
 
 EOLS = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r"}
 
@@ -100,11 +99,5 @@ class SSEUpstream(ThreadingHTTPServer):
 @contextmanager
 def sse_upstream(tls_dir: Path | None = None) -> Iterator[SSEUpstream]:
     """The upstream on a free loopback port (HTTPS when given a directory for its cert)."""
-    server = SSEUpstream(tls_dir)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with served(SSEUpstream(tls_dir)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()

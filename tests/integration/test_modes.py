@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import requests
 
 from chaosproxy.proxy_addons.runner import Upstream
 from chaosproxy.testing.api import ChaosProxy
-from tests.support import UpstreamServer, free_port, running_upstream, self_signed
+from tests.support import UpstreamServer, free_port, running_upstream, self_signed, served
 
 
 def test_forward_mode_http(make_proxy, upstream: UpstreamServer) -> None:
@@ -37,13 +36,8 @@ def tls_upstream(tmp_path: Path) -> Iterator[str]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_path, key_path)
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with served(server):
         yield f"https://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @contextlib.contextmanager
