@@ -668,7 +668,13 @@ def _finish(scenario: Scenario, doc: Document, default_name: str) -> Scenario:
                 add((*base, i, "fault"), f"a rule has at most one {kinds}")
             streams = [f.type for f in rule.fault if f.streams_body]
             after = [f.describe() for f in rule.fault if f.stage is Stage.RESPONSE]
-            if len(streams) > 1:
+            if len(set(streams)) > 1:
+                add(
+                    (*base, i, "fault"),
+                    f"{' and '.join(dict.fromkeys(streams))} both stream the body, and a rule "
+                    "has at most one fault that does; put them in separate rules",
+                )
+            elif len(streams) > 1:
                 add((*base, i, "fault"), f"a rule has at most one {streams[0]}")
             elif streams and after:
                 add(

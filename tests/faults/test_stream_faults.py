@@ -117,17 +117,38 @@ def test_refused_with_a_located_error(fault: str, message: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "faults",
+    ("faults", "message"),
     [
-        "[{type: stream_cut, events: 1}, {type: stream_stall, events: 1, pause: 1s}]",
-        "[{type: stream_slow_start, delay: 1s}, {type: throttle, rate: 1KB/s}]",
-        "[{type: stream_cut, events: 1}, {type: malformed, mode: truncate}]",
-        "[{type: stream_cut, events: 1}, {type: error, status: 502, on: response}]",
+        (
+            "[{type: stream_cut, events: 1}, {type: stream_stall, events: 1, pause: 1s}]",
+            "stream_cut and stream_stall both stream the body, and a rule has at most one "
+            "fault that does; put them in separate rules",
+        ),
+        (
+            "[{type: stream_slow_start, delay: 1s}, {type: throttle, rate: 1KB/s}]",
+            "stream_slow_start and throttle both stream the body",
+        ),
+        (
+            "[{type: stream_cut, events: 1}, {type: stream_cut, events: 2}]",
+            "a rule has at most one stream_cut",
+        ),
+        (
+            "[{type: stream_cut, events: 1}, {type: malformed, mode: truncate}]",
+            "stream_cut streams the body as it arrives, so it cannot be combined with faults "
+            "that act on the whole answer (malformed truncate",
+        ),
+        (
+            "[{type: stream_cut, events: 1}, {type: error, status: 502, on: response}]",
+            "the whole answer (error 502 on response); put them in separate rules",
+        ),
     ],
 )
-def test_one_streaming_fault_per_rule_and_nothing_on_the_whole_answer(faults: str) -> None:
-    with pytest.raises(ScenarioError, match=r"rules\[0\]\.fault: "):
+def test_one_streaming_fault_per_rule_and_nothing_on_the_whole_answer(
+    faults: str, message: str
+) -> None:
+    with pytest.raises(ScenarioError, match=re.escape(message)) as info:
         load_text(f"rules:\n  - fault: {faults}\n")
+    assert str(info.value).startswith("<string>:2:")
 
 
 def test_request_stage_faults_combine_with_them() -> None:
