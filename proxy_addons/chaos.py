@@ -23,7 +23,7 @@ from typing import Any
 from mitmproxy import http
 from mitmproxy.exceptions import OptionsError
 
-from chaosproxy.core.engine import Decision, Engine, SimpleRequest
+from chaosproxy.core.engine import Decision, Engine
 from chaosproxy.core.fault import Stage
 from chaosproxy.core.scenario import PASSTHROUGH, Scenario
 from chaosproxy.proxy_addons import _internals, chaos_options
@@ -36,7 +36,11 @@ from chaosproxy.proxy_addons.recorder import DecisionRecorder, summary_lines
 from chaosproxy.proxy_addons.services import ControlService, WatchService
 from chaosproxy.proxy_addons.timeline import PhaseTimeline
 from chaosproxy.proxy_addons.upstream import Upstream
-from chaosproxy.proxy_addons.upstream_connect import HandshakeWire, tunnel_opened
+from chaosproxy.proxy_addons.upstream_connect import (
+    HandshakeWire,
+    handshake_view,
+    tunnel_opened,
+)
 from chaosproxy.proxy_addons.websocket import WebSockets
 from chaosproxy.proxy_addons.wire import FlowRequest, FlowWire
 from chaosproxy.state import MemoryState, ScenarioState, StateError, open_state
@@ -173,19 +177,16 @@ class ChaosAddon:
         client = data.context.client
         if client.id in self._tunneled or not self.gate.is_open:
             return None
-        if not self.engine.decides_at("handshake") or data.context.server.address is None:
+        if not self.engine.decides_at("handshake"):
             return None
-        if client.proxy_mode.type_name == "regular":
+        found = handshake_view(data.context, self.upstream_names)
+        if found is None:
             return None
-        address = data.context.server.address
-        host = client.sni or address[0]
-        name = self.upstream_names.get(client.proxy_mode.full_spec)
-        view = SimpleRequest("TLS", host, "", upstream=name, scheme="https", point="handshake")
-        view.as_requested = f"https://{host}:{address[1]}"
+        view, address = found
         decision = self.decider.decide(view, None)
         if decision is None or isinstance(decision, Decision):
-            return self._handshake(client.id, (host, address[1]), decision)
-        return _then(decision, lambda d: self._handshake(client.id, (host, address[1]), d))
+            return self._handshake(client.id, address, decision)
+        return _then(decision, lambda d: self._handshake(client.id, address, d))
 
     def _handshake(self, client_id: str, address: tuple[str, int], decision: Any) -> Any:
         if decision is None:

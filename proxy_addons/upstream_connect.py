@@ -26,7 +26,7 @@ from typing import Any
 from mitmproxy import http, version
 from OpenSSL import SSL, crypto
 
-from chaosproxy.core.engine import Decision
+from chaosproxy.core.engine import Decision, SimpleRequest
 from chaosproxy.core.fault import Pacing
 from chaosproxy.proxy_addons._internals import clientsock
 
@@ -67,6 +67,29 @@ def tunnel_opened(request: http.Request) -> http.Response:
         now,
         now,
     )
+
+
+def handshake_view(
+    context: Any, upstream_names: Mapping[str, str]
+) -> tuple[SimpleRequest, tuple[str, int]] | None:
+    """What a reverse-mode client's TLS handshake is decided on (the name it asks for by
+    SNI, else the upstream's host), and the address; None where no handshake rule applies
+    (a forward proxy decides at the CONNECT; no upstream address yet)."""
+    client, address = context.client, context.server.address
+    if address is None or client.proxy_mode.type_name == "regular":
+        return None
+    host = client.sni or address[0]
+    name = upstream_names.get(client.proxy_mode.full_spec)
+    view = SimpleRequest(
+        "TLS",
+        host,
+        "",
+        upstream=name,
+        scheme="https",
+        as_requested=f"https://{host}:{address[1]}",
+        point="handshake",
+    )
+    return view, (host, address[1])
 
 
 class Handshakes:
