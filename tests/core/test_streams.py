@@ -96,6 +96,16 @@ def test_the_point_does_not_depend_on_how_the_body_is_split(data) -> None:
         assert body[split - 1 : split + 1] == b"\r\n"
 
 
+
+def test_an_event_whose_last_crlf_is_split_between_reads_ends_at_its_cr() -> None:
+    # whole at the CR (a CR ends a line): not held back until the next read comes, and the
+    # LF, after the point, is not read as another line end
+    counter = EventCounter(1)
+    assert counter.split(b"data: a\r\n\r") == 10  # the whole read
+    assert counter.events == 1 and counter.bytes == 10
+    assert counter.split(b"\ndata: b\r\n\r\n") == 0
+    assert counter.events == 1
+
 def test_bytes_are_counted_across_reads() -> None:
     counter = ByteCounter(5)
     assert counter.split(b"abc") is None
