@@ -190,10 +190,10 @@ def infer_backoff(per_sample: Sequence[Sequence[float]]) -> BackoffFit:
     width = max(len(g) for g in usable)
     columns = [[g[k] for g in usable if len(g) > k] for k in range(width)]
     jitter = _jittered(columns)
-    # the shape from the typical (median) wait, the values from the floor when jittered
-    # (additive jitter only ever lengthens a wait)
+    # the shape from the typical (median) wait; the values from the least wait (a busy
+    # machine only ever lengthens one), or from the floor of the draws when jittered
     shape_all = [statistics.median(c) for c in columns]
-    level_all = [_floor(c) if jitter else statistics.median(c) for c in columns]
+    level_all = [_floor(c) if jitter else min(c) for c in columns]
     waits = level_all
     samples = len(usable)
     notes: list[str] = []

@@ -330,3 +330,11 @@ def test_a_fallback_is_told_by_its_form_not_its_numbers() -> None:
     results["malformed"].samples[0].outcome.body_excerpt = passed_on
     policy, _ = infer.infer_policy(results, baseline_body=healthy, fallback_body=cached)
     assert policy.malformed_is_failure is False
+
+
+def test_without_jitter_the_least_wait_is_the_wait() -> None:
+    # two of three samples woke late at the second wait: the median would say 0.25 s
+    runs = [[0.1, 0.25, 0.4], [0.1, 0.2, 0.4], [0.1, 0.26, 0.4]]
+    fit = infer.infer_backoff(runs)
+    assert fit.backoff.jitter is False
+    assert fit.waits_s == pytest.approx([0.1, 0.2, 0.4])
