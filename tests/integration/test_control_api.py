@@ -203,9 +203,15 @@ def test_browser_origins_and_foreign_host_names_are_refused(proxy) -> None:
     assert api(proxy, "GET", "/scenario").json()["name"] == "start"
 
 
-def test_token_is_required_on_every_call(make_proxy) -> None:
+def test_token_is_required_on_every_call_but_the_bare_health_check(make_proxy) -> None:
     proxy = make_proxy(admin=True, admin_token="s3cret")
-    assert api(proxy, "GET", "/healthz").status_code == 401
+    for method, path in [("GET", "/scenario"), ("GET", "/metrics"), ("POST", "/reset")]:
+        assert api(proxy, method, path).status_code == 401, path
+    # a probe cannot carry a Secret: /healthz answers it with the status word only
+    bare = api(proxy, "GET", "/healthz")
+    assert (bare.status_code, bare.json()) == (200, {"status": "ok"})
+    full = api(proxy, "GET", "/healthz", headers={"Authorization": "Bearer s3cret"})
+    assert {"scenario", "patches"} <= set(full.json())
     assert api(proxy, "GET", "/stats", headers={"Authorization": "Bearer nope"}).status_code == 401
     r = api(proxy, "GET", "/stats", headers={"Authorization": "Bearer s3cret"})
     assert r.status_code == 200
