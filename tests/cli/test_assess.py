@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import jsonschema
 import pytest
 
 from chaosproxy.cli import main as cli_main
-from chaosproxy.testing.assess.model import json_schema
+from chaosproxy.testing.assess.model import ExperimentResult, Sample, json_schema
+from chaosproxy.testing.assess.runner import AssessError, Runner, UrlTrigger
+from tests.support import free_port
+
+if TYPE_CHECKING:
+    from chaosproxy.testing.api import ChaosProxy
 
 
 def chaosproxy(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -74,3 +80,20 @@ def test_a_bad_policy_file_is_located_before_anything_runs(
         "or a mapping of opens_after, reset_s, half_open_probes"
     )
     assert "Traceback" not in out + err
+
+
+@pytest.mark.wire  # connects (and is refused); no proxy started, so it takes milliseconds
+def test_a_trigger_url_that_refuses_connections_is_a_clear_error() -> None:
+    app = f"http://127.0.0.1:{free_port()}/weather/berlin"  # nothing listens there
+    trigger = UrlTrigger(app, timeout=5)
+    runner = Runner(
+        cast("ChaosProxy", None), trigger, upstream="http://127.0.0.1:1", proxy_url="http://p"
+    )
+    baseline = ExperimentResult("baseline", "Healthy upstream", {}, [Sample(0, trigger())])
+    runner.results["baseline"] = baseline
+    with pytest.raises(AssessError) as raised:
+        runner._check_baseline()
+    assert str(raised.value) == (
+        f"the trigger failed with a healthy upstream: GET {app}: "
+        "[Errno 111] Connection refused (is the app listening there?)"
+    )

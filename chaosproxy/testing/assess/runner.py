@@ -76,6 +76,8 @@ class UrlTrigger:
                 status, body = answer.status, answer.read()
         except urllib.error.HTTPError as exc:
             status, body = exc.code, exc.read()
+        except urllib.error.URLError as exc:  # its reason, without "<urlopen error ...>"
+            return Outcome(duration_s=round(time.monotonic() - start, 4), error=str(exc.reason))
         except OSError as exc:
             return Outcome(duration_s=round(time.monotonic() - start, 4), error=str(exc))
         text = body[:BODY_EXCERPT].decode("utf-8", "replace")
@@ -462,7 +464,13 @@ class Runner:
     def _check_baseline(self) -> None:
         sample = self.results["baseline"].samples[0]
         if sample.outcome.error is not None and not sample.attempts:
-            raise AssessError(f"the trigger failed with a healthy upstream: {sample.outcome.error}")
+            where = ""
+            if isinstance(self.trigger, UrlTrigger):
+                where = f"{self.trigger.method.upper()} {self.trigger.url}: "
+            raise AssessError(
+                f"the trigger failed with a healthy upstream: {where}{sample.outcome.error}"
+                + (" (is the app listening there?)" if where else "")
+            )
         if not sample.attempts:
             raise AssessError(
                 "no upstream call reached the proxy during the healthy call: point the app's "
