@@ -576,6 +576,8 @@ def _message(err: Any, data: Any, path: DocPath) -> tuple[str, DocPath, bool]:
         text = "must be a string"
     elif kind == "bool_type":
         text = "must be true or false"
+    elif kind == "int_from_float":  # pydantic's text says 'got' already
+        text = "must be a whole number"
     if not custom or kind == "range":
         if not isinstance(value, dict | list) or kind in ("string_type",):
             text += f", got {_shown(value)}"

@@ -99,6 +99,7 @@ def test_a_long_pause_needs_allow_long() -> None:
         ("{type: stream_cut}", "give events (e.g. events: 5) or bytes"),
         ("{type: stream_cut, events: 1, bytes: 10}", "give events (e.g. events: 5) or bytes"),
         ("{type: stream_cut, events: -1}", "rules[0].fault.events: must be a whole number"),
+        ("{type: stream_cut, events: 2.5}", "rules[0].fault.events: must be a whole number, got 2.5"),
         ("{type: stream_cut, bytes: -1}", "rules[0].fault.bytes: a size must be a finite number"),
         ("{type: stream_cut, events: 2, mode: rst}", "rules[0].fault.mode"),
         ("{type: stream_stall, events: 2}", "missing required key 'pause'"),
