@@ -62,6 +62,8 @@ def check_method_pattern(value: str) -> str:
     if value.startswith("re:") or _METHOD_RE.match(value):
         return value
     example = "e.g. pkg.Service/Method, pkg.Service/*, */Get* or pkg.*"
+    if not value:
+        raise ValueError(f"an empty pattern names no method: write SERVICE/METHOD; {example}")
     if value.startswith("/"):
         raise ValueError(
             f"{value!r}: write the method without the leading slash ({value[1:]!r}); {example}"

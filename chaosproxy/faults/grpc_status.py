@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 from typing import Annotated, Literal
 
 from pydantic import PlainValidator, WithJsonSchema, model_validator
@@ -29,8 +30,13 @@ def _code(value: object) -> int:
     raise PydanticCustomError(
         "grpc_code",
         "unknown gRPC status {value}{hint}; give a number 0-16 or one of {names}",
-        {"value": repr(value), "hint": hint, "names": ", ".join(names)},
+        {"value": _shown(value), "hint": hint, "names": ", ".join(names)},
     )
+
+
+def _shown(value: object) -> str:
+    """``value`` as the scenario file wrote it (``null``, ``true``, ``'text'``)."""
+    return repr(value) if isinstance(value, str) else json.dumps(value, default=str)
 
 
 Code = Annotated[

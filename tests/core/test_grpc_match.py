@@ -97,7 +97,7 @@ def test_explain_says_why_a_grpc_rule_does_not_fire() -> None:
         ("pkg.S/", "a gRPC method is one SERVICE/METHOD"),
         ("pkg S/M", "has characters no gRPC service or method name has"),
         ("re:(?=x)", "lookahead"),
-        ("", "names no method"),
+        ("", "an empty pattern names no method: write SERVICE/METHOD; e.g."),
     ],
 )
 def test_malformed_grpc_patterns_are_located(pattern: str, message: str) -> None:
