@@ -8,41 +8,10 @@ import shlex
 
 import pytest
 
+from tests.plugin.projects import new_project
+
 pytestmark = pytest.mark.timeout(300)
 
-CONFTEST = """
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-import pytest
-
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        body = json.dumps({"path": self.path, "ok": True}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_POST = do_GET
-
-
-@pytest.fixture(scope="session")
-def chaos_proxy_upstream():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-"""
 
 #: A client with two guarded calls (retry once, then a fallback) and one unguarded call.
 CLIENT = """
@@ -93,9 +62,7 @@ CALLS = ["GET /stock/{id}", "POST /payments", "GET /recommendations/{id}"]
 
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makeconftest(CONFTEST)
-    pytester.makepyfile(client=CLIENT)
-    pytester.makeini("[pytest]\ntimeout = 60\n")
+    new_project(pytester).makepyfile(client=CLIENT)
     return pytester
 
 

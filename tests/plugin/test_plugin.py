@@ -7,47 +7,14 @@ import re
 
 import pytest
 
+from tests.plugin.projects import new_project
+
 pytestmark = pytest.mark.timeout(300)
-
-CONFTEST = """
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-import pytest
-
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        body = json.dumps({"path": self.path}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_POST = do_GET
-
-
-@pytest.fixture(scope="session")
-def chaos_proxy_upstream():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-"""
 
 
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makeconftest(CONFTEST)
-    pytester.makeini("[pytest]\ntimeout = 60\n")
-    return pytester
+    return new_project(pytester)
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
@@ -113,7 +80,10 @@ def test_the_summary_counts_in_words_that_agree(project: pytest.Pytester) -> Non
     result = run(project)
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
-        ["*::test_one: 1 fault in 1 request (scenario inline, seed *)", "total: 1 fault injected in 1 test"]
+        [
+            "*::test_one: 1 fault in 1 request (scenario inline, seed *)",
+            "total: 1 fault injected in 1 test",
+        ]
     )
 
 
