@@ -241,9 +241,13 @@ class WebSockets:
 
     def message(self, flow: http.HTTPFlow) -> None:
         socket = self._sockets.get(flow.id)
-        if socket is None:
-            return
         message = flow.websocket.messages[-1]  # type: ignore[union-attr]
+        if socket is None:
+            if message.injected and flow.websocket.timestamp_end is not None:  # type: ignore[union-attr]
+                # our close's wake-up message, met after the close ran websocket_end (which
+                # forgot the socket): sent, it would crash the layer (its peer is closing)
+                message.drop()
+            return
         if socket.ended:
             message.drop()  # after a close of ours: the message that woke the layer
             return
