@@ -164,12 +164,19 @@ def _make_certificate(host: str, kind: str, certstore: Any) -> tuple[crypto.X509
         alt: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
     except ValueError:
         alt = x509.DNSName(host)
+    issuer, signer = name, key
     if kind == "expired":
-        issuer = certstore.default_ca.to_pyopenssl().to_cryptography().subject
-        signer = certstore.default_privatekey
         start, end = now - datetime.timedelta(days=30), now - datetime.timedelta(days=1)
+        if certstore is not None:
+            issuer = certstore.default_ca.to_pyopenssl().to_cryptography().subject
+            signer = certstore.default_privatekey
+        else:  # mitmproxy's tlsconfig addon changed shape: still expired, but self-signed
+            logger.warning(
+                "tls_failure expired: mitmproxy's CA is out of reach; %s's "
+                "expired certificate is self-signed",
+                host,
+            )
     else:
-        issuer, signer = name, key
         start, end = now - datetime.timedelta(days=1), now + datetime.timedelta(days=30)
     cert = (
         x509.CertificateBuilder()
