@@ -6,6 +6,9 @@ and says what it was configured with, in the assessment's terms, to compare.
 
 from __future__ import annotations
 
+import itertools
+import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,9 +103,35 @@ def backoff_constant(base: str) -> Callable[[], Any]:
     return call
 
 
+class _ThreadRandom:
+    """Stands in for the ``random`` module inside a client library: each thread that was
+    given a generator draws from it, others from the module. The library's algorithm is
+    untouched; only where its jitter comes from is seeded, so the test is reproducible
+    (three assessments run at once, each with its own client)."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def use(self, rng: random.Random) -> None:
+        self._local.rng = rng
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(getattr(self._local, "rng", None) or random, name)
+
+
+_STAMINA_RANDOM = _ThreadRandom()
+_stamina_seeds = itertools.count(1)
+_stamina_lock = threading.Lock()
+
+
 def stamina_jittered(base: str) -> Callable[[], Any]:
     import requests
     import stamina
+    import stamina._core
+
+    with _stamina_lock:
+        stamina._core.random = _STAMINA_RANDOM  # type: ignore[attr-defined]
+        rng = random.Random(next(_stamina_seeds))  # this client's own, seeded jitter
 
     @stamina.retry(
         on=(Retryable, requests.RequestException),
@@ -113,8 +142,12 @@ def stamina_jittered(base: str) -> Callable[[], Any]:
         wait_jitter=0.2,
         wait_exp_base=2,
     )
-    def call() -> Any:
+    def attempt() -> Any:
         return _checked(_get(base + PATH))
+
+    def call() -> Any:
+        _STAMINA_RANDOM.use(rng)  # the thread the assessment runs this call in
+        return attempt()
 
     return call
 

@@ -59,7 +59,7 @@ def opening(quick: bool) -> list[Experiment]:
             _scenario("fail-until-give-up", _always({"type": "error", "status": 503})),
             samples=3,
             # jittered waits need more samples to tell the shape from the jitter, when cheap
-            params={"more_if_jittered": 5, "more_below_s": 2.5 if quick else 4.0},
+            params={"more_if_jittered": 9, "more_below_s": 2.5 if quick else 4.0},
         ),
     ]
 
