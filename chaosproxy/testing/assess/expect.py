@@ -227,7 +227,13 @@ class _Reader:
             return
         for key, value in data.items():
             path = (key,)
-            if key in NUMBERS:
+            if key == "connect_timeout_s":  # a gate on it could never pass
+                self.problem(
+                    path,
+                    "not probed (the proxy accepts every connection, so a client's connect "
+                    "timeout is never seen): leave it out",
+                )
+            elif key in NUMBERS:
                 self.bound(path, value)
             elif key in FLAGS:
                 self.flag(path, value)

@@ -153,6 +153,10 @@ def test_breaker_settings() -> None:
             "backoff: {knd: linear}\n",
             "p.yaml:1:11: backoff.knd: unknown key 'knd' (did you mean 'kind'?)",
         ),
+        (
+            'connect_timeout_s: "<= 2"\n',
+            "p.yaml:1:20: connect_timeout_s: not probed (the proxy accepts every connection",
+        ),
         ("- attempts\n", "p.yaml:1:1: (top): a policy file is a mapping"),
         ("attempts: [1\n", "p.yaml:"),
     ],
