@@ -85,6 +85,13 @@ def test_every_shipped_scenario_is_in_the_table() -> None:
     assert [s for s in shipped if f"| `{s}` |" not in table] == []
 
 
+@pytest.mark.unit
+def test_the_readme_counts_the_shipped_scenarios() -> None:
+    shipped = list((ROOT / "scenarios").glob("*.yaml"))
+    said = re.search(r"(\d+) scenarios are\s+shipped", (ROOT / "README.md").read_text("utf-8"))
+    assert said is not None and int(said[1]) == len(shipped)  # it said eleven of 14
+
+
 #: top-level folders of the checkout that the manual names files in
 TOP = ("chaosproxy", "proxy_addons", "demo_app", "scenarios", "tests", "bench", "docs", "scripts")
 
