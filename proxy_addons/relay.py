@@ -94,7 +94,8 @@ class ClientGone(ConnectionError):
 
 
 class Relay:
-    """Serves throttled requests on a loopback port, started on first use."""
+    """Serves throttled and stream-shaped requests on a loopback port, started on first
+    use."""
 
     def __init__(self) -> None:
         self._routes: dict[str, Route] = {}
@@ -103,7 +104,9 @@ class Relay:
         #: counted, logged at most once a minute; each reason is in the debug log and the
         #: 502's body
         self.refused = CountedWarning(
-            logger, "relay: a throttled request could not be relayed, its client got a 502"
+            logger,
+            "relay: a throttled or stream-shaped request could not be relayed, its client "
+            "got a 502",
         )
 
     @property
