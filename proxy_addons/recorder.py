@@ -113,8 +113,12 @@ class DecisionRecorder:
         else:
             outcome = "closed"
         gave_up = flow.metadata.get(TIMED_OUT_KEY)
+        unreachable = wire.route.unreachable if wire is not None and wire.route else None
         if gave_up is not None:  # the proxy answered 504: the upstream never did
             upstream_status, error = None, f"upstream {gave_up}"
+        elif unreachable is not None and outcome == "response":
+            # the relay's 502: recorded as mitmproxy's own 502 for an unreachable upstream
+            outcome, upstream_status, error = "error", None, unreachable
         elif wire is None:
             upstream_status = status if outcome == "response" else None
         else:

@@ -87,6 +87,8 @@ class Route:
     plan: StreamPlan | None = None
     end_client: EndClient = field(default=_cannot_end)
     report: StreamReport = field(default_factory=StreamReport)
+    unreachable: str | None = None
+    """Why the real upstream could not be reached (the relay answered 502 itself)."""
 
 
 class ClientGone(ConnectionError):
@@ -159,7 +161,8 @@ class Relay:
                 server_hostname=(route.sni or route.host) if route.ssl_context else None,
             )
         except (OSError, ssl.SSLError) as exc:
-            await self._refuse(exchange, f"cannot reach {route.host}:{route.port}: {exc}")
+            route.unreachable = f"cannot reach {route.host}:{route.port}: {exc}"
+            await self._refuse(exchange, route.unreachable)
             return
         try:
             await self._forward(conn, request, headers, reader, writer, route, up_reader, up_writer)

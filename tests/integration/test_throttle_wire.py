@@ -182,6 +182,10 @@ def test_an_unreachable_upstream_is_a_502(make_proxy) -> None:
     )
     r = requests.get(f"{proxy.url}/x")
     assert r.status_code == 502 and f"127.0.0.1:{dead}" in r.text
+    # recorded as an unreachable upstream is without the relay: no upstream answered
+    record = wait_until(lambda: proxy.decisions[-1:] and proxy.decisions[-1])
+    assert (record.outcome, record.status, record.upstream_status) == ("error", 502, None)
+    assert record.error is not None and f"cannot reach 127.0.0.1:{dead}" in record.error
 
 
 def test_forward_https_and_http2_are_throttled_too(make_proxy, tmp_path: Path) -> None:
