@@ -168,8 +168,8 @@ def command(args: argparse.Namespace) -> int:
                 print(line, file=sys.stderr)
             return EXIT_USAGE
     host, port = _listen(args.listen)
-    console = Console(stderr=True)
-    out = Console()
+    console = Console(stderr=True, width=_width(sys.stderr))
+    out = Console(width=_width(sys.stdout))
     assessment = _run(args, host, port, console)
     checked = None
     if policy is not None:
@@ -196,6 +196,19 @@ def command(args: argparse.Namespace) -> int:
             return EXIT_FAIL
         out.print(f"[green]{args.expect}: all {len(checked)} expectations met[/]", highlight=False)
     return EXIT_OK
+
+
+#: the width of the card off a terminal: its tables fit, a URL keeps its line (Rich's 80 did not)
+PLAIN_WIDTH = 100
+
+
+def _width(stream: Any) -> int | None:
+    """None (Rich's choice: the terminal's width, or COLUMNS) on a terminal or when COLUMNS
+    is set; otherwise PLAIN_WIDTH, so that a CI log shows the card as the docs do."""
+    isatty = getattr(stream, "isatty", None)
+    if (isatty is not None and isatty()) or os.environ.get("COLUMNS"):
+        return None
+    return PLAIN_WIDTH
 
 
 def _run(args: argparse.Namespace, host: str, port: int, console: Console) -> Assessment:

@@ -3,6 +3,7 @@ starting anything (the assessment itself runs in tests/assess)."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, cast
 import jsonschema
 import pytest
 
+from chaosproxy.cli import assess as assess_cli
 from chaosproxy.cli import main as cli_main
 from chaosproxy.testing.assess.model import ExperimentResult, Sample, json_schema
 from chaosproxy.testing.assess.runner import AssessError, Runner, UrlTrigger
@@ -97,3 +99,18 @@ def test_a_trigger_url_that_refuses_connections_is_a_clear_error() -> None:
         f"the trigger failed with a healthy upstream: GET {app}: "
         "[Errno 111] Connection refused (is the app listening there?)"
     )
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_off_a_terminal_the_card_is_as_wide_as_in_the_docs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert assess_cli._width(io.StringIO()) == assess_cli.PLAIN_WIDTH == 100
+    assert assess_cli._width(_Tty()) is None  # a terminal: its own width
+    monkeypatch.setenv("COLUMNS", "140")
+    assert assess_cli._width(io.StringIO()) is None  # Rich reads COLUMNS itself
