@@ -9,6 +9,8 @@ an open breaker to let calls through again, so every sample starts from a closed
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import subprocess
 import threading
@@ -39,6 +41,10 @@ if TYPE_CHECKING:
     from chaosproxy.testing.api import ChaosProxy
 
 BODY_EXCERPT = 200
+#: how much longer than the hang cap the end of an assessment waits for calls left running
+SETTLE_EXTRA_S = 5.0
+
+logger = logging.getLogger("chaosproxy")
 #: How long to wait, at most, for an open client breaker to let calls through again.
 BREAKER_CAP_S = 60.0
 #: Failed upstream calls after which a client that still calls has no breaker to speak of.
@@ -132,6 +138,23 @@ class CommandTrigger:
         )
 
 
+def _answer_text(value: Any) -> str:
+    """What a callable answered, as text to compare answers by: its ``.text`` (requests,
+    httpx, Flask's test client), else its ``.body`` or the value itself when that is text,
+    bytes or JSON-like data (an app's own result object with a dict body)."""
+    for candidate in (getattr(value, "text", None), getattr(value, "body", None), value):
+        if isinstance(candidate, str):
+            return candidate
+        if isinstance(candidate, bytes):
+            return candidate.decode("utf-8", "replace")
+        if isinstance(candidate, dict | list):
+            try:
+                return json.dumps(candidate, sort_keys=True, default=str)
+            except (TypeError, ValueError):
+                return ""
+    return ""
+
+
 @dataclass
 class CallableTrigger:
     """A Python callable (pytest): returns a status, an object with ``status_code`` or
@@ -141,6 +164,17 @@ class CallableTrigger:
     call: Callable[[], Any]
     method: str = "GET"
     timeout: float = 60.0
+    _abandoned: list[threading.Thread] = field(default_factory=list, init=False, repr=False)
+
+    def settle(self, timeout: float) -> int:
+        """Wait (at most ``timeout`` s) for the calls left running past their ``timeout``
+        to end, so none of them goes on calling the upstream after the assessment (in a
+        pytest session: into the next test). Returns how many still run."""
+        deadline = time.monotonic() + timeout
+        for worker in self._abandoned:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        self._abandoned = [w for w in self._abandoned if w.is_alive()]
+        return len(self._abandoned)
 
     def __call__(self) -> Outcome:
         start = time.monotonic()
@@ -157,6 +191,7 @@ class CallableTrigger:
         worker.join(self.timeout)
         took = round(time.monotonic() - start, 4)
         if worker.is_alive():
+            self._abandoned.append(worker)
             return Outcome(duration_s=took, error=f"no answer within {self.timeout:g}s")
         if "error" in box:
             return Outcome(duration_s=took, error=repr(box["error"])[:BODY_EXCERPT])
@@ -164,12 +199,11 @@ class CallableTrigger:
         status = value if isinstance(value, int) else getattr(value, "status_code", None)
         if status is None:
             status = getattr(value, "status", None)
-        body = getattr(value, "text", "")
         return Outcome(
             status=status if isinstance(status, int) else None,
             exit_code=None if isinstance(status, int) else 0,
             duration_s=took,
-            body_excerpt=str(body)[:BODY_EXCERPT] if isinstance(body, str) else "",
+            body_excerpt=_answer_text(value)[:BODY_EXCERPT],
         )
 
     def target(self, upstream: str, proxy_url: str) -> Target:
@@ -422,6 +456,9 @@ class Runner:
         finally:
             collector.close()
             self._apply(battery.baseline().scenario)
+            settle = getattr(self.trigger, "settle", None)
+            if settle is not None and settle(self.hang_cap_s + SETTLE_EXTRA_S):
+                logger.warning("assess: a call the client never finished still runs")
         baseline = self.results["baseline"].samples[0].outcome
         long = self.results.get("retry_after_long")
         policy, evidence = infer.infer_policy(
