@@ -17,6 +17,7 @@ events (only its bytes are counted).
 
 from __future__ import annotations
 
+import abc
 import enum
 from dataclasses import dataclass
 
@@ -67,7 +68,7 @@ def is_event_stream(content_type: str | None) -> bool:
     return content_type.split(";", 1)[0].strip().lower() == "text/event-stream"
 
 
-class Counter:
+class Counter(abc.ABC):
     """Counts a body as it streams and finds where the ``limit``-th unit ends."""
 
     def __init__(self, limit: int) -> None:
@@ -80,8 +81,9 @@ class Counter:
         return self.count >= self.limit
 
     @property
+    @abc.abstractmethod
     def count(self) -> int:
-        raise NotImplementedError
+        """How many units (events, chunks or bytes) were counted so far."""
 
     def split(self, data: bytes, chunk_end: bool = False) -> int | None:
         """Feed the next ``data`` (``chunk_end``: it ends a chunk of the upstream's chunked
@@ -95,8 +97,9 @@ class Counter:
         self.bytes += len(data) if at is None else at
         return at
 
+    @abc.abstractmethod
     def _advance(self, data: bytes, chunk_end: bool) -> int | None:
-        raise NotImplementedError
+        """Count ``data``; the offset just after the point when it lies within it."""
 
 
 class ByteCounter(Counter):
