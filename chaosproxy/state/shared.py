@@ -46,6 +46,7 @@ from typing import Any
 
 from chaosproxy.core import scenario as scenario_mod
 from chaosproxy.core.engine import Decision, Engine, RequestView
+from chaosproxy.core.units import counted
 from chaosproxy.state.base import DEFAULT_TIMEOUT, RedisURL, StateUnavailable
 from chaosproxy.state.selection import (
     SELECT_SCRIPT,
@@ -58,6 +59,13 @@ from chaosproxy.state.selection import (
 )
 
 logger = logging.getLogger("chaosproxy")
+
+
+def made_alone(decisions: int) -> str:
+    """What a replica that rejoins says of its time alone: ``1 decision was made ...``."""
+    verb = "was" if decisions == 1 else "were"
+    return f"{counted(decisions, 'decision')} {verb} made with this replica's own state"
+
 
 #: The longest a request waits on Redis for its decision (then: this replica's own
 #: state), unless the URL says ``?timeout=``.
@@ -353,10 +361,9 @@ class RedisState:
                 continue
             self._warned = False
             logger.info(
-                "shared state %s answers again: deciding with it (%d decisions were made "
-                "with this replica's own state)",
+                "shared state %s answers again: deciding with it (%s)",
                 self.url.safe,
-                self.fallbacks,
+                made_alone(self.fallbacks),
             )
             return
 

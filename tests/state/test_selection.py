@@ -20,7 +20,7 @@ from chaosproxy.state.selection import (
     decision_of,
     read_reply,
 )
-from chaosproxy.state.shared import RedisState
+from chaosproxy.state.shared import RedisState, made_alone
 
 
 @pytest.mark.parametrize(
@@ -188,3 +188,8 @@ def test_every_valid_scenario_survives_the_trip_through_the_store() -> None:
         doc["name"] = original.label
         again = scenario_mod.load_data(json.loads(json.dumps(doc)), "shared state")
         assert again == original, path.name
+
+
+def test_a_rejoining_replica_counts_its_decisions_alone_in_agreement() -> None:
+    assert made_alone(1) == "1 decision was made with this replica's own state"
+    assert made_alone(28) == "28 decisions were made with this replica's own state"

@@ -109,7 +109,7 @@ def test_a_hung_redis_costs_a_request_the_timeout_once_then_nothing(
     caplog.set_level(logging.INFO, logger="chaosproxy")
     assert redis.proc is not None
 
-    async def run() -> None:
+    async def run() -> int:
         (state,) = await _replicas(redis.url, 1)
         try:
             await _decide(state, _request(1))
@@ -142,14 +142,17 @@ def test_a_hung_redis_costs_a_request_the_timeout_once_then_nothing(
             await _decide(state, _request(22))
             assert state.fallbacks == fallbacks  # decided by the store again
             assert f"chaosproxy_state_fallbacks_total {fallbacks}" in state.metrics_text()
+            return fallbacks
         finally:
             state.stop()
             await asyncio.sleep(0.05)
 
-    asyncio.run(run())
+    fallbacks = asyncio.run(run())
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "unreachable" in warnings[0].getMessage()
-    assert any("answers again" in r.getMessage() for r in caplog.records)
+    again = [r.getMessage() for r in caplog.records if "again: deciding" in r.getMessage()]
+    assert len(again) == 1
+    assert f"({fallbacks} decisions were made with this replica's own state)" in again[0]
 
 
 def test_a_replica_starts_without_redis_and_joins_when_it_comes(
