@@ -1,4 +1,6 @@
-"""The demo app assessed through the Python API: the inferred policy is its configuration."""
+"""The demo app assessed through the Python API and its URL: the inferred policy is its
+configuration. The full battery (the breaker, the Retry-After cap) runs on the same demo
+client in tests/resilience/test_policy.py."""
 
 from __future__ import annotations
 
@@ -56,17 +58,3 @@ def test_quick_assessment_of_the_demo(upstream: str) -> None:
     done = [p.experiment for p in progress if p.done]
     assert done == names
     assert all(p.samples >= 1 for p in progress)
-
-
-def test_full_assessment_of_the_demo_finds_its_breaker(upstream: str) -> None:
-    a, _ = run_demo(upstream, quick=False, BREAKER_FAIL_MAX=4, BREAKER_RESET_TIMEOUT=1.0)
-    b = a.policy.breaker
-    assert b is not None
-    assert b.opens_after == 4
-    assert b.reset_s == pytest.approx(1.0, rel=0.2)
-    assert b.half_open_probes == 1
-    assert a.policy.retry_after is not None and a.policy.retry_after.cap_s == pytest.approx(
-        2.0, rel=0.1
-    )  # RETRY_AFTER_CAP
-    assert a.policy.retries_4xx is False
-    validate_json(a.to_json(), json_schema())

@@ -12,7 +12,7 @@ import pytest
 
 from chaosproxy.testing.assess import html
 from tests.assess.reports import demo_document, sample_document
-from tests.demo.test_browser import CHROMIUM_ARGS, chromium_path
+from tests.demo.test_browser import CHROMIUM_ARGS, chromium_path, watch_problems
 
 ARTIFACTS = Path(__file__).parents[2] / "test-artifacts"
 
@@ -36,19 +36,7 @@ def test_the_report_opens_in_chromium_without_errors(
         browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.on(
-                "console",
-                lambda msg: (
-                    problems.append(f"console {msg.type}: {msg.text}")
-                    if msg.type in ("error", "warning")
-                    else None
-                ),
-            )
-            page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-            page.on(
-                "request",
-                lambda req: None if req.url == page_url else problems.append(f"request: {req.url}"),
-            )
+            watch_problems(page, problems, lambda url: url == page_url)
             page.goto(page_url, wait_until="load")
             drawn = page.evaluate(
                 """() => [...document.querySelectorAll('svg.timeline')].map((svg) => {

@@ -129,6 +129,29 @@ def chromium_path() -> str:
     return path
 
 
+def watch_problems(
+    target: Any, problems: list[str], allowed: Callable[[str], bool], label: str = ""
+) -> None:
+    """Note on ``problems`` what goes wrong in a Playwright page or context: console errors
+    and warnings, uncaught errors, failed requests, and requests to a URL not ``allowed``."""
+    prefix = f"{label} " if label else ""
+    target.on(
+        "console",
+        lambda msg: (
+            problems.append(f"{prefix}console {msg.type}: {msg.text}")
+            if msg.type in ("error", "warning")
+            else None
+        ),
+    )
+    errors = "weberror" if hasattr(target, "new_page") else "pageerror"  # a context: weberror
+    target.on(errors, lambda e: problems.append(f"{prefix}page error: {getattr(e, 'error', e)}"))
+    target.on(
+        "request",
+        lambda req: None if allowed(req.url) else problems.append(f"request: {req.url}"),
+    )
+    target.on("requestfailed", lambda req: problems.append(f"failed: {req.url}"))
+
+
 def is_round(values: list[float]) -> bool:
     """Ticks at a 1, 2 or 5 times a power of ten step, each a multiple of that step."""
     if len(values) < 2:
@@ -228,23 +251,9 @@ def test_dashboard_on_a_projector(start_demo: Callable[..., DemoProcess]) -> Non
                 )
                 context.add_init_script(WATCH_LABEL)
                 page = context.new_page()
-                page.on(
-                    "console",
-                    lambda msg, size=size: (
-                        problems.append(f"{size} console {msg.type}: {msg.text}")
-                        if msg.type in ("error", "warning")
-                        else None
-                    ),
-                )
-                page.on("pageerror", lambda exc, size=size: problems.append(f"{size}: {exc}"))
-                page.on("requestfailed", lambda req: problems.append(f"failed: {req.url}"))
-                page.on(
-                    "request",
-                    lambda req: (
-                        None
-                        if urlsplit(req.url).netloc == origin
-                        else problems.append(f"request beyond the demo (a CDN?): {req.url}")
-                    ),
+                # a request beyond the demo would be a CDN: the dashboard works offline
+                watch_problems(
+                    page, problems, lambda url: urlsplit(url).netloc == origin, str(size)
                 )
                 page.goto(f"{base}/", wait_until="load")
                 pages[size] = page
@@ -366,24 +375,7 @@ def test_the_assessment_dialog_runs_quick_and_shows_the_card(
         try:
             # every page of the context: the dashboard and the HTML report it opens
             context = browser.new_context(viewport={"width": 1280, "height": 720})
-            context.on(
-                "console",
-                lambda msg: (
-                    problems.append(f"console {msg.type}: {msg.text}")
-                    if msg.type in ("error", "warning")
-                    else None
-                ),
-            )
-            context.on("weberror", lambda err: problems.append(f"page error: {err.error}"))
-            context.on(
-                "request",
-                lambda req: (
-                    None
-                    if urlsplit(req.url).netloc == origin
-                    else problems.append(f"request beyond the demo: {req.url}")
-                ),
-            )
-            context.on("requestfailed", lambda req: problems.append(f"failed: {req.url}"))
+            watch_problems(context, problems, lambda url: urlsplit(url).netloc == origin)
             page = context.new_page()
             page.goto(f"{base}/", wait_until="load")
             expect(page.locator("#connection")).to_have_text("live", timeout=15_000)

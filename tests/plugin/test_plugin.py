@@ -303,33 +303,3 @@ def test_jump_to_phases(project: pytest.Pytester) -> None:
         """
     )
     run(project).assert_outcomes(passed=1)
-
-
-def test_assess_returns_the_client_policy(project: pytest.Pytester) -> None:
-    project.makepyfile(
-        """
-        import requests
-        from requests.adapters import HTTPAdapter
-        from urllib3.util.retry import Retry
-
-        def test_assess(chaos_proxy):
-            session = requests.Session()
-            retry = Retry(total=2, backoff_factor=0.1, status_forcelist=[503], raise_on_status=False)
-            session.mount("http://", HTTPAdapter(max_retries=retry))
-
-            def call():
-                return session.get(f"{chaos_proxy.url}/v1/item", timeout=0.5)
-
-            a = chaos_proxy.assess(call, quick=True, hang_cap_s=3)
-            print("inferred", a.to_json()["policy"])
-            assert a.policy.attempts == 3
-            assert a.policy.retries_4xx is False
-            assert abs(a.policy.timeout_s - 0.5) <= 0.05
-            assert a.policy.breaker is None
-            assert [e.name for e in a.experiments][0] == "baseline"
-            assert chaos_proxy.scenario == "passthrough"
-        """
-    )
-    result = run(project, "-s")
-    result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*inferred*'attempts': 3*"])

@@ -15,8 +15,9 @@ import pytest
 from rich.console import Console
 
 from chaosproxy.testing.assess import card
-from chaosproxy.testing.assess.model import Assessment
+from chaosproxy.testing.assess.model import Assessment, json_schema
 from tests.resilience.conftest import FAIL_MAX, Demo
+from tests.support import validate_json
 
 #: short timeouts keep it fast; four attempts give three waits, so the backoff's shape
 #: (0.1, 0.2, 0.4 s plus up to 0.1 s of jitter) shows through its jitter
@@ -76,6 +77,7 @@ def test_the_demo_clients_whole_policy(make_demo, chaos_proxy) -> None:
     assert p.breaker.half_open_probes == 1, card_text
     assert p.fallback is True and p.malformed_is_failure is True, card_text
     assert chaos_proxy.scenario == "passthrough"  # the fixture is handed back clean
+    validate_json(a.to_json(), json_schema())  # a full document, breaker included
 
 
 def test_a_client_that_hangs_fails_within_its_own_budget(make_demo, chaos_proxy) -> None:
