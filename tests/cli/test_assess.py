@@ -12,22 +12,13 @@ import jsonschema
 import pytest
 
 from chaosproxy.cli import assess as assess_cli
-from chaosproxy.cli import main as cli_main
 from chaosproxy.testing.assess.model import ExperimentResult, Sample, json_schema
 from chaosproxy.testing.assess.runner import AssessError, Runner, UrlTrigger
+from tests.cli.test_commands import chaosproxy
 from tests.support import free_port
 
 if TYPE_CHECKING:
     from chaosproxy.testing.api import ChaosProxy
-
-
-def chaosproxy(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = cli_main.main(list(argv))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_schema_prints_the_published_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
